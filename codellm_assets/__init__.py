@@ -1,0 +1,1 @@
+"""codellm: a Dagster-native private code LLM platform."""

@@ -1,0 +1,309 @@
+"""Typed settings for codellm, loaded from ``codellm.yaml`` (or the path in ``CODELLM_CONFIG``).
+
+Every knob lives here once. Relative paths are resolved against the directory of the settings file,
+so the same file works from any working directory. Environment overrides use double underscores:
+``CODELLM__TRAINING__MAX_STEPS=10`` sets ``training.max_steps``; ``CODELLM_HOME`` sets ``home``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "codellm.yaml"
+
+
+class SettingsError(ValueError):
+    """A settings file that cannot be used; the message names the file, the key and the fix."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class RepoSettings(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="partition key; letters, digits, . _ -")
+    path: str | None = Field(None, description="local path of a git repository (absolute or relative)")
+    url: str | None = Field(None, description="clone URL; cloned/mirrored under home/mirrors")
+    branches: list[str] = Field(default_factory=lambda: ["HEAD"], min_length=1)
+    languages: list[str] | None = Field(None, description="keep only these languages (default: all known)")
+    seed_from_package: str | None = Field(
+        None, description="if path does not exist, build a sample git repo there from this installed package")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RepoSettings":
+        if not self.path and not self.url:
+            raise ValueError(f"repo '{self.name}': set `path` (a local git repo) or `url` (a clone URL)")
+        return self
+
+
+class QualitySettings(_Model):
+    min_lines: int = Field(10, ge=0)
+    max_lines: int = Field(500, ge=1)
+    long_file_policy: Literal["drop", "truncate"] = "truncate"
+    max_line_length: int = Field(1000, ge=10)
+    max_mean_line_length: float = Field(100.0, gt=0)
+    min_alnum_fraction: float = Field(0.25, ge=0, le=1)
+    max_file_bytes: int = Field(1_000_000, ge=1)
+    exclude_tests: bool = False
+    exclude_globs: list[str] = Field(default_factory=lambda: [
+        "*.min.js", "*.min.css", "*generated*", "*_pb2.py", "*_pb2_grpc.py",
+        "*/vendor/*", "vendor/*", "*/third_party/*", "third_party/*", "*/node_modules/*", "node_modules/*",
+        "*/site-packages/*", "*.lock", "package-lock.json", "yarn.lock", "poetry.lock", "Cargo.lock",
+        "go.sum", "pnpm-lock.yaml", "*.map",
+    ])
+
+
+class ScrubSettings(_Model):
+    entropy_threshold: float = Field(3.5, ge=0, description="bits/char for keyword-anchored generic secrets")
+    redact_emails: bool = True
+    redact_ips: bool = True
+    redact_phones: bool = True
+
+
+class DedupSettings(_Model):
+    backend: Literal["rensa", "datasketch"] = "rensa"
+    num_perm: int = Field(256, ge=16)
+    shingle_size: int = Field(5, ge=1)
+    threshold: float = Field(0.7, gt=0, lt=1)
+    decontaminate: bool = True
+    decontam_ngram: int = Field(13, ge=4, description="token n-gram length for eval-prompt overlap")
+
+
+class DatasetSettings(_Model):
+    seq_len: int = Field(256, ge=16)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    holdout_fraction: float = Field(0.05, ge=0, lt=1, description="files held out for the company benchmark")
+    fim_rate: float = Field(0.0, ge=0, le=1)
+    tokenizer_vocab_size: int = Field(4096, ge=300)
+
+
+class ModelSettings(_Model):
+    preset: str = "tiny"
+    path: str | None = Field(None, description="local path of the base model; overrides the preset's hf_id")
+    tiny_hidden_size: int = 128
+    tiny_layers: int = 2
+    tiny_heads: int = 4
+    tiny_pretrain_steps: int = Field(60, ge=0)
+
+
+class TrainingSettings(_Model):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(40, ge=-1, description="-1: run `epochs`")
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(4, ge=0)
+    logging_steps: int = Field(5, ge=1)
+    eval_steps: int = Field(20, ge=1)
+    save_steps: int = Field(10, ge=1)
+    gradient_checkpointing: bool = False
+    lora_r: int | None = Field(None, ge=1, description="default: the preset's")
+    lora_alpha: int | None = Field(None, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = None
+    qlora: Literal["auto", "on", "off"] = "auto"
+    from_champion: bool = Field(False, description="incremental retraining: start from the champion adapter")
+    seed: int = 42
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0: all cores")
+
+
+class RegistrySettings(_Model):
+    model_name: str = "codellm"
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<home>/mlflow/mlflow.db")
+    artifact_root: str | None = Field(None, description="default: <home>/mlflow/artifacts")
+    experiment: str = "codellm"
+
+
+class EvalSettings(_Model):
+    humaneval_subset: int = Field(10, ge=0, description="0: all 164 tasks")
+    samples_per_task: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    max_new_tokens: int = Field(64, ge=1)
+    k: list[int] = Field(default_factory=lambda: [1])
+    timeout_s: float = Field(5.0, gt=0)
+    workers: int = Field(0, ge=0, description="0: number of cores")
+    gate_margin: float = Field(0.02, ge=0, description="allowed regression of pass@1 / company score")
+    company_tasks_file: str | None = "benchmarks/company_tasks.jsonl"
+    company_max_tasks: int = Field(20, ge=0)
+
+
+class ServingSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    backend: Literal["transformers", "vllm"] = "transformers"
+    vllm_url: str | None = None
+    store_url: str | None = Field(None, description="SQLAlchemy URL; default: sqlite:///<home>/store.db (WAL)")
+    rate_limit_per_minute: int = Field(600, ge=1)
+    max_context_tokens: int = Field(2048, ge=16)
+    sticky_window_s: int = Field(3600, ge=1)
+    canary_timeout_s: float = Field(30.0, gt=0)
+    shadow_version: str | None = None
+
+
+class CanaryThresholds(_Model):
+    max_error_rate: float = 0.05
+    max_p95_latency_s: float = 3.0
+    max_buggy_code_rate: float = 0.10
+    min_requests: int = 50
+    min_users: int = 3
+
+
+class ProductionThresholds(_Model):
+    min_acceptance_rate: float = 0.75
+    max_buggy_code_rate: float = 0.05
+    max_p95_latency_s: float = 2.0
+    min_requests: int = 50
+
+
+class MonitoringSettings(_Model):
+    window_minutes: int = Field(30, ge=1)
+    strategy: Literal["canary", "bluegreen"] = "canary"
+    canary_steps: list[int] = Field(default_factory=lambda: [5, 25, 100])
+    canary: CanaryThresholds = CanaryThresholds()
+    production: ProductionThresholds = ProductionThresholds()
+    retrain_cooldown_minutes: int = Field(360, ge=0)
+    feedback_volume_threshold: int = Field(1000, ge=1)
+    sensor_interval_s: int = Field(60, ge=5)
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps_increase(cls, v: list[int]) -> list[int]:
+        if not v or v[-1] != 100 or any(b <= a for a, b in zip(v, v[1:])) or v[0] <= 0:
+            raise ValueError("canary_steps must increase strictly and end at 100, e.g. [5, 25, 100]")
+        return v
+
+
+class SmtpSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = 25
+    sender: str = "codellm@localhost"
+    recipients: list[str] = Field(default_factory=list)
+
+
+class AlertSettings(_Model):
+    webhook_url: str | None = None
+    smtp: SmtpSettings | None = None
+    ui_base_url: str = "http://127.0.0.1:3000"
+
+
+class Settings(_Model):
+    home: str = Field(".codellm", description="local state: dagster home, mlflow store, data, models, stores")
+    repos: list[RepoSettings] = Field(default_factory=list)
+    quality: QualitySettings = QualitySettings()
+    scrub: ScrubSettings = ScrubSettings()
+    dedup: DedupSettings = DedupSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    registry: RegistrySettings = RegistrySettings()
+    eval: EvalSettings = EvalSettings()
+    serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    alerts: AlertSettings = AlertSettings()
+
+    # Where the file was loaded from; relative paths resolve against it. Not part of the YAML.
+    base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_repo_names(self) -> "Settings":
+        names = [r.name for r in self.repos]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"repo names must be unique; duplicated: {dupes}")
+        return self
+
+    # ---- derived paths -------------------------------------------------------------------------
+    def resolve(self, p: str | os.PathLike[str]) -> Path:
+        path = Path(os.path.expanduser(str(p)))
+        return path if path.is_absolute() else (Path(self.base_dir) / path).resolve()
+
+    @property
+    def home_dir(self) -> Path:
+        return self.resolve(self.home)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home_dir / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home_dir / "models"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home_dir / "dagster"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.registry.tracking_uri or f"sqlite:///{self.home_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.resolve(self.registry.artifact_root) if self.registry.artifact_root else \
+            self.home_dir / "mlflow" / "artifacts"
+
+    @property
+    def store_url(self) -> str:
+        return self.serving.store_url or f"sqlite:///{self.home_dir / 'store.db'}"
+
+    def repo(self, name: str) -> RepoSettings:
+        for r in self.repos:
+            if r.name == name:
+                return r
+        raise SettingsError(f"no repo named '{name}' in settings; configured: {[r.name for r in self.repos]}")
+
+    def section_hash(self, *sections: str) -> str:
+        """A stable hash of some sections: cache keys (e.g. rebuild the base model only when it changes)."""
+        dumped = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    if environ.get("CODELLM_HOME"):
+        raw["home"] = environ["CODELLM_HOME"]
+    for key, value in environ.items():
+        if not key.startswith("CODELLM__"):
+            continue
+        parts = [p.lower() for p in key[len("CODELLM__"):].split("__") if p]
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"environment override {key}: '{p}' is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate settings. ``path`` > ``$CODELLM_CONFIG`` > ``<project>/codellm.yaml``."""
+    environ = dict(os.environ if environ is None else environ)
+    cfg_path = Path(path or environ.get("CODELLM_CONFIG") or DEFAULT_CONFIG).expanduser().resolve()
+    raw: dict[str, Any] = {}
+    if cfg_path.exists():
+        try:
+            raw = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SettingsError(f"{cfg_path}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{cfg_path}: the top level must be a mapping of sections (repos:, model:, …)")
+    elif path or environ.get("CODELLM_CONFIG"):
+        raise SettingsError(f"settings file {cfg_path} does not exist; set CODELLM_CONFIG to an existing file")
+    raw = _apply_env_overrides(raw, environ)
+    try:
+        settings = Settings(**raw)
+    except ValidationError as e:
+        lines = [f"{cfg_path}: invalid settings:"]
+        for err in e.errors():
+            where = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  - {where}: {err['msg']}")
+        raise SettingsError("\n".join(lines)) from None
+    settings.base_dir = str(cfg_path.parent)
+    return settings
