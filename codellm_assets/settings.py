@@ -113,6 +113,7 @@ class TrainingSettings(_Model):
     from_champion: bool = Field(False, description="incremental retraining: start from the champion adapter")
     seed: int = 42
     threads: int = Field(0, ge=0, description="torch CPU threads; 0: all cores")
+    eval_max_sequences: int = Field(256, ge=0, description="validation sequences scored per eval; 0: all")
 
 
 class RegistrySettings(_Model):
@@ -120,6 +121,8 @@ class RegistrySettings(_Model):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<home>/mlflow/mlflow.db")
     artifact_root: str | None = Field(None, description="default: <home>/mlflow/artifacts")
     experiment: str = "codellm"
+    lock_url: str | None = Field(None, description="what serializes registrations and alias moves: a lock-file "
+                                 "path or a postgresql:// URL (advisory lock); default: a file beside the SQLite db")
 
 
 class EvalSettings(_Model):
@@ -146,6 +149,13 @@ class ServingSettings(_Model):
     sticky_window_s: int = Field(3600, ge=1)
     canary_timeout_s: float = Field(30.0, gt=0)
     shadow_version: str | None = None
+    micro_batch_ms: float = Field(4.0, ge=0, description="transformers backend: collect concurrent requests "
+                                  "this long into one batch; 0: no batching")
+    max_batch_size: int = Field(8, ge=1)
+    assess_fraction: float = Field(1.0, ge=0, le=1, description="share of completions the buggy-code "
+                                   "detector checks, off the request path")
+    readiness_interval_s: float = Field(30.0, gt=0, description="/readyz re-checks a tiny generation this often")
+    route_refresh_s: float = Field(1.0, gt=0, description="re-read the routing table from the store this often")
 
 
 class CanaryThresholds(_Model):

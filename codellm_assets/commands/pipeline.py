@@ -1,7 +1,100 @@
-"""CLI commands (being written)."""
+"""`codellm run` (materialize the graph in process, with progress) and `codellm summary`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from codellm_assets.settings import SettingsError, load_settings
+
+console = Console(stderr=True)
+
+
+def run(
+    select: Optional[str] = typer.Option(None, "--select", "-s",
+                                         help="Dagster asset selection, e.g. 'deduped_corpus+' or 'key:lora_adapter'"),
+    config: Optional[Path] = typer.Option(None, "--config", help="settings file (default: codellm.yaml)"),
+) -> None:
+    """Materialize the asset graph in process on this machine (default: everything), with progress."""
+    try:
+        settings = load_settings(config)
+    except SettingsError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2)
+    from codellm_assets.definitions import defs
+    from codellm_assets.runner import PER_REPO_ASSETS, planned_steps, run_graph
+
+    try:
+        steps = planned_steps(defs, select)
+    except Exception as e:
+        console.print(f"[red]bad --select {select!r}: {e}[/red]")
+        raise typer.Exit(2)
+    if not steps:
+        console.print(f"[yellow]--select {select!r} matches no asset[/yellow]")
+        raise typer.Exit(2)
+    total = len(settings.repos) * any(s in PER_REPO_ASSETS for s in steps) + \
+        len([s for s in steps if s not in PER_REPO_ASSETS])
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def on_step(name: str, partition: str | None) -> None:
+            progress.update(task, description=f"{name}" + (f" [{partition}]" if partition else ""))
+
+        def on_done(r) -> None:
+            mark = "[green]✓[/green]" if r.success else "[red]✗[/red]"
+            where = f" [{r.partition}]" if r.partition else ""
+            progress.console.print(f"{mark} {r.name}{where} {r.duration_s:.1f}s" +
+                                   (f"  [red]{r.error}[/red]" if r.error else "") +
+                                   (f"  checks failed: {r.checks_failed}" if r.checks_failed else ""))
+            progress.advance(task)
+
+        results = run_graph(settings, selection=select, on_step=on_step, on_done=on_done)
+    failed = [r for r in results if not r.success]
+    if failed:
+        first = failed[0]
+        console.print(f"[red]{len(failed)} step(s) failed.[/red] Fix the cause above, then re-run from there: "
+                      f"codellm run --select '{first.name.split('+')[0]}+'")
+        raise typer.Exit(1)
+    console.print(f"[green]materialized {len(results)} step(s)[/green]")
+
+
+def summary(config: Optional[Path] = typer.Option(None, "--config")) -> None:
+    """Where to look: the Dagster UI, the gateway, MLflow, and the latest figures."""
+    settings = load_settings(config)
+    import dagster as dg
+
+    from codellm_assets.runner import prepare_instance
+
+    instance = prepare_instance(settings)
+    table = Table(title="codellm", show_lines=False)
+    table.add_column("asset")
+    table.add_column("latest materialization")
+    for name in ("repo_snapshots", "deduped_corpus", "training_dataset", "lora_adapter", "eval_scores",
+                 "registered_model", "deployed_endpoint"):
+        ev = instance.get_latest_materialization_event(dg.AssetKey(name))
+        if ev is None and not instance.get_materialized_partitions(dg.AssetKey(name)):
+            table.add_row(name, "[yellow]never[/yellow]")
+            continue
+        meta = ev.asset_materialization.metadata if ev and ev.asset_materialization else {}
+        shown = {k: v.value for k, v in meta.items() if k in (
+            "files_kept", "dedup_ratio", "train_tokens", "val_loss_adapter", "val_loss_base", "pass@1",
+            "version", "canary_weight", "files")}
+        table.add_row(name, json.dumps(shown, default=str) if shown else "materialized")
+    console.print(table)
+    s = settings.serving
+    console.print(f"Dagster UI:  make dev  ->  http://127.0.0.1:3000   (DAGSTER_HOME={instance.root_directory})")
+    console.print(f"Gateway:     http://{s.host}:{s.port}/v1   (codellm keys create --team NAME for a key)")
+    console.print(f"MLflow:      make mlflow  ->  http://127.0.0.1:5000   (store {settings.mlflow_tracking_uri})")
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this module's commands to the `codellm` app."""
+    app.command("run")(run)
+    app.command("summary")(summary)

@@ -1,0 +1,84 @@
+"""Data-quality asset checks (great-expectations inside @asset_check). Blocking ones stop bad data flowing on.
+
+Each check on a per-repo asset carries the asset's partitions_def: without it Dagster would load
+every partition into the check.
+"""
+
+from __future__ import annotations
+
+import great_expectations.expectations as gxe
+import dagster as dg
+import polars as pl
+
+from codellm_assets.core import scrub
+from codellm_assets.core.gx_checks import validate_dataframe
+from codellm_assets.core.languages import KNOWN_LANGUAGES
+from codellm_assets.defs.ingest import repos_partitions
+from codellm_assets.resources import SettingsResource
+
+
+def _result(report, *, severity=dg.AssetCheckSeverity.ERROR, extra: dict | None = None) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=report.success, severity=severity,
+        metadata={"gx": dg.MetadataValue.json(report.as_metadata()), "rows": report.rows,
+                  "failed_expectations": len(report.failed), **(extra or {})})
+
+
+def _schema_expectations(max_bytes: int) -> list:
+    return [
+        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("repo", "path", "content", "blob_sha", "commit")],
+        gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=1, max_value=max_bytes),
+        gxe.ExpectColumnValuesToBeInSet(column="language", value_set=sorted(KNOWN_LANGUAGES)),
+    ]
+
+
+@dg.asset_check(asset="repo_snapshots", partitions_def=repos_partitions,
+                description="Schema, no nulls, sizes under the cap, known languages.")
+def repo_snapshots_schema(settings: SettingsResource, repo_snapshots: pl.DataFrame) -> dg.AssetCheckResult:
+    return _result(validate_dataframe(repo_snapshots, _schema_expectations(settings.get().quality.max_file_bytes)))
+
+
+@dg.asset_check(asset="clean_files", partitions_def=repos_partitions,
+                description="Cleaned files respect the quality rules: lengths in range, no nulls.")
+def clean_files_in_range(settings: SettingsResource, clean_files: pl.DataFrame) -> dg.AssetCheckResult:
+    q = settings.get().quality
+    frame = clean_files.with_columns(
+        (pl.col("content").str.count_matches("\n") + 1).alias("lines"),
+        pl.col("content").str.split("\n").list.eval(pl.element().str.len_chars()).list.max().alias("longest_line"))
+    exps = [*_schema_expectations(q.max_file_bytes),
+            gxe.ExpectColumnValuesToBeBetween(column="lines", min_value=q.min_lines, max_value=q.max_lines + 1),
+            gxe.ExpectColumnValuesToBeBetween(column="longest_line", max_value=q.max_line_length)]
+    return _result(validate_dataframe(frame, exps))
+
+
+@dg.asset_check(asset="scrubbed_corpus", partitions_def=repos_partitions, blocking=True,
+                description="Re-scans the scrubbed output with an INDEPENDENT detector; any leftover "
+                            "secret fails the check and blocks everything downstream.")
+def no_leftover_secrets(scrubbed_corpus: pl.DataFrame) -> dg.AssetCheckResult:
+    findings = []
+    counts = []
+    for row in scrubbed_corpus.select("path", "content").iter_rows(named=True):
+        found = scrub.find_leftovers(row["content"])
+        counts.append(len(found))
+        findings.extend({"path": row["path"], "type": f.type, "line": f.line, "excerpt": f.excerpt}
+                        for f in found[:3])
+    frame = scrubbed_corpus.select("path").with_columns(pl.Series("leftovers", counts, dtype=pl.Int64))
+    report = validate_dataframe(frame, [gxe.ExpectColumnValuesToBeBetween(column="leftovers", min_value=0,
+                                                                          max_value=0)])
+    return _result(report, extra={"leftovers": sum(counts), "examples": dg.MetadataValue.json(findings[:10])})
+
+
+@dg.asset_check(asset="deduped_corpus", description="Schema, a sane dedup ratio and a language mix we know.")
+def deduped_corpus_sane(context: dg.AssetCheckExecutionContext, deduped_corpus: pl.DataFrame) -> dg.AssetCheckResult:
+    mat = context.instance.get_latest_materialization_event(dg.AssetKey("deduped_corpus"))
+    meta = mat.asset_materialization.metadata if mat and mat.asset_materialization else {}
+    ratio = float(meta["dedup_ratio"].value) if "dedup_ratio" in meta else 0.0
+    exps = [*_schema_expectations(10**9), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    report = validate_dataframe(deduped_corpus, exps)
+    mix = dict(deduped_corpus.group_by("language").len().iter_rows()) if len(deduped_corpus) else {}
+    # Above 90 % removed, something upstream (a vendored tree, a mirror of a mirror) is badly wrong.
+    ratio_ok = 0.0 <= ratio <= 0.9
+    return dg.AssetCheckResult(
+        passed=report.success and ratio_ok, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"dedup_ratio": ratio, "dedup_ratio_ok": ratio_ok, "language_mix": dg.MetadataValue.json(mix),
+                  "gx": dg.MetadataValue.json(report.as_metadata())})

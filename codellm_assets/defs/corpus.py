@@ -1,0 +1,110 @@
+"""Stages 2–4: quality filters, secret/PII scrubbing (per repo), then cross-repo dedup + decontamination."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import dagster as dg
+import polars as pl
+
+from codellm_assets.core import decontam, dedup, filters, scrub
+from codellm_assets.defs.ingest import SNAPSHOT_SCHEMA, repos_partitions
+from codellm_assets.resources import SettingsResource
+from codellm_assets.settings import Settings
+
+CORPUS_SCHEMA = {**SNAPSHOT_SCHEMA, "redactions": pl.Int64}
+
+
+def _frame(records: list[dict], schema: dict) -> pl.DataFrame:
+    return pl.DataFrame(records, schema=schema) if records else pl.DataFrame(schema=schema)
+
+
+@dg.asset(partitions_def=repos_partitions, group_name="data",
+          description="Files that pass the quality rules; every dropped file is counted by reason.")
+def clean_files(context: dg.AssetExecutionContext, settings: SettingsResource,
+                repo_snapshots: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    rules = settings.get().quality
+    result = filters.apply_quality_rules(repo_snapshots.iter_rows(named=True), rules)
+    df = _frame(result.kept, SNAPSHOT_SCHEMA).with_columns(pl.col("content").str.len_bytes().cast(pl.Int64)
+                                                           .alias("bytes"))
+    context.log.info(f"kept {len(df)}/{len(repo_snapshots)} files; dropped {dict(result.dropped)}")
+    return dg.Output(df, metadata={
+        "files_in": len(repo_snapshots), "files_kept": len(df), "dagster/row_count": len(df),
+        "bytes": int(df["bytes"].sum()) if len(df) else 0,
+        "truncated": result.truncated,
+        "dropped_by_reason": dg.MetadataValue.json(dict(sorted(result.dropped.items()))),
+        "dropped_total": sum(result.dropped.values()),
+    })
+
+
+@dg.asset(partitions_def=repos_partitions, group_name="data",
+          description="Files with secrets and PII replaced by typed placeholders (<SECRET:aws_access_key>, "
+                      "<EMAIL>, <IP>, …); redaction counts by type.")
+def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
+                    clean_files: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    opts = settings.get().scrub
+    totals: Counter[str] = Counter()
+    rows = []
+    for row in clean_files.iter_rows(named=True):
+        res = scrub.scrub_text(row["content"], opts)
+        totals.update(res.counts)
+        rows.append({**row, "content": res.text, "bytes": len(res.text.encode()),
+                     "redactions": sum(res.counts.values())})
+    df = _frame(rows, CORPUS_SCHEMA)
+    files_touched = int((df["redactions"] > 0).sum()) if len(df) else 0
+    context.log.info(f"redacted {sum(totals.values())} items in {files_touched} files: {dict(totals)}")
+    return dg.Output(df, metadata={
+        "files": len(df), "dagster/row_count": len(df), "files_with_redactions": files_touched,
+        "redactions_total": sum(totals.values()),
+        "redactions_by_type": dg.MetadataValue.json(dict(sorted(totals.items()))),
+    })
+
+
+def decontamination_texts(settings: Settings) -> list[str]:
+    """HumanEval prompts + solutions and the hand-written company tasks: never train on what we test."""
+    texts = list(decontam.humaneval_texts())
+    tasks_file = settings.eval.company_tasks_file
+    if tasks_file and settings.resolve(tasks_file).exists():
+        for line in settings.resolve(tasks_file).read_text().splitlines():
+            if line.strip():
+                task = json.loads(line)
+                texts.extend(t for t in (task.get("prompt"), task.get("canonical_solution")) if t)
+    return texts
+
+
+@dg.asset(group_name="data", ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+          description="Exact + near-duplicate removal across repos (MinHash LSH), decontaminated against "
+                      "eval prompts. One file kept per cluster, chosen deterministically.")
+def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
+                   scrubbed_corpus: dict[str, pl.DataFrame]) -> dg.Output[pl.DataFrame]:
+    s = settings.get()
+    frames = [df for _, df in sorted(scrubbed_corpus.items()) if len(df)]
+    corpus = pl.concat(frames) if frames else pl.DataFrame(schema=CORPUS_SCHEMA)
+    corpus = corpus.with_columns((pl.col("repo") + ":" + pl.col("branch") + ":" + pl.col("path")).alias("doc_id"))
+    docs = [dedup.Doc(id=r["doc_id"], text=r["content"], repo=r["repo"], path=r["path"])
+            for r in corpus.select("doc_id", "content", "repo", "path").iter_rows(named=True)]
+    result = dedup.dedup_documents(docs, s.dedup)
+    kept = set(result.kept_ids)
+    hits: dict[str, list[str]] = {}
+    if s.dedup.decontaminate:
+        index = decontam.build_decontam_index(decontamination_texts(s), s.dedup.decontam_ngram)
+        kept_docs = [d for d in docs if d.id in kept]
+        clean_ids, hits = decontam.decontaminate(kept_docs, index)
+        kept = set(clean_ids)
+    out = corpus.filter(pl.col("doc_id").is_in(sorted(kept))).drop("doc_id").sort(["repo", "branch", "path"])
+    cluster_sizes = Counter(result.cluster_sizes)
+    context.log.info(f"{len(corpus)} files -> {len(out)}: {len(result.exact_duplicates)} exact, "
+                     f"{len(result.near_duplicates)} near duplicates, {len(hits)} decontaminated")
+    return dg.Output(out, metadata={
+        "files_in": len(corpus), "files_kept": len(out), "dagster/row_count": len(out),
+        "exact_duplicates": len(result.exact_duplicates),
+        "near_duplicates": len(result.near_duplicates),
+        "dedup_ratio": float(result.dedup_ratio),
+        "cluster_size_histogram": dg.MetadataValue.json({str(k): v for k, v in sorted(cluster_sizes.items())}),
+        "largest_cluster": max(result.cluster_sizes, default=1),
+        "decontamination_hits": len(hits),
+        "decontaminated_examples": dg.MetadataValue.json(dict(list(hits.items())[:10])),
+        "bytes": int(out["bytes"].sum()) if len(out) else 0,
+        "backend": s.dedup.backend,
+    })

@@ -1,0 +1,144 @@
+"""Stage 1: repo snapshots from git, incremental per repo (one dynamic partition per configured repo)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from codellm_assets.core import git_scan
+from codellm_assets.core.samples import ensure_sample_repo
+from codellm_assets.resources import SettingsResource, asset_storage_path
+from codellm_assets.settings import RepoSettings, Settings
+
+repos_partitions = dg.DynamicPartitionsDefinition(name="repos")
+
+SNAPSHOT_SCHEMA = {
+    "repo": pl.String, "branch": pl.String, "commit": pl.String, "path": pl.String, "language": pl.String,
+    "bytes": pl.Int64, "content": pl.String, "blob_sha": pl.String,
+}
+
+
+def local_repo_path(settings: Settings, repo: RepoSettings) -> Path:
+    """The local git directory for a configured repo: its path, a sample built on first use, or a mirror."""
+    if repo.url:
+        dest = settings.home_dir / "mirrors" / f"{repo.name}.git"
+        return git_scan.ensure_mirror(repo.url, dest)
+    path = settings.resolve(repo.path or "")
+    if not path.exists() and repo.seed_from_package:
+        ensure_sample_repo(path, repo.seed_from_package)
+    return path
+
+
+def repo_heads(settings: Settings, repo: RepoSettings) -> dict[str, str]:
+    """{branch: HEAD sha} for one repo; raises git_scan.RepoError with a clear message."""
+    path = local_repo_path(settings, repo)
+    return {b: git_scan.resolve_head(path, b) for b in repo.branches}
+
+
+def _previous_snapshot(settings: Settings, repo_name: str) -> dict[str, dict[str, git_scan.PreviousFile]]:
+    """{branch: {path: PreviousFile}} from the last stored snapshot of this partition, if any."""
+    path = asset_storage_path(settings.data_dir, dg.AssetKey("repo_snapshots"), repo_name, ".parquet")
+    if not path.exists():
+        return {}
+    previous: dict[str, dict[str, git_scan.PreviousFile]] = {}
+    for row in pl.read_parquet(path).iter_rows(named=True):
+        previous.setdefault(row["branch"], {})[row["path"]] = git_scan.PreviousFile(row["blob_sha"], row)
+    return previous
+
+
+@dg.observable_source_asset(
+    partitions_def=repos_partitions, group_name="data",
+    description="HEAD sha of each configured branch, per repo: its data version moves when a branch moves.",
+)
+def git_heads(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.DataVersionsByPartition:
+    s = settings.get()
+    known = set(context.instance.get_dynamic_partitions(repos_partitions.name))
+    versions = {}
+    for repo in s.repos:
+        if repo.name not in known:
+            continue
+        try:
+            versions[repo.name] = json.dumps(repo_heads(s, repo), sort_keys=True)
+        except git_scan.RepoError as e:
+            context.log.warning(str(e))
+    return dg.DataVersionsByPartition(versions)
+
+
+@dg.asset(
+    partitions_def=repos_partitions, group_name="data", deps=[git_heads],
+    description="Files at the configured branches' HEAD: repo, branch, commit, path, language, bytes, "
+                "content, blob sha. Incremental: unchanged blobs are reused from the previous snapshot.",
+)
+def repo_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.Output[pl.DataFrame]:
+    s = settings.get()
+    repo = s.repo(context.partition_key)
+    try:
+        path = local_repo_path(s, repo)
+    except git_scan.RepoError as e:
+        raise dg.Failure(description=str(e)) from e
+    previous = _previous_snapshot(s, repo.name)
+    records: list[dict] = []
+    skipped: Counter[str] = Counter()
+    commits: dict[str, str] = {}
+    blobs_read = blobs_reused = 0
+    for branch in repo.branches:
+        try:
+            result = git_scan.scan_branch(
+                path, branch, repo_name=repo.name, languages=repo.languages,
+                max_file_bytes=s.quality.max_file_bytes, previous=previous.get(branch))
+        except git_scan.RepoError as e:
+            raise dg.Failure(description=str(e)) from e
+        records.extend(result.records)
+        skipped.update(result.skipped)
+        commits[branch] = result.commit or ""
+        blobs_read += result.blobs_read
+        blobs_reused += result.blobs_reused
+        context.log.info(f"{repo.name}@{branch} {(result.commit or 'empty')[:10]}: {len(result.records)} files, "
+                         f"{result.blobs_read} blobs read, {result.blobs_reused} reused")
+    df = pl.DataFrame(records, schema=SNAPSHOT_SCHEMA) if records else pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+    langs = df.group_by("language").len().sort("len", descending=True) if len(df) else None
+    return dg.Output(
+        df,
+        data_version=dg.DataVersion(json.dumps(commits, sort_keys=True)),
+        metadata={
+            "files": len(df),
+            "bytes": int(df["bytes"].sum()) if len(df) else 0,
+            "commits": dg.MetadataValue.json(commits),
+            "blobs_read": blobs_read,
+            "blobs_reused": blobs_reused,
+            "skipped": dg.MetadataValue.json(dict(skipped)),
+            "skipped_total": sum(skipped.values()),
+            "languages": dg.MetadataValue.json(dict(langs.iter_rows()) if langs is not None else {}),
+            "dagster/row_count": len(df),
+        },
+    )
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Adds a partition per configured repo and re-snapshots a repo only when a branch moved.")
+def git_heads_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource) -> dg.SensorResult:
+    s = settings.get()
+    cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(repos_partitions.name))
+    new = [r.name for r in s.repos if r.name not in known]
+    run_requests = []
+    for repo in s.repos:
+        try:
+            heads = json.dumps(repo_heads(s, repo), sort_keys=True)
+        except git_scan.RepoError as e:
+            context.log.warning(str(e))
+            continue
+        if cursor.get(repo.name) != heads:
+            run_requests.append(dg.RunRequest(
+                run_key=f"{repo.name}:{heads}", partition_key=repo.name,
+                asset_selection=[dg.AssetKey("repo_snapshots"), dg.AssetKey("clean_files"),
+                                 dg.AssetKey("scrubbed_corpus")],
+                tags={"codellm/reason": "branch moved" if repo.name in cursor else "new repo"}))
+            cursor[repo.name] = heads
+    return dg.SensorResult(
+        run_requests=run_requests, cursor=json.dumps(cursor, sort_keys=True),
+        dynamic_partitions_requests=[repos_partitions.build_add_request(new)] if new else [])

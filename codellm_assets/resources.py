@@ -1,0 +1,139 @@
+"""Dagster resources: settings, storage (Parquet/JSON, atomic), MLflow tracking, the metrics store.
+
+Everything a resource needs comes from `codellm.yaml` through `SettingsResource`, so the same
+definitions run on a laptop (SQLite, local files) and on Kubernetes (Postgres, object store):
+configuration, never a fork in the code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from codellm_assets.settings import Settings, load_settings
+
+
+class SettingsResource(dg.ConfigurableResource):
+    """The typed settings; `config_path` empty means `$CODELLM_CONFIG` or the project's codellm.yaml."""
+
+    config_path: str = ""
+
+    @cached_property
+    def _settings(self) -> Settings:
+        return load_settings(self.config_path or None)
+
+    def get(self) -> Settings:
+        return self._settings
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory + rename: a crash never leaves a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.write_parquet(tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def asset_storage_path(data_dir: Path, key: dg.AssetKey, partition: str | None, suffix: str) -> Path:
+    """Where the IO manager keeps an asset (partition): `<data>/<asset>/<partition>.parquet` or `<data>/<asset>.json`."""
+    base = Path(data_dir).joinpath(*key.path)
+    return base / f"{partition}{suffix}" if partition is not None else base.with_suffix(suffix)
+
+
+class CodellmIOManager(dg.ConfigurableIOManager):
+    """Polars DataFrames as Parquet, dicts as JSON, one file per asset (and per partition).
+
+    Loading a partitioned upstream into an unpartitioned asset ALWAYS yields a dict
+    {partition_key: value}, whatever the number of partitions (Dagster's default IO manager
+    passes a bare value for one partition and a dict for several: a trap we don't want).
+    """
+
+    settings: SettingsResource
+
+    def _base(self) -> Path:
+        return self.settings.get().data_dir
+
+    def _path(self, key: dg.AssetKey, partition: str | None, suffix: str) -> Path:
+        return asset_storage_path(self._base(), key, partition, suffix)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        partition = context.partition_key if context.has_partition_key else None
+        if isinstance(obj, pl.DataFrame):
+            path = self._path(context.asset_key, partition, ".parquet")
+            atomic_write_parquet(obj, path)
+        else:
+            path = self._path(context.asset_key, partition, ".json")
+            atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+        context.add_output_metadata({"storage_path": dg.MetadataValue.path(str(path))})
+
+    def _load_one(self, key: dg.AssetKey, partition: str | None) -> Any:
+        pq = self._path(key, partition, ".parquet")
+        if pq.exists():
+            return pl.read_parquet(pq)
+        js = self._path(key, partition, ".json")
+        if js.exists():
+            return json.loads(js.read_text())
+        where = f"{key.to_user_string()}" + (f" partition '{partition}'" if partition else "")
+        raise FileNotFoundError(f"no stored value for {where} under {self._base()}: materialize it first")
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        key = context.asset_key
+        if not context.has_asset_partitions:
+            return self._load_one(key, None)
+        keys = list(context.asset_partition_keys)
+        if context.has_partition_key and len(keys) == 1:  # partition-to-partition: one value
+            return self._load_one(key, keys[0])
+        return {p: self._load_one(key, p) for p in keys}
+
+
+class MetricsStoreResource(dg.ConfigurableResource):
+    """The gateway's store (requests, feedback, routing, keys). URL from settings unless given."""
+
+    settings: SettingsResource
+    url: str = ""
+
+    def open(self):
+        from codellm_assets.core.store import Store
+
+        return Store(self.url or self.settings.get().store_url)
+
+
+class GatewayResource(dg.ConfigurableResource):
+    """Where the serving gateway listens. Empty URL: the host/port from settings."""
+
+    settings: SettingsResource
+    url: str = ""
+
+    def base_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        s = self.settings.get().serving
+        return f"http://{s.host}:{s.port}"

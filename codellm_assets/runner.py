@@ -1,0 +1,124 @@
+"""Run the asset graph in process against the project's Dagster instance (what `codellm run` does).
+
+One run per repo partition for the per-repo stages (snapshot -> clean -> scrub, with their checks:
+a failing blocking check stops that partition in its run), then one run per downstream asset in
+topological order, so progress is visible step by step and a failed step can be re-run alone
+(`codellm run --select ASSET+`) and resumes from what is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import dagster as dg
+
+from codellm_assets.settings import PROJECT_ROOT, Settings
+
+PER_REPO_ASSETS = ("repo_snapshots", "clean_files", "scrubbed_corpus")
+
+
+@dataclass
+class StepResult:
+    name: str
+    partition: str | None
+    success: bool
+    duration_s: float
+    run_id: str | None = None
+    error: str | None = None
+    checks_failed: list[str] = field(default_factory=list)
+
+
+def prepare_instance(settings: Settings) -> dg.DagsterInstance:
+    """The persistent instance under DAGSTER_HOME (default: <home>/dagster, with the project's dagster.yaml)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    if not (home / "dagster.yaml").exists() and (PROJECT_ROOT / "dagster.yaml").exists():
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return dg.DagsterInstance.get()
+
+
+def ensure_repo_partitions(instance: dg.DagsterInstance, settings: Settings) -> list[str]:
+    from codellm_assets.defs.ingest import repos_partitions
+
+    existing = set(instance.get_dynamic_partitions(repos_partitions.name))
+    missing = [r.name for r in settings.repos if r.name not in existing]
+    if missing:
+        instance.add_dynamic_partitions(repos_partitions.name, missing)
+    return [r.name for r in settings.repos]
+
+
+def planned_steps(defs: dg.Definitions, selection: str | None) -> list[str]:
+    """Materializable asset names in topological order, restricted to a selection string if given."""
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
+    if selection:
+        chosen = dg.AssetSelection.from_string(selection).resolve(graph)
+        keys = [k for k in keys if k in chosen]
+    return [k.to_user_string() for k in keys]
+
+
+def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
+    failed = []
+    for ev in result.all_events:
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = ev.event_specific_data.asset_check_evaluation
+            if not evaluation.passed:
+                failed.append(evaluation.check_name)
+    return failed
+
+
+def run_graph(settings: Settings, *, selection: str | None = None,
+              on_step: Callable[[str, str | None], None] | None = None,
+              on_done: Callable[[StepResult], None] | None = None) -> list[StepResult]:
+    """Materialize the selected graph (default: all) in process; returns one result per step."""
+    from codellm_assets.definitions import defs
+
+    instance = prepare_instance(settings)
+    repos = ensure_repo_partitions(instance, settings)
+    job = defs.resolve_implicit_global_asset_job_def()
+    steps = planned_steps(defs, selection)
+    results: list[StepResult] = []
+    per_repo = [s for s in steps if s in PER_REPO_ASSETS]
+    blocked_by_check = False
+    if per_repo:
+        for repo in repos:
+            if on_step:
+                on_step(" → ".join(per_repo), repo)
+            results.append(_execute(job, instance, per_repo, repo))
+            if on_done:
+                on_done(results[-1])
+        blocked_by_check = any(r.checks_failed for r in results if not r.success and r.partition)
+    for name in (s for s in steps if s not in PER_REPO_ASSETS):
+        if blocked_by_check or (results and not results[-1].success and results[-1].partition is None):
+            break  # a blocking check failed or the previous step failed: nothing flows on
+        if on_step:
+            on_step(name, None)
+        results.append(_execute(job, instance, [name], None))
+        if on_done:
+            on_done(results[-1])
+    return results
+
+
+def _execute(job, instance: dg.DagsterInstance, names: list[str], partition: str | None) -> StepResult:
+    start = time.monotonic()
+    label = names[-1] if len(names) == 1 else "+".join(names)
+    try:
+        result = job.execute_in_process(
+            instance=instance, partition_key=partition, raise_on_error=False,
+            asset_selection=[dg.AssetKey(n) for n in names], tags={"codellm/launched_by": "codellm run"})
+    except Exception as e:  # definition-level errors (bad selection, missing partition)
+        return StepResult(label, partition, False, time.monotonic() - start, error=f"{type(e).__name__}: {e}")
+    error = None
+    if not result.success:
+        failures = [ev for ev in result.all_events if ev.is_step_failure]
+        if failures:
+            err = failures[0].event_specific_data.error
+            error = err.message.strip() if err else "step failed"
+    return StepResult(label, partition, result.success, time.monotonic() - start, result.run_id, error,
+                      _failed_checks(result))
