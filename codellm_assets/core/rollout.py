@@ -18,7 +18,7 @@ class Stats(Protocol):
     requests: int
     error_rate: float
     p95_latency_s: float
-    buggy_code_rate: float
+    buggy_code_rate: float | None
     acceptance_rate: float | None
     distinct_users: int
     feedback_events: int
@@ -39,7 +39,7 @@ class CanaryDecision:
 def _figures(stats: Stats) -> dict:
     return {"requests": stats.requests, "distinct_users": stats.distinct_users,
             "error_rate": round(stats.error_rate, 4), "p95_latency_s": round(stats.p95_latency_s, 4),
-            "buggy_code_rate": round(stats.buggy_code_rate, 4),
+            "buggy_code_rate": None if stats.buggy_code_rate is None else round(stats.buggy_code_rate, 4),
             "acceptance_rate": None if stats.acceptance_rate is None else round(stats.acceptance_rate, 4)}
 
 
@@ -50,7 +50,7 @@ def canary_breaches(stats: Stats, limits: CanaryThresholds) -> list[str]:
         out.append(f"error rate {stats.error_rate:.1%} > {limits.max_error_rate:.1%}")
     if stats.p95_latency_s > limits.max_p95_latency_s:
         out.append(f"p95 latency {stats.p95_latency_s:.2f}s > {limits.max_p95_latency_s:.2f}s")
-    if stats.buggy_code_rate > limits.max_buggy_code_rate:
+    if stats.buggy_code_rate is not None and stats.buggy_code_rate > limits.max_buggy_code_rate:
         out.append(f"buggy-code rate {stats.buggy_code_rate:.1%} > {limits.max_buggy_code_rate:.1%}")
     return out
 
@@ -94,7 +94,7 @@ def production_quality(stats: Stats, limits: ProductionThresholds) -> QualityVer
     reasons = []
     if stats.acceptance_rate is not None and stats.acceptance_rate < limits.min_acceptance_rate:
         reasons.append(f"acceptance rate {stats.acceptance_rate:.1%} < {limits.min_acceptance_rate:.1%}")
-    if stats.buggy_code_rate > limits.max_buggy_code_rate:
+    if stats.buggy_code_rate is not None and stats.buggy_code_rate > limits.max_buggy_code_rate:
         reasons.append(f"buggy-code rate {stats.buggy_code_rate:.1%} > {limits.max_buggy_code_rate:.1%}")
     if stats.p95_latency_s > limits.max_p95_latency_s:
         reasons.append(f"p95 latency {stats.p95_latency_s:.2f}s > {limits.max_p95_latency_s:.2f}s")

@@ -27,6 +27,7 @@ class S:
     (S(), 5, "promote", 25),
     (S(), 25, "promote", 100),
     (S(), 100, "complete", 100),
+    (S(buggy_code_rate=None), 5, "promote", 25),                     # nothing assessed yet: not a breach
     (S(requests=0, distinct_users=0), 5, "hold", 5),                 # no data never promotes
     (S(requests=500, distinct_users=1), 5, "hold", 5),               # one user's spike decides nothing
     (S(requests=49), 5, "hold", 5),
