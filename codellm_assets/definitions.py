@@ -4,27 +4,51 @@ from __future__ import annotations
 
 import os
 
-import dagster as dg
-
-from codellm_assets.defs import checks, corpus, ingest
-from codellm_assets.resources import (CodellmIOManager, GatewayResource, MetricsStoreResource,
-                                      SettingsResource)
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import dagster as dg  # noqa: E402
+
+from codellm_assets.defs import (checks, corpus, dataset, deployment, evaluation, ingest, monitoring,  # noqa: E402
+                                 training)
+from codellm_assets.k8s_tags import GPU_RUN_TAGS, dagster_executor  # noqa: E402
+from codellm_assets.resources import (CodellmIOManager, GatewayResource, MetricsStoreResource,  # noqa: E402
+                                      SettingsResource)
+from codellm_assets.settings import load_settings  # noqa: E402
 
 settings_resource = SettingsResource(config_path=os.environ.get("CODELLM_CONFIG", ""))
 
-defs = dg.Definitions(
-    assets=[ingest.git_heads, ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus,
-            corpus.deduped_corpus],
-    asset_checks=[checks.repo_snapshots_schema, checks.clean_files_in_range, checks.no_leftover_secrets,
-                  checks.deduped_corpus_sane],
-    sensors=[ingest.git_heads_sensor],
-    resources={
-        "settings": settings_resource,
-        "io_manager": CodellmIOManager(settings=settings_resource),
-        "metrics_store": MetricsStoreResource(settings=settings_resource),
-        "gateway": GatewayResource(settings=settings_resource),
-    },
-)
+ALL_ASSETS = [
+    ingest.git_heads, ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus, corpus.deduped_corpus,
+    dataset.training_dataset, training.base_model, training.lora_adapter, evaluation.company_benchmark,
+    evaluation.eval_scores, training.registered_model, deployment.deployed_endpoint,
+    monitoring.feedback_events, monitoring.feedback_dataset,
+]
+
+full_job = dg.define_asset_job("codellm_full", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
+    "repo_snapshots", "clean_files", "scrubbed_corpus"),
+    description="Everything downstream of the per-repo stages (those run per partition, by git_heads_sensor).",
+    tags=GPU_RUN_TAGS)
+
+
+def build_defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        asset_checks=[checks.repo_snapshots_schema, checks.clean_files_in_range, checks.no_leftover_secrets,
+                      checks.deduped_corpus_sane, evaluation.eval_gate],
+        jobs=[full_job, monitoring.retrain_job],
+        sensors=[ingest.git_heads_sensor, deployment.canary_guard, monitoring.quality_monitor,
+                 monitoring.check_alert_sensor, monitoring.run_failure_alert, monitoring.automation_sensor],
+        executor=dagster_executor(),  # None (the default executor) unless CODELLM_DAGSTER_EXECUTOR=k8s
+        resources={
+            "settings": settings_resource,
+            "io_manager": CodellmIOManager(settings=settings_resource),
+            "metrics_store": MetricsStoreResource(settings=settings_resource),
+            "gateway": GatewayResource(settings=settings_resource),
+            "mlflow": training.make_mlflow_resource(load_settings(settings_resource.config_path or None)),
+        },
+    )
+
+
+defs = build_defs()

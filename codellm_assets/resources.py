@@ -111,7 +111,16 @@ class CodellmIOManager(dg.ConfigurableIOManager):
         keys = list(context.asset_partition_keys)
         if context.has_partition_key and len(keys) == 1:  # partition-to-partition: one value
             return self._load_one(key, keys[0])
-        return {p: self._load_one(key, p) for p in keys}
+        # Fan-in: a partition that never materialized (a repo that failed) is left out, loudly.
+        values, missing = {}, []
+        for p in keys:
+            try:
+                values[p] = self._load_one(key, p)
+            except FileNotFoundError:
+                missing.append(p)
+        if missing:
+            context.log.warning(f"{key.to_user_string()}: partitions {missing} have no stored value; left out")
+        return values
 
 
 class MetricsStoreResource(dg.ConfigurableResource):

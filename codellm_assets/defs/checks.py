@@ -4,7 +4,6 @@ Each check on a per-repo asset carries the asset's partitions_def: without it Da
 every partition into the check.
 """
 
-from __future__ import annotations
 
 import great_expectations.expectations as gxe
 import dagster as dg

@@ -1,8 +1,6 @@
 """Stages 2–4: quality filters, secret/PII scrubbing (per repo), then cross-repo dedup + decontamination."""
 
-from __future__ import annotations
 
-import json
 from collections import Counter
 
 import dagster as dg
@@ -12,6 +10,7 @@ from codellm_assets.core import decontam, dedup, filters, scrub
 from codellm_assets.defs.ingest import SNAPSHOT_SCHEMA, repos_partitions
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
+from codellm_assets.k8s_tags import k8s_tags_for
 
 CORPUS_SCHEMA = {**SNAPSHOT_SCHEMA, "redactions": pl.Int64}
 
@@ -20,7 +19,7 @@ def _frame(records: list[dict], schema: dict) -> pl.DataFrame:
     return pl.DataFrame(records, schema=schema) if records else pl.DataFrame(schema=schema)
 
 
-@dg.asset(partitions_def=repos_partitions, group_name="data",
+@dg.asset(op_tags=k8s_tags_for("clean_files"), partitions_def=repos_partitions, group_name="data",
           description="Files that pass the quality rules; every dropped file is counted by reason.")
 def clean_files(context: dg.AssetExecutionContext, settings: SettingsResource,
                 repo_snapshots: pl.DataFrame) -> dg.Output[pl.DataFrame]:
@@ -38,7 +37,7 @@ def clean_files(context: dg.AssetExecutionContext, settings: SettingsResource,
     })
 
 
-@dg.asset(partitions_def=repos_partitions, group_name="data",
+@dg.asset(op_tags=k8s_tags_for("scrubbed_corpus"), partitions_def=repos_partitions, group_name="data",
           description="Files with secrets and PII replaced by typed placeholders (<SECRET:aws_access_key>, "
                       "<EMAIL>, <IP>, …); redaction counts by type.")
 def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
@@ -61,37 +60,46 @@ def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResourc
     })
 
 
-def decontamination_texts(settings: Settings) -> list[str]:
-    """HumanEval prompts + solutions and the hand-written company tasks: never train on what we test."""
-    texts = list(decontam.humaneval_texts())
+def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> list[str]:
+    """Partitions whose latest `no_leftover_secrets` evaluation failed: their data must not flow on."""
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as St
+
+    key = dg.AssetCheckKey(dg.AssetKey("scrubbed_corpus"), "no_leftover_secrets")
+    blocked = []
+    for p in partitions:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=1, partition_filter=PartitionKeyFilter(key=p))
+        if history and history[0].status == St.FAILED:
+            blocked.append(p)
+    return sorted(blocked)
+
+
+def company_eval_items(settings: Settings) -> list[tuple[str, str]]:
+    """The hand-written company tasks (HumanEval is always included by the dedup stage itself)."""
     tasks_file = settings.eval.company_tasks_file
     if tasks_file and settings.resolve(tasks_file).exists():
-        for line in settings.resolve(tasks_file).read_text().splitlines():
-            if line.strip():
-                task = json.loads(line)
-                texts.extend(t for t in (task.get("prompt"), task.get("canonical_solution")) if t)
-    return texts
+        return decontam.load_eval_items(settings.resolve(tasks_file))
+    return []
 
 
-@dg.asset(group_name="data", ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+@dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data", ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
           description="Exact + near-duplicate removal across repos (MinHash LSH), decontaminated against "
                       "eval prompts. One file kept per cluster, chosen deterministically.")
 def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
                    scrubbed_corpus: dict[str, pl.DataFrame]) -> dg.Output[pl.DataFrame]:
     s = settings.get()
-    frames = [df for _, df in sorted(scrubbed_corpus.items()) if len(df)]
+    blocked = blocked_partitions(context.instance, list(scrubbed_corpus))
+    if blocked:
+        context.log.warning(f"excluding partitions whose leftover-secret check failed: {blocked}")
+    frames = [df for p, df in sorted(scrubbed_corpus.items()) if len(df) and p not in blocked]
     corpus = pl.concat(frames) if frames else pl.DataFrame(schema=CORPUS_SCHEMA)
     corpus = corpus.with_columns((pl.col("repo") + ":" + pl.col("branch") + ":" + pl.col("path")).alias("doc_id"))
     docs = [dedup.Doc(id=r["doc_id"], text=r["content"], repo=r["repo"], path=r["path"])
             for r in corpus.select("doc_id", "content", "repo", "path").iter_rows(named=True)]
-    result = dedup.dedup_documents(docs, s.dedup)
-    kept = set(result.kept_ids)
-    hits: dict[str, list[str]] = {}
-    if s.dedup.decontaminate:
-        index = decontam.build_decontam_index(decontamination_texts(s), s.dedup.decontam_ngram)
-        kept_docs = [d for d in docs if d.id in kept]
-        clean_ids, hits = decontam.decontaminate(kept_docs, index)
-        kept = set(clean_ids)
+    outcome = dedup.dedup_and_decontaminate(docs, s.dedup, extra_eval_items=company_eval_items(s),
+                                            progress=context.log.info)
+    result, hits, kept = outcome.dedup, outcome.decontam_hits, set(outcome.kept_ids)
     out = corpus.filter(pl.col("doc_id").is_in(sorted(kept))).drop("doc_id").sort(["repo", "branch", "path"])
     cluster_sizes = Counter(result.cluster_sizes)
     context.log.info(f"{len(corpus)} files -> {len(out)}: {len(result.exact_duplicates)} exact, "
@@ -103,8 +111,10 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
         "dedup_ratio": float(result.dedup_ratio),
         "cluster_size_histogram": dg.MetadataValue.json({str(k): v for k, v in sorted(cluster_sizes.items())}),
         "largest_cluster": max(result.cluster_sizes, default=1),
-        "decontamination_hits": len(hits),
+        "decontamination_hits": len(hits), "eval_items_checked": outcome.eval_items,
         "decontaminated_examples": dg.MetadataValue.json(dict(list(hits.items())[:10])),
         "bytes": int(out["bytes"].sum()) if len(out) else 0,
         "backend": s.dedup.backend,
+        "repos": dg.MetadataValue.json(sorted(p for p in scrubbed_corpus if p not in blocked)),
+        "blocked_partitions": dg.MetadataValue.json(blocked),
     })

@@ -1,6 +1,5 @@
 """Stage 1: repo snapshots from git, incremental per repo (one dynamic partition per configured repo)."""
 
-from __future__ import annotations
 
 import json
 from collections import Counter
@@ -13,6 +12,7 @@ from codellm_assets.core import git_scan
 from codellm_assets.core.samples import ensure_sample_repo
 from codellm_assets.resources import SettingsResource, asset_storage_path
 from codellm_assets.settings import RepoSettings, Settings
+from codellm_assets.k8s_tags import k8s_tags_for
 
 repos_partitions = dg.DynamicPartitionsDefinition(name="repos")
 
@@ -50,11 +50,11 @@ def _previous_snapshot(settings: Settings, repo_name: str) -> dict[str, dict[str
     return previous
 
 
-@dg.observable_source_asset(
+@dg.observable_source_asset(op_tags=k8s_tags_for("git_heads"), 
     partitions_def=repos_partitions, group_name="data",
     description="HEAD sha of each configured branch, per repo: its data version moves when a branch moves.",
 )
-def git_heads(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.DataVersionsByPartition:
+def git_heads(context, settings: SettingsResource) -> dg.DataVersionsByPartition:
     s = settings.get()
     known = set(context.instance.get_dynamic_partitions(repos_partitions.name))
     versions = {}
@@ -68,7 +68,7 @@ def git_heads(context: dg.AssetExecutionContext, settings: SettingsResource) -> 
     return dg.DataVersionsByPartition(versions)
 
 
-@dg.asset(
+@dg.asset(op_tags=k8s_tags_for("repo_snapshots"), 
     partitions_def=repos_partitions, group_name="data", deps=[git_heads],
     description="Files at the configured branches' HEAD: repo, branch, commit, path, language, bytes, "
                 "content, blob sha. Incremental: unchanged blobs are reused from the previous snapshot.",

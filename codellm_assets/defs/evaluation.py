@@ -1,0 +1,117 @@
+"""Evaluation: the company benchmark (held-out files + hand-written tasks), eval scores of the
+challenger vs the champion (or the base), and the blocking gate."""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from codellm_assets.core import company_bench, evaluate, registry, review
+from codellm_assets.resources import SettingsResource, atomic_write_bytes
+from codellm_assets.settings import Settings
+from codellm_assets.k8s_tags import k8s_tags_for
+
+EVAL_METRICS_TAG = "eval.metrics"   # set on each registered version (defs/training.py)
+
+
+def _tasks_path(settings: Settings) -> Path:
+    return settings.data_dir / "company_benchmark" / "tasks.jsonl"
+
+
+def load_tasks(path: str | Path) -> list[company_bench.BenchTask]:
+    return [company_bench.BenchTask(**json.loads(line)) for line in Path(path).read_text().splitlines() if line]
+
+
+@dg.asset(op_tags=k8s_tags_for("company_benchmark"), group_name="evaluation",
+          description="Function-body completion tasks mined with `ast` from the held-out split (files never "
+                      "trained on) plus the hand-written tasks named in settings.")
+def company_benchmark(context: dg.AssetExecutionContext, settings: SettingsResource,
+                      training_dataset: dict) -> dg.Output[dict]:
+    s = settings.get()
+    holdout = pl.read_parquet(training_dataset["holdout_path"])
+    mined = company_bench.mine_tasks(holdout.iter_rows(named=True), max_tasks=s.eval.company_max_tasks)
+    handwritten = []
+    if s.eval.company_tasks_file:
+        path = s.resolve(s.eval.company_tasks_file)
+        if not path.exists():
+            raise dg.Failure(f"eval.company_tasks_file {path} does not exist: fix the path in codellm.yaml "
+                             f"or set it to null")
+        handwritten = company_bench.load_handwritten_tasks(path)
+    tasks = mined + handwritten
+    out = _tasks_path(s)
+    atomic_write_bytes(out, "".join(json.dumps(t.to_json()) + "\n" for t in tasks).encode())
+    with_tests = sum(1 for t in tasks if t.test_cases)
+    context.log.info(f"{len(mined)} mined + {len(handwritten)} hand-written tasks ({with_tests} with tests)")
+    return dg.Output({"tasks_path": str(out), "tasks": len(tasks)}, metadata={
+        "tasks": len(tasks), "mined": len(mined), "handwritten": len(handwritten), "with_tests": with_tests,
+        "holdout_files": len(holdout), "examples": dg.MetadataValue.json([t.task_id for t in tasks[:10]])})
+
+
+def champion_reference(s: Settings) -> tuple[str, dict] | None:
+    """('champion vN', metrics) recorded on the champion's model version, if there is one."""
+    info = registry.get_alias(s.mlflow_tracking_uri, s.registry.model_name, "champion")
+    if info is None:
+        return None
+    raw = (info.tags or {}).get(EVAL_METRICS_TAG)
+    return (f"champion v{info.version}", json.loads(raw)) if raw else None
+
+
+@dg.asset(op_tags=k8s_tags_for("eval_scores"), group_name="evaluation",
+          description="HumanEval pass@k (sandboxed), company benchmark, syntax-error / lint rates and held-out "
+                      "perplexity of the challenger, side by side with the champion (or the base model).")
+def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, lora_adapter: dict,
+                company_benchmark: dict, training_dataset: dict) -> dg.Output[dict]:
+    from codellm_assets.core.model_inference import load_for_inference
+
+    s = settings.get()
+    tasks = load_tasks(company_benchmark["tasks_path"])
+    holdout = pl.read_parquet(training_dataset["holdout_path"])["content"].to_list()
+    common = dict(settings=s.eval, company_tasks=tasks, holdout_texts=holdout, log=context.log.info)
+    model, tok = load_for_inference(lora_adapter["base_model_dir"], lora_adapter["adapter_dir"])
+    challenger = evaluate.evaluate_model(model, tok, label="challenger", **common)
+    reference = champion_reference(s)
+    if reference is None:
+        base, base_tok = load_for_inference(lora_adapter["base_model_dir"])
+        reference = ("base", evaluate.evaluate_model(base, base_tok, label="base", **common).metrics)
+    ref_label, ref_metrics = reference
+    out_dir = s.data_dir / "eval_scores"
+    atomic_write_bytes(out_dir / "humaneval_results.jsonl",
+                       "".join(json.dumps(r) + "\n" for r in challenger.humaneval_results).encode())
+    atomic_write_bytes(out_dir / "company_results.jsonl",
+                       "".join(json.dumps(r) + "\n" for r in challenger.company_results).encode())
+    reviews = review.ReviewQueue(s.store_url).aggregate()
+    value = {"challenger": challenger.metrics, "reference_label": ref_label, "reference": ref_metrics,
+             "adapter_dir": lora_adapter["adapter_dir"], "base_model_dir": lora_adapter["base_model_dir"],
+             "mlflow_run_id": lora_adapter.get("mlflow_run_id"), "isolation": challenger.isolation,
+             "results_dir": str(out_dir), "human_review": reviews}
+    table = [{"metric": k, "challenger": challenger.metrics.get(k), ref_label: ref_metrics.get(k)}
+             for k in challenger.metrics]
+    return dg.Output(value, metadata={
+        **{k: float(v) for k, v in challenger.metrics.items() if isinstance(v, (int, float))},
+        "reference": ref_label,
+        "side_by_side": dg.MetadataValue.md(_markdown_table(table, ["metric", "challenger", ref_label])),
+        "sandbox_isolation": challenger.isolation, "eval_seconds": round(challenger.seconds, 1),
+        "human_review": dg.MetadataValue.json(reviews),
+    })
+
+
+def _markdown_table(rows: list[dict], cols: list[str]) -> str:
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@dg.asset_check(asset="eval_scores", blocking=True,
+                description="The challenger may not regress from the champion (or the base) by more than "
+                            "eval.gate_margin on pass@1 or the company score.")
+def eval_gate(settings: SettingsResource, eval_scores: dict) -> dg.AssetCheckResult:
+    verdict = evaluate.gate(eval_scores["challenger"], eval_scores["reference"],
+                            reference_label=eval_scores["reference_label"], margin=settings.get().eval.gate_margin)
+    cols = ["metric", "challenger", verdict.reference, "delta", "ok"]
+    return dg.AssetCheckResult(passed=verdict.passed, metadata={
+        "reference": verdict.reference, "margin": settings.get().eval.gate_margin,
+        "comparison": dg.MetadataValue.md(_markdown_table(verdict.rows, cols)),
+        **{f"{r['metric']}_ok": r["ok"] for r in verdict.rows}})

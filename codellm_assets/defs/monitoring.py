@@ -1,0 +1,190 @@
+"""Monitoring: IDE feedback as an observable source, the feedback dataset that auto-materializes on
+volume, the quality monitor that requests retraining, and alerts on failed checks and runs."""
+
+
+import hashlib
+import json
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from codellm_assets.core import scrub
+from codellm_assets.core.alerts import Alert, deliver
+from codellm_assets.core.rollout import production_quality
+from codellm_assets.core.store import utcnow
+from codellm_assets.defs.corpus import CORPUS_SCHEMA
+from codellm_assets.defs.dataset import FEEDBACK_REPO
+from codellm_assets.resources import MetricsStoreResource, SettingsResource
+from codellm_assets.k8s_tags import GPU_RUN_TAGS, k8s_tags_for
+
+
+def feedback_data_version(feedback_count: int, threshold: int) -> str:
+    """The source's data version moves once per `threshold` new events: eager automation downstream
+    then fires exactly when new feedback since the last batch passes the volume threshold."""
+    return f"batch-{feedback_count // threshold}"
+
+
+def observe_feedback(store, threshold: int) -> dg.ObserveResult:
+    count, last_id = store.feedback_count(), store.last_feedback_id()
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(feedback_data_version(count, threshold)),
+        metadata={"feedback_events": count, "last_feedback_id": last_id,
+                  "until_next_batch": threshold - count % threshold, "threshold": threshold})
+
+
+@dg.observable_source_asset(op_tags=k8s_tags_for("feedback_events"), group_name="monitoring",
+                            description="IDE feedback stored by the gateway (accept / reject / modify). Its "
+                                        "data version moves each time another batch of feedback arrives.")
+def feedback_events(settings: SettingsResource, metrics_store: MetricsStoreResource) -> dg.ObserveResult:
+    store = metrics_store.open()
+    try:
+        return observe_feedback(store, settings.get().monitoring.feedback_volume_threshold)
+    finally:
+        store.close()
+
+
+def feedback_examples_frame(rows: list[dict]) -> pl.DataFrame:
+    """Accepted / modified completions -> corpus-shaped rows (the code the developer kept), scrubbed."""
+    out = []
+    for r in rows:
+        code = (r.get("prompt") or "") + (r["final_code"] if r.get("final_code") else (r.get("completion") or ""))
+        if not code.strip():
+            continue
+        res = scrub.scrub_text(code)
+        digest = hashlib.sha1(res.text.encode()).hexdigest()
+        out.append({"repo": FEEDBACK_REPO, "branch": r.get("version") or "unknown",
+                    "commit": f"feedback-{r['feedback_id']}", "path": f"feedback/{r['feedback_id']}.py",
+                    "language": "python", "bytes": len(res.text.encode()), "content": res.text,
+                    "blob_sha": digest, "redactions": sum(res.counts.values())})
+    return pl.DataFrame(out, schema=CORPUS_SCHEMA) if out else pl.DataFrame(schema=CORPUS_SCHEMA)
+
+
+@dg.asset(op_tags=k8s_tags_for("feedback_dataset"), group_name="monitoring", deps=[feedback_events],
+          automation_condition=dg.AutomationCondition.eager(),
+          description="Accepted and modified completions turned into training examples (scrubbed). "
+                      "Auto-materializes when new feedback passes the volume threshold.")
+def feedback_dataset(context: dg.AssetExecutionContext,
+                     metrics_store: MetricsStoreResource) -> dg.Output[pl.DataFrame]:
+    store = metrics_store.open()
+    try:
+        rows = store.feedback_examples(after_id=0, events=("accept", "modify"))
+    finally:
+        store.close()
+    df = feedback_examples_frame(rows)
+    events = pl.DataFrame([{"event": r["event"]} for r in rows]) if rows else None
+    by_event = dict(events.group_by("event").len().iter_rows()) if events is not None else {}
+    context.log.info(f"{len(df)} training examples from {len(rows)} feedback events")
+    return dg.Output(df, metadata={"examples": len(df), "dagster/row_count": len(df),
+                                   "by_event": dg.MetadataValue.json(by_event),
+                                   "redactions": int(df["redactions"].sum()) if len(df) else 0})
+
+
+retrain_job = dg.define_asset_job(
+    "retrain", selection=dg.AssetSelection.assets("training_dataset").downstream(),
+    description="Tokenize (with feedback) -> adapter (incremental from the champion) -> eval -> register -> canary.",
+    tags={"codellm/incremental": "true", **GPU_RUN_TAGS})
+
+
+@dg.sensor(job=retrain_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Production quality (acceptance rate, buggy-code rate, p95) -> a retraining run with "
+                       "the reason as a tag; de-duplicated by run_key, with a cooldown.")
+def quality_monitor(context: dg.SensorEvaluationContext, settings: SettingsResource,
+                    metrics_store: MetricsStoreResource):
+    s = settings.get()
+    store = metrics_store.open()
+    try:
+        stats = store.window_stats(slot="production", since=utcnow() - timedelta(minutes=s.monitoring.window_minutes))
+    finally:
+        store.close()
+    verdict = production_quality(stats, s.monitoring.production)
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    if not verdict.retrain:
+        return dg.SkipReason(f"production healthy: {verdict.reasons or verdict.figures}")
+    now = utcnow().timestamp()
+    cooldown_s = s.monitoring.retrain_cooldown_minutes * 60
+    if now - cursor.get("last_request_ts", 0) < cooldown_s:
+        return dg.SkipReason(f"retraining wanted ({'; '.join(verdict.reasons)}) but in cooldown "
+                             f"({s.monitoring.retrain_cooldown_minutes} min)")
+    # One request per cooldown window: the run_key makes a re-evaluated tick idempotent.
+    window = int(now // max(cooldown_s, 1))
+    context.update_cursor(json.dumps({"last_request_ts": now}))
+    context.log.info(f"requesting retraining: {verdict.reasons} {verdict.figures}")
+    return dg.RunRequest(run_key=f"retrain-{window}", tags={
+        "codellm/reason": "; ".join(verdict.reasons)[:200], "codellm/incremental": "true",
+        "codellm/figures": json.dumps(verdict.figures)[:500]})
+
+
+def _run_url(base: str, run_id: str | None) -> str | None:
+    return f"{base.rstrip('/')}/runs/{run_id}" if run_id else None
+
+
+def _check_alert(record, base_url: str, recovered: bool) -> Alert:
+    ev = record.evaluation
+    figures = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()
+               if isinstance(getattr(v, "value", v), (int, float, str, bool))}
+    asset = ev.asset_key.to_user_string()
+    return Alert(kind="check_recovered" if recovered else "check_failed",
+                 title=f"{asset} / {ev.check_name} {'recovered' if recovered else 'failed'}",
+                 asset=asset, check=ev.check_name, severity=ev.severity.value, partition=ev.partition,
+                 figures=figures, run_url=_run_url(base_url, record.run_id))
+
+
+def check_alerts(instance, check_keys, cursor: dict, base_url: str) -> tuple[list[Alert], dict]:
+    """New failed evaluations alert once; a pass after a failure announces the recovery."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as St
+
+    alerts = []
+    for key in check_keys:
+        name = key.to_user_string()
+        seen = cursor.get(name, {"last_id": 0, "failing": {}})
+        records = instance.event_log_storage.get_asset_check_execution_history(key, limit=50)
+        for rec in sorted((r for r in records if r.id > seen["last_id"]), key=lambda r: r.id):
+            if rec.status not in (St.SUCCEEDED, St.FAILED) or rec.evaluation is None:
+                continue
+            part = rec.partition or ""
+            failed = not rec.evaluation.passed
+            if failed and not seen["failing"].get(part):
+                alerts.append(_check_alert(rec, base_url, recovered=False))
+            elif not failed and seen["failing"].get(part):
+                alerts.append(_check_alert(rec, base_url, recovered=True))
+            seen["failing"][part] = failed
+            seen["last_id"] = rec.id
+        cursor[name] = seen
+    return alerts, cursor
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Posts failed asset checks (and their recoveries) to the configured webhook / SMTP.")
+def check_alert_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource):
+    s = settings.get()
+    repo_def = context.repository_def
+    check_keys = sorted(repo_def.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    alerts, cursor = check_alerts(context.instance, check_keys, cursor, s.alerts.ui_base_url)
+    for alert in alerts:
+        for d in deliver(alert, s.alerts):
+            log = context.log.info if d.ok else context.log.warning
+            log(f"alert '{alert.title}' via {d.channel}: {'sent' if d.ok else 'FAILED'} ({d.detail})")
+    context.update_cursor(json.dumps(cursor))
+    if not alerts:
+        return dg.SkipReason("no new check failures or recoveries")
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=False,
+                       description="Posts failed runs to the configured webhook / SMTP.")
+def run_failure_alert(context: dg.RunFailureSensorContext, settings: SettingsResource):
+    s = settings.get()
+    run = context.dagster_run
+    alert = Alert(kind="run_failed", title=f"run {run.job_name} failed", severity="ERROR",
+                  figures={"error": (context.failure_event.message or "")[:300], "run_id": run.run_id},
+                  run_url=_run_url(s.alerts.ui_base_url, run.run_id))
+    for d in deliver(alert, s.alerts):
+        (context.log.info if d.ok else context.log.warning)(f"run-failure alert via {d.channel}: {d.detail}")
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "codellm_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    run_tags={"codellm/launched_by": "automation", "codellm/incremental": "true"},
+    minimum_interval_seconds=30,
+    description="Declarative automation (on by default): feedback volume -> feedback_dataset -> retrain.")

@@ -1,0 +1,141 @@
+"""Training: the cached base model, the LoRA adapter (tracked in MLflow), the registered model version."""
+
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+from dagster_mlflow.resources import MlFlow
+
+from codellm_assets.core import registry
+from codellm_assets.core.model import get_preset, resolve_base_model
+from codellm_assets.core.train import TrainingError, train_lora
+from codellm_assets.defs.evaluation import EVAL_METRICS_TAG
+from codellm_assets.resources import SettingsResource
+from codellm_assets.settings import Settings
+from codellm_assets.k8s_tags import k8s_tags_for
+
+MLFLOW_UI = os.environ.get("CODELLM_MLFLOW_UI", "http://127.0.0.1:5000")
+
+
+def make_mlflow_resource(settings: Settings) -> dg.ResourceDefinition:
+    """dagster-mlflow's tracking resource, after making sure the experiment keeps its artifacts under
+    the configured root (MLflow's default would be ./mlruns in whatever directory the run started)."""
+    from dagster_mlflow import mlflow_tracking
+
+    @dg.resource(config_schema=mlflow_tracking.config_schema,
+                 description="MLflow tracking (dagster-mlflow) with an explicit artifact root")
+    def codellm_mlflow(init_context):
+        cfg = init_context.resource_config
+        registry.ensure_experiment(cfg["mlflow_tracking_uri"], cfg["experiment_name"],
+                                   str(settings.mlflow_artifact_root))
+        return MlFlow(init_context)
+
+    return codellm_mlflow.configured({"experiment_name": settings.registry.experiment,
+                                      "mlflow_tracking_uri": settings.mlflow_tracking_uri})
+
+
+@dg.asset(op_tags=k8s_tags_for("base_model"), group_name="training",
+          description="The configured base model: `tiny` is a Llama-architecture model built from a config "
+                      "on the dataset's tokenizer and briefly pre-trained on the corpus (cached: rebuilt only "
+                      "when its settings or tokenizer change); real presets resolve to a local path.")
+def base_model(context: dg.AssetExecutionContext, settings: SettingsResource, training_dataset: dict) -> dg.Output[dict]:
+    s = settings.get()
+    path = resolve_base_model(s.model, tokenizer_dir=Path(training_dataset["tokenizer_dir"]),
+                              dataset_dir=Path(training_dataset["dataset_dir"]), cache_dir=s.models_dir / "base",
+                              base_dir=s.base_dir, seed=s.training.seed, threads=s.training.threads or 2)
+    info_file = path / "base_info.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    context.log.info(f"base model at {path}: {info}")
+    return dg.Output({"path": str(path), "preset": s.model.preset, "info": info}, metadata={
+        "path": dg.MetadataValue.path(str(path)), "preset": s.model.preset,
+        **{k: v for k, v in info.items() if isinstance(v, (int, float, str)) and k != "path"}})
+
+
+def _loss_table(curve: list) -> str:
+    rows = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in curve)
+    return "| step | loss |\n|---|---|\n" + rows
+
+
+def champion_adapter_dir(s: Settings) -> Path | None:
+    info = registry.get_alias(s.mlflow_tracking_uri, s.registry.model_name, "champion")
+    if info is None:
+        return None
+    return registry.download_adapter(s.mlflow_tracking_uri, s.registry.model_name, str(info.version),
+                                     s.models_dir / "adapters" / f"{s.registry.model_name}-v{info.version}")
+
+
+@dg.asset(op_tags=k8s_tags_for("lora_adapter"), group_name="training",
+          description="A peft LoRA adapter (QLoRA on GPUs) trained on the dataset; resumable from checkpoints; "
+                      "incremental from the champion when asked. Loss curve, validation loss of adapter and "
+                      "base, tokens/s and the MLflow run in metadata.")
+def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow],
+                 base_model: dict, training_dataset: dict) -> dg.Output[dict]:
+    s = settings.get()
+    preset = get_preset(s.model.preset)
+    incremental = s.training.from_champion or context.run.tags.get("codellm/incremental") == "true"
+    init = champion_adapter_dir(s) if incremental else None
+    out_dir = s.models_dir / "lora_adapter"
+    context.log.info(f"training LoRA on {base_model['path']} ({'from champion ' + str(init) if init else 'fresh'})")
+
+    def on_log(record: dict) -> None:
+        context.log.info(json.dumps(record))
+        if "loss" in record and "step" in record:
+            mlflow.log_metric("train_loss", record["loss"], step=record["step"])
+        if "eval_loss" in record:
+            mlflow.log_metric("val_loss", record["eval_loss"], step=record["step"])
+
+    try:
+        result = train_lora(base_model_dir=base_model["path"], dataset_dir=training_dataset["dataset_dir"],
+                            out_dir=out_dir, training=s.training, target_modules=list(preset.lora_target_modules),
+                            r=preset.lora_r, alpha=preset.lora_alpha, init_adapter_dir=init, on_log=on_log)
+    except TrainingError as e:
+        raise dg.Failure(description=str(e)) from e
+    run_id = registry.log_training_run(
+        result, params={**s.training.model_dump(mode="json"), "preset": s.model.preset,
+                        "base_model": base_model["path"], "incremental": bool(init)},
+        tags={"dataset_manifest_hash": training_dataset["manifest_hash"], "dagster_run_id": context.run_id,
+              **{f"commit.{k}": v for k, v in training_dataset["commits"].items()}},
+        artifacts_dirs={"adapter": result.adapter_dir, "tokenizer": training_dataset["tokenizer_dir"]})
+    mlflow.end_run()  # under dg.materialize no hook ends it
+    exp = mlflow.get_experiment_by_name(s.registry.experiment)
+    url = registry.mlflow_ui_url(MLFLOW_UI, exp.experiment_id if exp else "0", run_id)
+    value = {"adapter_dir": result.adapter_dir, "base_model_dir": base_model["path"], "mlflow_run_id": run_id,
+             "val_loss_adapter": result.val_loss_adapter, "val_loss_base": result.val_loss_base,
+             "manifest_hash": training_dataset["manifest_hash"], "commits": training_dataset["commits"],
+             "incremental_from": str(init) if init else None}
+    return dg.Output(value, metadata={
+        "val_loss_adapter": result.val_loss_adapter, "val_loss_base": result.val_loss_base,
+        "adapter_beats_base": result.beats_base, "steps": result.steps, "resumed_from_step": result.resumed_from_step,
+        "tokens_per_s": round(result.tokens_per_s, 1), "train_tokens": result.train_tokens,
+        "trainable_params": result.trainable_params, "total_params": result.total_params,
+        "adapter_bytes": result.adapter_bytes, "precision": result.precision, "qlora": result.qlora,
+        "loss_curve": dg.MetadataValue.md(_loss_table(result.loss_curve)),
+        "mlflow_run": dg.MetadataValue.url(url), "mlflow_run_id": run_id,
+        "incremental_from_champion": bool(init)})
+
+
+@dg.asset(op_tags=k8s_tags_for("registered_model"), group_name="training",
+          description="The adapter registered as a new MLflow model version (with its base and dataset), "
+                      "alias `challenger`; a corrupt adapter is refused and no version created.")
+def registered_model(context: dg.AssetExecutionContext, settings: SettingsResource, lora_adapter: dict,
+                     eval_scores: dict) -> dg.Output[dict]:
+    s = settings.get()
+    try:
+        registry.validate_adapter(lora_adapter["adapter_dir"], lora_adapter["base_model_dir"])
+    except registry.AdapterValidationError as e:
+        raise dg.Failure(description=f"adapter refused, no version created: {e}") from e
+    manifest = {"manifest_hash": lora_adapter["manifest_hash"], "commits": lora_adapter["commits"]}
+    info = registry.register_adapter(
+        tracking_uri=s.mlflow_tracking_uri, model_name=s.registry.model_name,
+        adapter_dir=lora_adapter["adapter_dir"], base_model_dir=lora_adapter["base_model_dir"],
+        run_id=lora_adapter["mlflow_run_id"], dataset_manifest=manifest, alias="challenger",
+        extra_tags={EVAL_METRICS_TAG: json.dumps(eval_scores["challenger"]),
+                    "eval.reference": eval_scores["reference_label"]})
+    context.log.info(f"registered {info.name} v{info.version} as challenger")
+    return dg.Output({"name": info.name, "version": str(info.version), "run_id": info.run_id,
+                      "base_model_dir": lora_adapter["base_model_dir"], "adapter_dir": lora_adapter["adapter_dir"]},
+                     metadata={"model": info.name, "version": str(info.version),
+                               "aliases": dg.MetadataValue.json(list(info.aliases)),
+                               "source": str(info.source), "mlflow_run_id": info.run_id})

@@ -1,0 +1,135 @@
+"""Per-asset Kubernetes settings for the `k8s_job_executor`: each step runs as its own pod, sized for its work.
+
+On a laptop these tags are inert (the default executor ignores them). On the cluster the code location sets
+``CODELLM_DAGSTER_EXECUTOR=k8s`` (see ``k8s/helm/dagster-values.yaml``): then :func:`dagster_executor`
+returns dagster-k8s's ``k8s_job_executor`` and every step of a run becomes a Kubernetes Job whose pod gets
+the ``dagster-k8s/config`` tag of its asset, merged (deep) over what the run launcher and the code location
+already set (image, env, the shared data volume). A backfill of per-repo partitions is one run per
+partition, so ``repo_snapshots`` / ``clean_files`` / ``scrubbed_corpus`` fan out across pods, bounded by the
+queued run coordinator's ``maxConcurrentRuns``.
+
+GPU steps (``lora_adapter``, ``eval_scores``) ask for ``nvidia.com/gpu: 1``, land on GPU nodes through a
+node selector + toleration, and run in the GPU image (CUDA torch) named by ``CODELLM_GPU_IMAGE``; the code
+location image ships the CPU torch wheel, which would leave the GPU idle.
+
+Usage (the lead wires it): ``@dg.asset(op_tags=k8s_tags_for("lora_adapter"), ...)`` and
+``dg.Definitions(..., executor=dagster_executor())``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+K8S_CONFIG_TAG = "dagster-k8s/config"
+EXECUTOR_ENV = "CODELLM_DAGSTER_EXECUTOR"   # "k8s" on the cluster; anything else: the default executor
+GPU_IMAGE_ENV = "CODELLM_GPU_IMAGE"         # e.g. registry.example.com/codellm/gpu-train:0.1.0
+MAX_CONCURRENT_STEPS_ENV = "CODELLM_K8S_MAX_CONCURRENT_STEPS"
+
+# GPU nodes: the label NVIDIA's GPU feature discovery (GPU operator) puts on them, and the taint most managed
+# GPU node pools carry so that CPU pods stay off the expensive nodes.
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def _resources(cpu: str, memory: str, memory_limit: str | None = None, gpus: int = 0) -> dict[str, Any]:
+    """Requests = what the scheduler reserves; limit memory (OOM-kill beats a starved node), not CPU."""
+    limits: dict[str, Any] = {"memory": memory_limit or memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = gpus   # extended resources: limit only (request defaults to it)
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+
+
+def _cpu_step(cpu: str, memory: str, memory_limit: str | None = None) -> dict[str, Any]:
+    return {"container_config": {"resources": _resources(cpu, memory, memory_limit)}}
+
+
+def _gpu_step(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
+    return {
+        "container_config": {
+            "resources": _resources(cpu, memory, memory_limit, gpus=1),
+            # PyTorch DataLoader workers and NCCL use shared memory; the container default (64 MiB) is too small.
+            "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}],
+        },
+        "pod_spec_config": {
+            "node_selector": dict(GPU_NODE_SELECTOR),
+            "tolerations": copy.deepcopy(GPU_TOLERATIONS),
+            "volumes": [{"name": "dshm", "empty_dir": {"medium": "Memory", "size_limit": "16Gi"}}],
+        },
+    }
+
+
+# The `dagster-k8s/config` value per asset name (dagster-k8s's UserDefinedDagsterK8sConfig fields).
+K8S_OP_TAGS: dict[str, dict] = {
+    # data: one pod per repo partition; git + Parquet of one repo
+    "repo_snapshots": _cpu_step("500m", "1Gi", "4Gi"),
+    "clean_files": _cpu_step("500m", "1Gi", "4Gi"),
+    "scrubbed_corpus": _cpu_step("1", "2Gi", "6Gi"),             # detect-secrets + regexes over every file
+    # all repos at once: MinHash signatures + LSH index of the whole corpus live in memory
+    "deduped_corpus": _cpu_step("4", "16Gi", "32Gi"),
+    "training_dataset": _cpu_step("4", "8Gi", "16Gi"),           # tokenizer batch-encode uses every core
+    "company_benchmark": _cpu_step("1", "2Gi", "4Gi"),
+    "base_model": _cpu_step("2", "8Gi", "32Gi"),                 # resolves / copies a real model's weights
+    # training and generation-heavy evaluation: one GPU each
+    "lora_adapter": _gpu_step("8", "48Gi", "96Gi"),
+    "eval_scores": _gpu_step("8", "32Gi", "64Gi"),
+    # bookkeeping steps: MLflow calls, routing-table writes, a query of the feedback store
+    "registered_model": _cpu_step("250m", "1Gi", "4Gi"),
+    "deployed_endpoint": _cpu_step("250m", "512Mi", "2Gi"),
+    "feedback_dataset": _cpu_step("1", "2Gi", "4Gi"),
+    # observations: a `git rev-parse` per repo, a count in the feedback store
+    "git_heads": _cpu_step("250m", "256Mi", "1Gi"),
+    "feedback_events": _cpu_step("250m", "256Mi", "1Gi"),
+}
+
+GPU_ASSETS = frozenset(name for name, cfg in K8S_OP_TAGS.items()
+                       if "nvidia.com/gpu" in cfg["container_config"]["resources"]["limits"])
+
+# Run-level tag for jobs that include a GPU asset (`codellm_full`, `retrain`): the queued run coordinator
+# (k8s/helm/dagster-values.yaml, tagConcurrencyLimits) lets one such run hold the GPUs at a time.
+GPU_RUN_TAGS: dict[str, str] = {"codellm/uses-gpu": "true"}
+
+
+def k8s_tags_for(asset_name: str, environ: Mapping[str, str] | None = None) -> dict[str, dict]:
+    """``{"dagster-k8s/config": {...}}`` for ``asset_name``: pass it as the asset's ``op_tags``.
+
+    GPU assets also get ``container_config.image`` from ``$CODELLM_GPU_IMAGE`` when it is set (the cluster
+    sets it; elsewhere the step keeps the code location's image). Unknown names raise ``KeyError`` listing
+    the known ones, so a renamed asset cannot silently lose its pod sizing.
+    """
+    if asset_name not in K8S_OP_TAGS:
+        raise KeyError(f"no Kubernetes step settings for asset '{asset_name}'; "
+                       f"add it to K8S_OP_TAGS in {__name__} (known: {sorted(K8S_OP_TAGS)})")
+    config = copy.deepcopy(K8S_OP_TAGS[asset_name])
+    gpu_image = (os.environ if environ is None else environ).get(GPU_IMAGE_ENV, "").strip()
+    if asset_name in GPU_ASSETS and gpu_image:
+        config["container_config"]["image"] = gpu_image
+    return {K8S_CONFIG_TAG: config}
+
+
+def dagster_executor(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
+    """The executor for this environment: dagster-k8s's ``k8s_job_executor`` when ``$CODELLM_DAGSTER_EXECUTOR``
+    is ``k8s`` (one pod per step), else ``None`` (keep Dagster's default multiprocess executor).
+
+    Step pods inherit the run's image, env, secrets and volumes from the K8sRunLauncher and the code location
+    (``includeConfigInLaunchedRuns``); the per-asset tags above add resources and GPU placement.
+    """
+    env = os.environ if environ is None else environ
+    choice = env.get(EXECUTOR_ENV, "").strip().lower()
+    if choice in ("", "default", "multiprocess", "in_process"):
+        return None
+    if choice != "k8s":
+        raise ValueError(f"{EXECUTOR_ENV}={choice!r}: expected 'k8s' or unset (the default executor)")
+    from dagster_k8s import k8s_job_executor  # imported here: laptops never need the kubernetes client
+
+    config: dict[str, Any] = {}
+    raw_max = env.get(MAX_CONCURRENT_STEPS_ENV, "").strip()
+    if raw_max:
+        if not raw_max.isdigit() or int(raw_max) < 1:
+            raise ValueError(f"{MAX_CONCURRENT_STEPS_ENV}={raw_max!r}: expected a positive integer")
+        config["max_concurrent"] = int(raw_max)
+    return k8s_job_executor.configured(config, name="k8s_job_executor") if config else k8s_job_executor

@@ -1,0 +1,145 @@
+"""The data half of the graph through dg.materialize on real temp git repos: snapshots -> clean ->
+scrubbed -> deduped, incremental re-reads, bad repos, and the blocking leftover-secret check."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from codellm_assets.defs import checks, corpus, ingest
+from codellm_assets_tests.conftest import commit_files
+from codellm_assets_tests.integration.conftest import resources_for, write_config
+
+PER_REPO = [ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus, checks.repo_snapshots_schema,
+            checks.clean_files_in_range, checks.no_leftover_secrets]
+DATA = PER_REPO + [corpus.deduped_corpus, checks.deduped_corpus_sane]
+
+
+def module(name: str, body_lines: int = 12, extra: str = "") -> str:
+    lines = [f'"""Module {name}."""', "", f"def {name}(values):", f'    """Compute {name} over values."""']
+    lines += [f"    total_{i} = sum(v * {i} for v in values)" for i in range(body_lines)]
+    lines += ["    return " + " + ".join(f"total_{i}" for i in range(body_lines)), "", extra]
+    return "\n".join(lines) + "\n"
+
+
+AWS_ID = "AKIA" + "QWERTYUIOPASDFGH"
+SHARED = module("shared_helper")
+
+
+@pytest.fixture
+def two_repos(make_git_repo):
+    a = make_git_repo("alpha", {
+        "src/one.py": module("one"), "src/two.py": module("two"), "src/shared.py": SHARED,
+        "src/config.py": module("config", extra=f'AWS_ACCESS_KEY_ID = "{AWS_ID}"\nADMIN = "ops@corp-internal.io"\n'),
+        "assets/logo.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
+        "web/app.min.js": "var a=1;" * 20 + "\n",
+    })
+    b = make_git_repo("beta", {"lib/three.py": module("three"), "lib/copy_of_shared.py": SHARED,
+                               "lib/tiny.py": "x = 1\n"})
+    return a, b
+
+
+def _materialize(selection, config, instance, partition=None):
+    return dg.materialize(DATA, selection=selection, resources=resources_for(config), instance=instance,
+                          partition_key=partition, raise_on_error=False)
+
+
+def _meta(result, key):
+    mats = result.asset_materializations_for_node(key)
+    return {k: v.value for k, v in mats[-1].metadata.items()}
+
+
+def test_data_stage_end_to_end(tmp_path, two_repos, instance):
+    a, b = two_repos
+    config = write_config(tmp_path, [{"name": "alpha", "path": str(a), "branches": ["main"]},
+                                     {"name": "beta", "path": str(b), "branches": ["main"]}])
+    instance.add_dynamic_partitions("repos", ["alpha", "beta"])
+    for repo in ("alpha", "beta"):
+        res = _materialize(PER_REPO[:3], config, instance, repo)
+        assert res.success, repo
+    snap = _meta(res, "repo_snapshots")
+    assert snap["files"] == 3 and snap["blobs_read"] == 3           # beta: three .py files
+    res_a = _materialize(PER_REPO[:3], config, instance, "alpha")   # unchanged: everything reused
+    meta_a = _meta(res_a, "repo_snapshots")
+    assert meta_a["blobs_read"] == 0 and meta_a["blobs_reused"] == 5
+    assert meta_a["skipped"].get("UNKNOWN_LANGUAGE", 0) + meta_a["skipped"].get("NOT_TEXT", 0) >= 1  # the png
+    clean = _meta(res_a, "clean_files")
+    assert clean["dropped_by_reason"].get("EXCLUDED_BY_MASK") == 1   # app.min.js
+    scrubbed = _meta(res_a, "scrubbed_corpus")
+    assert scrubbed["redactions_by_type"].get("aws_access_key") == 1 and scrubbed["redactions_by_type"].get("email") == 1
+    stored = pl.read_parquet(tmp_path / "home/data/scrubbed_corpus/alpha.parquet")
+    config_py = stored.filter(pl.col("path") == "src/config.py")["content"][0]
+    assert AWS_ID not in config_py and "<SECRET:aws_access_key>" in config_py and "<EMAIL>" in config_py
+
+    res = _materialize([corpus.deduped_corpus, checks.deduped_corpus_sane], config, instance)
+    assert res.success
+    dd = _meta(res, "deduped_corpus")
+    assert dd["files_in"] == 7 and dd["exact_duplicates"] == 1 and dd["files_kept"] == 6
+    kept = pl.read_parquet(tmp_path / "home/data/deduped_corpus.parquet")
+    assert kept.filter(pl.col("content") == SHARED).height == 1
+
+
+def test_incremental_rescan_reads_only_changed_blobs(tmp_path, two_repos, instance):
+    a, _ = two_repos
+    config = write_config(tmp_path, [{"name": "alpha", "path": str(a), "branches": ["main"]}])
+    instance.add_dynamic_partitions("repos", ["alpha"])
+    assert _materialize([ingest.repo_snapshots], config, instance, "alpha").success
+    commit_files(a, {"src/two.py": module("two_changed")}, "change one file")
+    res = _materialize([ingest.repo_snapshots], config, instance, "alpha")
+    meta = _meta(res, "repo_snapshots")
+    assert meta["blobs_read"] == 1 and meta["blobs_reused"] == 4
+
+
+def test_git_heads_sensor_requests_only_moved_repos(tmp_path, two_repos, instance):
+    a, b = two_repos
+    config = write_config(tmp_path, [{"name": "alpha", "path": str(a), "branches": ["main"]},
+                                     {"name": "beta", "path": str(b), "branches": ["main"]}])
+    res = resources_for(config)
+    ctx = dg.build_sensor_context(instance=instance, resources=res)
+    first = ingest.git_heads_sensor(ctx)
+    assert sorted(r.partition_key for r in first.run_requests) == ["alpha", "beta"]
+    assert first.dynamic_partitions_requests[0].partition_keys == ["alpha", "beta"]
+    instance.add_dynamic_partitions("repos", ["alpha", "beta"])
+    quiet = ingest.git_heads_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=first.cursor))
+    assert quiet.run_requests == []
+    commit_files(b, {"lib/new.py": module("new")}, "beta moves")
+    moved = ingest.git_heads_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=quiet.cursor))
+    assert [r.partition_key for r in moved.run_requests] == ["beta"]
+
+
+def test_bad_repo_fails_its_partition_only(tmp_path, two_repos, instance):
+    a, _ = two_repos
+    config = write_config(tmp_path, [{"name": "alpha", "path": str(a), "branches": ["main"]},
+                                     {"name": "ghost", "path": str(tmp_path / "nope"), "branches": ["main"]},
+                                     {"name": "wrongbranch", "path": str(a), "branches": ["release"]}])
+    instance.add_dynamic_partitions("repos", ["alpha", "ghost", "wrongbranch"])
+    bad = _materialize([ingest.repo_snapshots], config, instance, "ghost")
+    assert not bad.success
+    failure = next(e for e in bad.all_events if e.is_step_failure)
+    assert "ghost" in failure.event_specific_data.error.message and "codellm.yaml" in failure.event_specific_data.error.message
+    wrong = _materialize([ingest.repo_snapshots], config, instance, "wrongbranch")
+    assert not wrong.success
+    assert _materialize([ingest.repo_snapshots], config, instance, "alpha").success
+
+
+def test_leftover_secret_blocks_downstream(tmp_path, make_git_repo, instance):
+    """A scrub rule switched off lets an AWS key through; the independent re-scan fails the blocking
+    check, and the deduplicated corpus downstream leaves that partition out."""
+    leaky = make_git_repo("leaky", {"app/settings.py": module("settings", extra=f'KEY = "{AWS_ID}"\n')})
+    fine = make_git_repo("fine", {"app/ok.py": module("ok")})
+    config = write_config(tmp_path, [{"name": "leaky", "path": str(leaky), "branches": ["main"]},
+                                     {"name": "fine", "path": str(fine), "branches": ["main"]}],
+                          scrub={"disabled_rules": ["aws_access_key"]})
+    instance.add_dynamic_partitions("repos", ["leaky", "fine"])
+    res = _materialize(PER_REPO, config, instance, "leaky")
+    evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
+    assert evals["no_leftover_secrets"].passed is False
+    assert evals["no_leftover_secrets"].metadata["leftovers"].value >= 1
+    assert not res.success
+    assert _materialize(PER_REPO, config, instance, "fine").success
+    res = _materialize([corpus.deduped_corpus], config, instance)
+    meta = _meta(res, "deduped_corpus")
+    assert meta["blocked_partitions"] == ["leaky"] and meta["repos"] == ["fine"]
+    kept = pl.read_parquet(tmp_path / "home/data/deduped_corpus.parquet")
+    assert set(kept["repo"]) == {"fine"} and not kept["content"].str.contains(AWS_ID).any()

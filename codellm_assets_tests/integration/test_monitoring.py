@@ -1,0 +1,144 @@
+"""Closed loop, in process: synthetic traffic in a real SQLite store -> sensor ticks -> promote / hold /
+roll back (with the MLflow champion alias at 100 %), the quality monitor, and feedback-volume automation."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import pytest
+from mlflow.tracking import MlflowClient
+
+from codellm_assets.core import registry
+from codellm_assets.core.store import RequestRecord, Route, Store
+from codellm_assets.defs import deployment, monitoring
+from codellm_assets.settings import load_settings
+from codellm_assets_tests.integration.conftest import resources_for, write_config
+
+
+@pytest.fixture
+def setup(tmp_path, instance):
+    config = write_config(tmp_path, [], monitoring={
+        "canary": {"min_requests": 20, "min_users": 3}, "production": {"min_requests": 20},
+        "feedback_volume_threshold": 5, "retrain_cooldown_minutes": 60})
+    settings = load_settings(config)
+    store = Store(settings.store_url)
+    store.set_routes([Route("production", "base", "/models/base", None, 95),
+                      Route("canary", "codellm/1", "/models/base", "/adapters/1", 5)])
+    yield settings, store, resources_for(config), instance
+    store.close()
+
+
+def traffic(store: Store, slot: str, version: str, n: int, users: int, *, error_every: int = 0,
+            latency_s: float = 0.2) -> list[str]:
+    ids = []
+    for i in range(n):
+        cid = f"cmpl-{uuid.uuid4().hex}"
+        status = "error" if error_every and i % error_every == 0 else "ok"
+        store.record_request(RequestRecord(id=cid, slot=slot, version=version, status=status, user=f"dev{i % users}",
+                                           latency_s=latency_s, prompt="def f():\n", completion="    return 1\n"))
+        ids.append(cid)
+    store.flush()
+    return ids
+
+
+def tick(sensor, resources, instance, cursor=None):
+    return sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+
+
+def weights(store: Store) -> dict:
+    return {r.slot: (r.version, r.weight) for r in store.routes()}
+
+
+def test_canary_promotes_step_by_step_and_moves_champion(setup):
+    settings, store, resources, instance = setup
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    client.create_registered_model("codellm")
+    client.create_model_version("codellm", source=str(settings.home_dir), run_id=None)
+    traffic(store, "canary", "codellm/1", 30, users=5)
+    first = tick(deployment.canary_guard, resources, instance)
+    assert weights(store)["canary"] == ("codellm/1", 25)
+    assert first.asset_events[0].metadata["decision"].value == "promote"
+    traffic(store, "canary", "codellm/1", 30, users=5)
+    tick(deployment.canary_guard, resources, instance, first.cursor)
+    assert weights(store)["production"] == ("codellm/1", 100)
+    assert registry.get_alias(settings.mlflow_tracking_uri, "codellm", "champion").version in ("1", 1)
+
+
+@pytest.mark.parametrize("n,users,error_every,expected", [
+    (0, 1, 0, ("codellm/1", 5)),        # no data never promotes
+    (200, 1, 0, ("codellm/1", 5)),      # one user's spike decides nothing
+    (30, 5, 5, ("codellm/1", 0)),       # 20 % errors: rolled back
+])
+def test_canary_holds_or_rolls_back(setup, n, users, error_every, expected):
+    settings, store, resources, instance = setup
+    traffic(store, "canary", "codellm/1", n, users=users, error_every=error_every)
+    res = tick(deployment.canary_guard, resources, instance)
+    assert weights(store)["canary"] == expected
+    decision = res.asset_events[0].metadata["decision"].value
+    assert decision == ("rollback" if expected[1] == 0 else "hold")
+    if expected[1] == 0:
+        assert weights(store)["production"] == ("base", 100)
+
+
+def test_quality_monitor_requests_retraining_once_per_cooldown(setup):
+    settings, store, resources, instance = setup
+    ids = traffic(store, "production", "base", 30, users=4)
+    for i, cid in enumerate(ids):
+        store.record_feedback(cid, "reject" if i % 2 else "accept")
+    store.flush()
+    ctx = dg.build_sensor_context(instance=instance, resources=resources)
+    req = monitoring.quality_monitor(ctx)
+    assert isinstance(req, dg.RunRequest)
+    assert "acceptance rate" in req.tags["codellm/reason"] and req.tags["codellm/incremental"] == "true"
+    again = monitoring.quality_monitor(dg.build_sensor_context(instance=instance, resources=resources,
+                                                               cursor=ctx.cursor))
+    assert isinstance(again, dg.SkipReason) and "cooldown" in again.skip_message
+
+
+def test_healthy_production_requests_nothing(setup):
+    settings, store, resources, instance = setup
+    ids = traffic(store, "production", "base", 30, users=4)
+    for cid in ids:
+        store.record_feedback(cid, "accept")
+    store.flush()
+    res = monitoring.quality_monitor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(res, dg.SkipReason)
+
+
+def test_feedback_volume_triggers_feedback_dataset(setup):
+    settings, store, resources, instance = setup
+    defs = dg.Definitions(assets=[monitoring.feedback_events, monitoring.feedback_dataset], resources=resources)
+
+    def observe():
+        obs = monitoring.observe_feedback(store, settings.monitoring.feedback_volume_threshold)
+        instance.report_runless_asset_event(dg.AssetObservation(
+            asset_key="feedback_events", tags={"dagster/data_version": obs.data_version.value}))
+
+    ids = traffic(store, "production", "base", 8, users=2)
+    store.record_feedback(ids[0], "accept")
+    store.flush()
+    observe()
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    # Never materialized: eager requests it once; pretend it ran by materializing it for real.
+    if first.get_num_requested(dg.AssetKey("feedback_dataset")):
+        assert dg.materialize([monitoring.feedback_events, monitoring.feedback_dataset], instance=instance,
+                              resources=resources, selection="feedback_dataset").success
+    quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert quiet.get_num_requested(dg.AssetKey("feedback_dataset")) == 0
+    for cid in ids[1:3]:
+        store.record_feedback(cid, "modify", final_code="    return 2\n")
+    store.flush()
+    observe()   # 3 events < threshold 5: same data version
+    below = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
+    assert below.get_num_requested(dg.AssetKey("feedback_dataset")) == 0
+    for cid in ids[3:6]:
+        store.record_feedback(cid, "accept")
+    store.flush()
+    observe()   # 6 events: the volume threshold is passed
+    above = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=below.cursor)
+    assert above.get_num_requested(dg.AssetKey("feedback_dataset")) == 1
+    res = dg.materialize([monitoring.feedback_events, monitoring.feedback_dataset], instance=instance,
+                         resources=resources, selection="feedback_dataset")
+    meta = res.asset_materializations_for_node("feedback_dataset")[0].metadata
+    assert meta["examples"].value == 5      # accept + modify, rejects and views excluded
