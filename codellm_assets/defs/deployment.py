@@ -123,8 +123,11 @@ def canary_guard(context: dg.SensorEvaluationContext, settings: SettingsResource
             return dg.SkipReason("no canary in the routing table")
         cursor = json.loads(context.cursor) if context.cursor else {}
         stage = f"{canary.version}@{canary.weight}"
-        if cursor.get("stage") != stage:  # a new stage: its window starts now
-            cursor = {"stage": stage, "since": utcnow().isoformat()}
+        if cursor.get("stage") != stage:
+            # After a promotion the new stage's window starts now; a canary seen for the first time is
+            # judged on the whole window (its traffic since the deployment counts).
+            start = utcnow() if cursor.get("stage") else utcnow() - timedelta(minutes=s.monitoring.window_minutes)
+            cursor = {"stage": stage, "since": start.isoformat()}
         since = max(datetime.fromisoformat(cursor["since"]),
                     utcnow() - timedelta(minutes=s.monitoring.window_minutes))
         stats = store.window_stats(slot="canary", version=canary.version, since=since)

@@ -118,7 +118,11 @@ def repo_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource
     )
 
 
+PER_REPO_SELECTION = dg.AssetSelection.assets("repo_snapshots", "clean_files", "scrubbed_corpus")
+
+
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           asset_selection=PER_REPO_SELECTION,
            description="Adds a partition per configured repo and re-snapshots a repo only when a branch moved.")
 def git_heads_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource) -> dg.SensorResult:
     s = settings.get()
@@ -135,8 +139,6 @@ def git_heads_sensor(context: dg.SensorEvaluationContext, settings: SettingsReso
         if cursor.get(repo.name) != heads:
             run_requests.append(dg.RunRequest(
                 run_key=f"{repo.name}:{heads}", partition_key=repo.name,
-                asset_selection=[dg.AssetKey("repo_snapshots"), dg.AssetKey("clean_files"),
-                                 dg.AssetKey("scrubbed_corpus")],
                 tags={"codellm/reason": "branch moved" if repo.name in cursor else "new repo"}))
             cursor[repo.name] = heads
     return dg.SensorResult(

@@ -34,5 +34,6 @@ def resources_for(config: Path) -> dict:
 
 @pytest.fixture
 def instance(tmp_path):
+    (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
         yield inst

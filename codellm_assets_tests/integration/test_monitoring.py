@@ -43,7 +43,9 @@ def traffic(store: Store, slot: str, version: str, n: int, users: int, *, error_
 
 
 def tick(sensor, resources, instance, cursor=None):
-    return sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
+        result = sensor(ctx)
+        return result if not isinstance(result, (dg.RunRequest, dg.SkipReason)) else (result, ctx.cursor)
 
 
 def weights(store: Store) -> dict:
@@ -87,12 +89,10 @@ def test_quality_monitor_requests_retraining_once_per_cooldown(setup):
     for i, cid in enumerate(ids):
         store.record_feedback(cid, "reject" if i % 2 else "accept")
     store.flush()
-    ctx = dg.build_sensor_context(instance=instance, resources=resources)
-    req = monitoring.quality_monitor(ctx)
+    req, cursor = tick(monitoring.quality_monitor, resources, instance)
     assert isinstance(req, dg.RunRequest)
     assert "acceptance rate" in req.tags["codellm/reason"] and req.tags["codellm/incremental"] == "true"
-    again = monitoring.quality_monitor(dg.build_sensor_context(instance=instance, resources=resources,
-                                                               cursor=ctx.cursor))
+    again, _ = tick(monitoring.quality_monitor, resources, instance, cursor)
     assert isinstance(again, dg.SkipReason) and "cooldown" in again.skip_message
 
 
@@ -102,7 +102,7 @@ def test_healthy_production_requests_nothing(setup):
     for cid in ids:
         store.record_feedback(cid, "accept")
     store.flush()
-    res = monitoring.quality_monitor(dg.build_sensor_context(instance=instance, resources=resources))
+    res, _ = tick(monitoring.quality_monitor, resources, instance)
     assert isinstance(res, dg.SkipReason)
 
 
@@ -134,6 +134,8 @@ def test_feedback_volume_triggers_feedback_dataset(setup):
     assert below.get_num_requested(dg.AssetKey("feedback_dataset")) == 0
     for cid in ids[3:6]:
         store.record_feedback(cid, "accept")
+    store.record_feedback(ids[6], "reject")
+    store.record_feedback(ids[7], "view")
     store.flush()
     observe()   # 6 events: the volume threshold is passed
     above = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=below.cursor)
@@ -141,4 +143,4 @@ def test_feedback_volume_triggers_feedback_dataset(setup):
     res = dg.materialize([monitoring.feedback_events, monitoring.feedback_dataset], instance=instance,
                          resources=resources, selection="feedback_dataset")
     meta = res.asset_materializations_for_node("feedback_dataset")[0].metadata
-    assert meta["examples"].value == 5      # accept + modify, rejects and views excluded
+    assert meta["examples"].value == 6      # 4 accepts + 2 modifies; the reject and the view excluded
