@@ -3,7 +3,7 @@
 One run per repo partition for the per-repo stages (snapshot -> clean -> scrub, with their checks:
 a failing blocking check stops that partition in its run), then one run per downstream asset in
 topological order, so progress is visible step by step and a failed step can be re-run alone
-(`codellm run --select ASSET+`) and resumes from what is stored.
+(`codellm run --select 'ASSET*'`) and resumes from what is stored.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import dagster as dg
 from codellm_assets.settings import PROJECT_ROOT, Settings
 
 PER_REPO_ASSETS = ("repo_snapshots", "clean_files", "scrubbed_corpus")
+# The console shows the assets' own INFO logs (progress, figures), not Dagster's DEBUG event stream; every
+# event is still stored in the instance and visible in the UI.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass
@@ -64,13 +67,7 @@ def planned_steps(defs: dg.Definitions, selection: str | None) -> list[str]:
 
 
 def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
-    failed = []
-    for ev in result.all_events:
-        if ev.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = ev.event_specific_data.asset_check_evaluation
-            if not evaluation.passed:
-                failed.append(evaluation.check_name)
-    return failed
+    return [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
 
 
 def run_graph(settings: Settings, *, selection: str | None = None,
@@ -110,7 +107,7 @@ def _execute(job, instance: dg.DagsterInstance, names: list[str], partition: str
     label = names[-1] if len(names) == 1 else "+".join(names)
     try:
         result = job.execute_in_process(
-            instance=instance, partition_key=partition, raise_on_error=False,
+            instance=instance, partition_key=partition, raise_on_error=False, run_config=_QUIET,
             asset_selection=[dg.AssetKey(n) for n in names], tags={"codellm/launched_by": "codellm run"})
     except Exception as e:  # definition-level errors (bad selection, missing partition)
         return StepResult(label, partition, False, time.monotonic() - start, error=f"{type(e).__name__}: {e}")

@@ -71,7 +71,7 @@ class ScrubSettings(_Model):
 class DedupSettings(_Model):
     backend: Literal["rensa", "datasketch"] = "rensa"
     num_perm: int = Field(256, ge=16)
-    shingle_size: int = Field(5, ge=1)
+    shingle_size: int = Field(3, ge=1, description="word-token shingle length; 3 measured best (benchmarks/dedup.py)")
     threshold: float = Field(0.7, gt=0, lt=1)
     decontaminate: bool = True
     decontam_ngram: int = Field(13, ge=4, description="token n-gram length for eval-prompt overlap")
@@ -83,6 +83,7 @@ class DatasetSettings(_Model):
     holdout_fraction: float = Field(0.05, ge=0, lt=1, description="files held out for the company benchmark")
     fim_rate: float = Field(0.0, ge=0, le=1)
     tokenizer_vocab_size: int = Field(4096, ge=300)
+    seed: int = Field(0, description="seeds the FIM draws; the split is by content hash, not seeded")
 
 
 class ModelSettings(_Model):
@@ -134,6 +135,8 @@ class EvalSettings(_Model):
     timeout_s: float = Field(5.0, gt=0)
     workers: int = Field(0, ge=0, description="0: number of cores")
     gate_margin: float = Field(0.02, ge=0, description="allowed regression of pass@1 / company score")
+    gate_floor: float = Field(0.2, ge=0, le=1, description="company score below which (on both sides) the gate "
+                              "compares held-out perplexity instead: generation of a tiny model is noise")
     company_tasks_file: str | None = "benchmarks/company_tasks.jsonl"
     company_max_tasks: int = Field(20, ge=0)
 

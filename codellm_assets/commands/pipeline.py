@@ -18,7 +18,7 @@ console = Console(stderr=True)
 
 def run(
     select: Optional[str] = typer.Option(None, "--select", "-s",
-                                         help="Dagster asset selection, e.g. 'deduped_corpus+' or 'key:lora_adapter'"),
+                                         help="Dagster asset selection, e.g. 'deduped_corpus*' (it and everything downstream) or 'lora_adapter'"),
     config: Optional[Path] = typer.Option(None, "--config", help="settings file (default: codellm.yaml)"),
 ) -> None:
     """Materialize the asset graph in process on this machine (default: everything), with progress."""
@@ -61,7 +61,7 @@ def run(
     if failed:
         first = failed[0]
         console.print(f"[red]{len(failed)} step(s) failed.[/red] Fix the cause above, then re-run from there: "
-                      f"codellm run --select '{first.name.split('+')[0]}+'")
+                      f"codellm run --select '{first.name.split('+')[0]}*'")
         raise typer.Exit(1)
     console.print(f"[green]materialized {len(results)} step(s)[/green]")
 

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core import tokenize
-from codellm_assets.core.model import get_preset, real_model_path
+from codellm_assets.core.model import dataset_tokenizer_args
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
 from codellm_assets.k8s_tags import k8s_tags_for
@@ -37,16 +37,12 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
     s = settings.get()
     feedback = feedback_dataset
     records = _training_records(deduped_corpus, feedback)
-    preset = get_preset(s.model.preset)
-    tokenizer = None
-    if preset.is_real:
-        tokenizer = tokenize.load_tokenizer(real_model_path(s.model, base_dir=s.base_dir))
     out = dataset_dir(s)
     summary = tokenize.build_training_dataset(
-        records, out, tokenizer=tokenizer, seq_len=s.dataset.seq_len,
+        records, out, seq_len=s.dataset.seq_len,
         validation_fraction=s.dataset.validation_fraction, holdout_fraction=s.dataset.holdout_fraction,
-        fim_rate=s.dataset.fim_rate, seed=s.training.seed, vocab_size=s.dataset.tokenizer_vocab_size,
-        settings_hash=s.section_hash("dataset", "model"), fim_tokens=preset.fim_tokens())
+        fim_rate=s.dataset.fim_rate, seed=s.dataset.seed, vocab_size=s.dataset.tokenizer_vocab_size,
+        settings_hash=s.section_hash("dataset", "model"), **dataset_tokenizer_args(s.model, base_dir=s.base_dir))
     manifest = json.loads((out / "manifest.json").read_text())
     context.log.info(f"{summary.tokens} tokens, {summary.sequences} sequences in {summary.seconds}s")
     value = {"dir": str(out), "dataset_dir": str(out / "dataset"), "tokenizer_dir": str(out / "tokenizer"),

@@ -108,9 +108,10 @@ def _markdown_table(rows: list[dict], cols: list[str]) -> str:
                 description="The challenger may not regress from the champion (or the base) by more than "
                             "eval.gate_margin on pass@1 or the company score.")
 def eval_gate(settings: SettingsResource, eval_scores: dict) -> dg.AssetCheckResult:
+    ev = settings.get().eval
     verdict = evaluate.gate(eval_scores["challenger"], eval_scores["reference"],
-                            reference_label=eval_scores["reference_label"], margin=settings.get().eval.gate_margin)
-    cols = ["metric", "challenger", verdict.reference, "delta", "ok"]
+                            reference_label=eval_scores["reference_label"], margin=ev.gate_margin, floor=ev.gate_floor)
+    cols = ["metric", "challenger", verdict.reference, "delta", "ok", "note"]
     return dg.AssetCheckResult(passed=verdict.passed, metadata={
         "reference": verdict.reference, "margin": settings.get().eval.gate_margin,
         "comparison": dg.MetadataValue.md(_markdown_table(verdict.rows, cols)),

@@ -1,0 +1,414 @@
+"""The tokenized training dataset: split by file hash, tokenizer, FIM, packing, and the on-disk dataset.
+
+Layout written by :func:`build_training_dataset` (atomically: built in a temp dir, then renamed)::
+
+    out_dir/dataset/          HF DatasetDict (train, validation): input_ids, attention_mask, labels
+    out_dir/holdout.parquet   held-out files (never trained on): repo, branch, commit, path, language, content
+    out_dir/tokenizer/        the tokenizer, loadable with AutoTokenizer.from_pretrained
+    out_dir/manifest.json     lineage: every source repo/branch/commit, counts, settings hash, its own hash
+
+Splits are decided per file by a hash of its normalized content, so a file (and any copy of it in
+another repo) lands in exactly one split, and the assignment does not change between runs.
+
+Packing: documents are concatenated as ``doc EOS doc EOS ...`` and cut into ``seq_len`` windows. The
+train split drops the last partial window (standard for pre-training; at most ``seq_len - 1`` tokens);
+the validation split pads it with EOS (attention_mask 0, labels -100) so small corpora still have a
+validation set and every validation token is scored.
+
+Fill-in-the-middle (StarCoder style): with probability ``fim_rate`` per train document, the text is cut
+at two random character positions into prefix/middle/suffix, each part is tokenized on its own and the
+document becomes ``<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle`` (PSM). The choice is
+seeded per document (seed + content hash), so it is independent of document order.
+
+Literal special-token text inside source files (this very module contains ``<fim_prefix>``) is encoded as
+ordinary text, never as the special token: only the builder inserts special ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+EOS_TOKEN = "<|endoftext|>"
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"
+SPECIAL_TOKENS = [EOS_TOKEN, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD]
+SPLITS = ("train", "validation", "holdout")
+TOKENIZER_MAX_LENGTH = 2048  # matches the tiny model's max_position_embeddings
+
+Record = Mapping[str, Any]
+
+
+class DatasetBuildError(ValueError):
+    """The dataset cannot be built from this input; the message says what to change."""
+
+
+# ---- split ---------------------------------------------------------------------------------------
+
+def normalized_content_hash(content: str) -> str:
+    """sha256 of the content with line endings unified and trailing whitespace stripped per line."""
+    lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    normalized = "\n".join(line.rstrip() for line in lines).strip("\n")
+    return hashlib.sha256(normalized.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _unit_interval(digest: str) -> float:
+    return int(digest[:16], 16) / float(1 << 64)
+
+
+def split_by_file_hash(records: Iterable[Record], validation_fraction: float,
+                       holdout_fraction: float) -> dict[str, list[Record]]:
+    """Assign each file to "train", "validation" or "holdout" by a hash of its normalized content.
+
+    ``u = hash / 2**64``; ``u < holdout_fraction`` -> holdout, then ``< holdout + validation`` -> validation.
+    Stable across runs and disjoint by content. With a small corpus a non-zero fraction could leave a split
+    empty; then the train file(s) whose ``u`` is nearest above the boundary move to it (still deterministic),
+    as long as train keeps at least one file. Each split is sorted by (repo, path).
+    """
+    if not 0 <= validation_fraction < 1 or not 0 <= holdout_fraction < 1 \
+            or validation_fraction + holdout_fraction >= 1:
+        raise DatasetBuildError(
+            f"validation_fraction={validation_fraction} and holdout_fraction={holdout_fraction} must each be "
+            "in [0, 1) and sum to less than 1 (dataset.validation_fraction / dataset.holdout_fraction)")
+    keyed = [(_unit_interval(normalized_content_hash(str(r["content"]))), r) for r in records]
+    bounds = {"holdout": holdout_fraction, "validation": holdout_fraction + validation_fraction}
+    splits: dict[str, list[tuple[float, Record]]] = {s: [] for s in SPLITS}
+    for u, rec in keyed:
+        name = "holdout" if u < bounds["holdout"] else "validation" if u < bounds["validation"] else "train"
+        splits[name].append((u, rec))
+    for name, fraction in (("holdout", holdout_fraction), ("validation", validation_fraction)):
+        if fraction > 0 and not splits[name] and len(splits["train"]) >= 2:
+            splits["train"].sort(key=lambda t: t[0])
+            splits[name].append(splits["train"].pop(0))
+    return {name: sorted((r for _, r in items), key=lambda r: (str(r.get("repo", "")), str(r.get("path", ""))))
+            for name, items in splits.items()}
+
+
+# ---- tokenizer -----------------------------------------------------------------------------------
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path):
+    """Train a byte-level BPE tokenizer (EOS/pad ``<|endoftext|>`` + FIM tokens) and save it to ``out_dir``.
+
+    Returns a ``PreTrainedTokenizerFast``; ``AutoTokenizer.from_pretrained(out_dir)`` loads the same.
+    Byte-level means any text round-trips exactly through encode/decode.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN, additional_special_tokens=[FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD],
+        model_max_length=TOKENIZER_MAX_LENGTH, clean_up_tokenization_spaces=False)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def load_tokenizer(spec: str | Path):
+    """Load the tokenizer of a real preset from a local directory (never from a hub).
+
+    ``spec`` is the base model's local path (``model.path`` in codellm.yaml).
+    """
+    from transformers import AutoTokenizer
+
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise DatasetBuildError(
+            f"tokenizer path {path} does not exist. Set `model.path` in codellm.yaml to a local copy of the "
+            "base model (on a machine with hub access: `huggingface-cli download <hf_id> --local-dir <dir>`, "
+            "then copy <dir> here).")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise DatasetBuildError(f"{path} holds no loadable tokenizer ({e}); check `model.path` in "
+                                "codellm.yaml points at a full model download") from e
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # packing and batching need a pad id; EOS is the usual choice
+    return tok
+
+
+def tokenizer_file_hash(tokenizer_dir: Path) -> str:
+    """sha256 over the tokenizer's files (names and bytes): a cache key for things built on it."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(tokenizer_dir).rglob("*") if p.is_file()):
+        h.update(f.relative_to(tokenizer_dir).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# ---- FIM and packing -----------------------------------------------------------------------------
+
+def fim_split(doc: str, rng: random.Random) -> tuple[str, str, str]:
+    """Cut ``doc`` at two uniform random character positions: (prefix, middle, suffix)."""
+    a, b = sorted(rng.randint(0, len(doc)) for _ in range(2))
+    return doc[:a], doc[a:b], doc[b:]
+
+
+def fim_format(prefix: str, middle: str, suffix: str,
+               tokens: Sequence[str] = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)) -> str:
+    """PSM text form ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` (for display and tests)."""
+    pre, mid, suf = tokens
+    return f"{pre}{prefix}{suf}{suffix}{mid}{middle}"
+
+
+def fim_choices(docs: Sequence[str], fim_rate: float, seed: int) -> list[tuple[str, str, str] | None]:
+    """Per document: its (prefix, middle, suffix) if it gets the FIM transform, else None.
+
+    Each document's draw is seeded by ``seed`` and its content hash: the same document always gets the
+    same decision and cut points, whatever the order of the corpus.
+    """
+    out: list[tuple[str, str, str] | None] = []
+    for doc in docs:
+        rng = random.Random(f"{seed}:{hashlib.sha256(doc.encode('utf-8', 'surrogatepass')).hexdigest()}")
+        out.append(fim_split(doc, rng) if fim_rate > 0 and rng.random() < fim_rate else None)
+    return out
+
+
+def pack_sequences(token_id_lists: Iterable[Sequence[int]], seq_len: int, eos_id: int,
+                   *, pad_id: int | None = None) -> list[list[int]]:
+    """Concatenate documents as ``doc EOS doc EOS ...`` and cut into windows of exactly ``seq_len``.
+
+    The last partial window is dropped, or, with ``pad_id``, padded to ``seq_len`` with ``pad_id``.
+    """
+    if seq_len < 1:
+        raise DatasetBuildError(f"seq_len must be >= 1, got {seq_len}")
+    flat: list[int] = []
+    for ids in token_id_lists:
+        flat.extend(ids)
+        flat.append(eos_id)
+    n_full = len(flat) // seq_len
+    seqs = [flat[i * seq_len:(i + 1) * seq_len] for i in range(n_full)]
+    rest = flat[n_full * seq_len:]
+    if rest and pad_id is not None:
+        seqs.append(rest + [pad_id] * (seq_len - len(rest)))
+    return seqs
+
+
+def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, seed: int = 0,
+                     fim_tokens: Sequence[str] | None = None) -> list[list[int]]:
+    """Batch-encode documents (fast, Rust ``encode_batch``), with FIM applied at the character level.
+
+    Literal special-token text in a document is encoded as plain text. ``fim_tokens`` are the
+    (prefix, middle, suffix) token names; default: this project's ``<fim_prefix>`` etc.
+    """
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy: we change its settings
+    backend.encode_special_tokens = True
+    backend.no_truncation()
+    backend.no_padding()
+    choices = fim_choices(docs, fim_rate, seed)
+    fim_ids: list[int] = []
+    if any(c is not None for c in choices):
+        names = list(fim_tokens or (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX))
+        fim_ids = [tokenizer.convert_tokens_to_ids(n) for n in names]
+        unk = tokenizer.unk_token_id
+        if any(i is None or (i == unk and n != tokenizer.unk_token) for i, n in zip(fim_ids, names)):
+            raise DatasetBuildError(f"the tokenizer has no FIM tokens {names}; set dataset.fim_rate: 0 or "
+                                    "use a base model whose preset lists FIM tokens")
+    pieces: list[str] = []
+    for doc, choice in zip(docs, choices):
+        pieces.extend(choice if choice is not None else (doc,))
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: less work
+    encoded = [e.ids for e in encode(pieces, add_special_tokens=False)]
+    out: list[list[int]] = []
+    i = 0
+    for choice in choices:
+        if choice is None:
+            out.append(encoded[i])
+            i += 1
+            continue
+        pre, mid, suf = encoded[i:i + 3]
+        i += 3
+        out.append([fim_ids[0], *pre, fim_ids[2], *suf, fim_ids[1], *mid])  # PSM order
+    return out
+
+
+# ---- the dataset on disk -------------------------------------------------------------------------
+
+@dataclass
+class DatasetSummary:
+    """What :func:`build_training_dataset` produced (also the asset's metadata)."""
+    out_dir: str
+    tokens: dict[str, int]
+    sequences: dict[str, int]
+    files_per_split: dict[str, int]
+    files_per_language: dict[str, int]
+    vocab_size: int
+    seq_len: int
+    manifest_hash: str
+    seconds: float = 0.0
+    tokenizer_source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _packed_split(token_lists: list[list[int]], seq_len: int, eos_id: int, *, pad: bool):
+    """Arrow table with input_ids / attention_mask / labels (pad positions: mask 0, label -100)."""
+    import numpy as np
+    import pyarrow as pa
+
+    seqs = pack_sequences(token_lists, seq_len, eos_id, pad_id=eos_id if pad else None)
+    ids = np.asarray(seqs, dtype=np.int32).reshape(-1, seq_len)
+    mask = np.ones_like(ids, dtype=np.int8)
+    n_real = sum(len(t) + 1 for t in token_lists)  # + one EOS per document
+    if pad and len(seqs) and n_real % seq_len:
+        mask[-1, n_real % seq_len:] = 0
+    labels = np.where(mask == 1, ids, -100).astype(np.int32)
+
+    def column(a):
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel()), seq_len)
+
+    return pa.table({"input_ids": column(ids), "attention_mask": column(mask), "labels": column(labels)})
+
+
+def _lineage(records: list[Record], splits: dict[str, list[Record]]) -> list[dict[str, Any]]:
+    """One row per (repo, branch, commit): files and bytes used (all splits) and per split."""
+    split_of = {id(r): name for name, rs in splits.items() for r in rs}
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in records:
+        key = (str(r.get("repo", "")), str(r.get("branch", "")), str(r.get("commit", "")))
+        row = rows.setdefault(key, {"repo": key[0], "branch": key[1], "commit": key[2], "files": 0,
+                                    "bytes": 0, "files_per_split": {s: 0 for s in SPLITS}})
+        row["files"] += 1
+        row["bytes"] += len(str(r["content"]).encode("utf-8", "surrogatepass"))
+        row["files_per_split"][split_of[id(r)]] += 1
+    return [rows[k] for k in sorted(rows)]
+
+
+def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenizer=None, seq_len: int = 256,
+                           validation_fraction: float = 0.1, holdout_fraction: float = 0.05,
+                           fim_rate: float = 0.0, seed: int = 0, settings_hash: str = "",
+                           vocab_size: int = 4096, tokenizer_source: str | None = None,
+                           fim_tokens: Sequence[str] | None = None) -> DatasetSummary:
+    """Split, tokenize, pack and save the training dataset with its lineage manifest (see module doc).
+
+    ``tokenizer``: a loaded (real preset) tokenizer, or None to train a byte-level BPE of ``vocab_size``
+    on the train split only. FIM (``fim_rate``) applies to the train split. Returns a summary.
+    """
+    import time
+
+    import datasets
+    import polars as pl
+    from datasets.table import InMemoryTable
+
+    started = time.monotonic()
+    all_records = list(records)
+    # a record without decoded text (bytes, None) is skipped and counted, never a crash of the whole build
+    records = [r for r in all_records if isinstance(r.get("content"), str) and r["content"]]
+    skipped = len(all_records) - len(records)
+    if not records:
+        raise DatasetBuildError(f"no files with text content to build the dataset from ({skipped} skipped): "
+                                "the deduplicated corpus is empty; check the repos in codellm.yaml and the "
+                                "quality rules")
+    splits = split_by_file_hash(records, validation_fraction, holdout_fraction)
+    if not splits["train"]:
+        raise DatasetBuildError("the train split is empty; lower dataset.validation_fraction/holdout_fraction")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        train_texts = [str(r["content"]) for r in splits["train"]]
+        if tokenizer is None:
+            tokenizer = train_bpe_tokenizer(train_texts, vocab_size, tmp / "tokenizer")
+            tokenizer_source = tokenizer_source or f"byte-level BPE trained on the train split ({vocab_size})"
+        else:
+            tokenizer.save_pretrained(tmp / "tokenizer")
+            tokenizer_source = tokenizer_source or str(getattr(tokenizer, "name_or_path", "") or "given")
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise DatasetBuildError("the tokenizer has no EOS token; packing needs one to separate files")
+        train_ids = encode_documents(tokenizer, train_texts, fim_rate=fim_rate, seed=seed, fim_tokens=fim_tokens)
+        val_ids = encode_documents(tokenizer, [str(r["content"]) for r in splits["validation"]])
+        tables = {"train": _packed_split(train_ids, seq_len, eos, pad=False),
+                  "validation": _packed_split(val_ids, seq_len, eos, pad=True)}
+        if tables["train"].num_rows == 0:
+            raise DatasetBuildError(f"the train split has fewer than seq_len={seq_len} tokens; lower "
+                                    "dataset.seq_len in codellm.yaml or add repos")
+        dsd = datasets.DatasetDict({k: datasets.Dataset(InMemoryTable(t)) for k, t in tables.items()})
+        quiet = not datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # one bar per split in the asset's log is noise
+        try:
+            dsd.save_to_disk(str(tmp / "dataset"))
+        finally:
+            if not quiet:
+                datasets.enable_progress_bars()
+        holdout_cols = ["repo", "branch", "commit", "path", "language", "blob_sha", "content"]
+        pl.DataFrame([{c: (None if r.get(c) is None else str(r.get(c))) for c in holdout_cols}
+                      for r in splits["holdout"]], schema={c: pl.String for c in holdout_cols}) \
+            .write_parquet(tmp / "holdout.parquet")
+        holdout_ids = encode_documents(tokenizer, [str(r["content"]) for r in splits["holdout"]])
+        tokens = {name: sum(map(len, ids)) + len(ids)  # + one EOS per file
+                  for name, ids in (("train", train_ids), ("validation", val_ids), ("holdout", holdout_ids))}
+        summary = DatasetSummary(
+            out_dir=str(out_dir), tokens=tokens, sequences={k: t.num_rows for k, t in tables.items()},
+            files_per_split={k: len(v) for k, v in splits.items()},
+            files_per_language=dict(sorted(Counter(str(r.get("language") or "unknown") for r in records)
+                                           .items())),
+            vocab_size=len(tokenizer), seq_len=seq_len, manifest_hash="", tokenizer_source=tokenizer_source,
+            extra={"fim_rate": fim_rate, "seed": seed, "skipped_no_text_content": skipped,
+                   "train_tokens_dropped": tokens["train"] - tables["train"].num_rows * seq_len})
+        summary.manifest_hash = _write_manifest(tmp, records, splits, summary, settings_hash)
+        summary.seconds = round(time.monotonic() - started, 2)
+        _swap_in(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _write_manifest(tmp: Path, records: list[Record], splits: dict[str, list[Record]],
+                    summary: DatasetSummary, settings_hash: str) -> str:
+    languages_per_split: dict[str, dict[str, int]] = defaultdict(dict)
+    for name, rs in splits.items():
+        languages_per_split[name] = dict(sorted(Counter(str(r.get("language") or "unknown") for r in rs).items()))
+    manifest = {
+        "format": "codellm.training_dataset/1",
+        "settings_hash": settings_hash,
+        "sources": _lineage(records, splits),
+        "seq_len": summary.seq_len,
+        "tokens": summary.tokens, "sequences": summary.sequences, "files_per_split": summary.files_per_split,
+        "files_per_language": summary.files_per_language, "files_per_language_per_split": languages_per_split,
+        "tokenizer": {"vocab_size": summary.vocab_size, "source": summary.tokenizer_source,
+                      "files_hash": tokenizer_file_hash(tmp / "tokenizer")},
+        "holdout_files": [{"repo": r.get("repo"), "commit": r.get("commit"), "path": r.get("path")}
+                          for r in splits["holdout"]],
+        **summary.extra,
+    }
+    body = json.dumps(manifest, sort_keys=True, ensure_ascii=False)
+    manifest["manifest_hash"] = hashlib.sha256(body.encode()).hexdigest()
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
+    return manifest["manifest_hash"]
+
+
+def verify_manifest(manifest: Mapping[str, Any]) -> bool:
+    """True when the manifest's ``manifest_hash`` matches its content (nothing edited since)."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest() \
+        == manifest.get("manifest_hash")
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` with the finished ``tmp`` by renames (never a half-written dataset)."""
+    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
