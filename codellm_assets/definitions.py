@@ -36,7 +36,7 @@ def build_defs() -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=[checks.repo_snapshots_schema, checks.clean_files_in_range, checks.no_leftover_secrets,
-                      checks.deduped_corpus_sane, evaluation.eval_gate],
+                      checks.deduped_corpus_sane, checks.no_split_overlap, evaluation.eval_gate],
         jobs=[full_job, monitoring.retrain_job],
         sensors=[ingest.git_heads_sensor, deployment.canary_guard, monitoring.quality_monitor,
                  monitoring.check_alert_sensor, monitoring.run_failure_alert, monitoring.automation_sensor],

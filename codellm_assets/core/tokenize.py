@@ -390,6 +390,9 @@ def _write_manifest(tmp: Path, records: list[Record], splits: dict[str, list[Rec
                       "files_hash": tokenizer_file_hash(tmp / "tokenizer")},
         "holdout_files": [{"repo": r.get("repo"), "commit": r.get("commit"), "path": r.get("path")}
                           for r in splits["holdout"]],
+        # Content hash of every file per split: the blocking no-overlap check reads these.
+        "split_file_hashes": {name: sorted(normalized_content_hash(str(r["content"])) for r in rs)
+                              for name, rs in splits.items()},
         **summary.extra,
     }
     body = json.dumps(manifest, sort_keys=True, ensure_ascii=False)

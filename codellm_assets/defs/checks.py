@@ -81,3 +81,23 @@ def deduped_corpus_sane(context: dg.AssetCheckExecutionContext, deduped_corpus: 
         passed=report.success and ratio_ok, severity=dg.AssetCheckSeverity.WARN,
         metadata={"dedup_ratio": ratio, "dedup_ratio_ok": ratio_ok, "language_mix": dg.MetadataValue.json(mix),
                   "gx": dg.MetadataValue.json(report.as_metadata())})
+
+
+@dg.asset_check(asset="training_dataset", blocking=True,
+                description="No file (by normalized content hash) in more than one of train / validation / "
+                            "held-out: validation loss and the company benchmark must measure unseen code.")
+def no_split_overlap(training_dataset: dict) -> dg.AssetCheckResult:
+    import json
+    from pathlib import Path
+
+    manifest = json.loads((Path(training_dataset["dir"]) / "manifest.json").read_text())
+    splits = manifest["split_file_hashes"]
+    rows = [{"split": name, "hash": h} for name, hashes in splits.items() for h in hashes]
+    frame = pl.DataFrame(rows, schema={"split": pl.String, "hash": pl.String})
+    overlap = frame.group_by("hash").agg(pl.col("split").n_unique().alias("splits")).filter(pl.col("splits") > 1)
+    report = validate_dataframe(frame, [gxe.ExpectColumnValuesToNotBeNull(column="hash")])
+    return dg.AssetCheckResult(
+        passed=report.success and overlap.height == 0,
+        metadata={"files_per_split": dg.MetadataValue.json({k: len(v) for k, v in splits.items()}),
+                  "overlapping_files": overlap.height,
+                  "examples": dg.MetadataValue.json(overlap["hash"].head(5).to_list())})

@@ -1,0 +1,36 @@
+"""Data-quality checks fail on bad data and pass on good data (called directly on real frames/files)."""
+
+import json
+
+import polars as pl
+
+from codellm_assets.defs import checks
+from codellm_assets.defs.ingest import SNAPSHOT_SCHEMA
+from codellm_assets.resources import SettingsResource
+
+
+def frame(**overrides) -> pl.DataFrame:
+    row = {"repo": "r", "branch": "main", "commit": "a" * 40, "path": "x.py", "language": "python", "bytes": 20,
+           "content": "def f():\n    return 1\n", "blob_sha": "b" * 40}
+    return pl.DataFrame([{**row, **overrides}], schema=SNAPSHOT_SCHEMA)
+
+
+def test_schema_check_flags_nulls_and_unknown_languages(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"home: {tmp_path}\n")
+    settings = SettingsResource(config_path=str(cfg))
+    assert checks.repo_snapshots_schema(settings=settings, repo_snapshots=frame()).passed
+    bad = pl.concat([frame(), frame(path=None), frame(language="klingon")])
+    result = checks.repo_snapshots_schema(settings=settings, repo_snapshots=bad)
+    assert not result.passed
+    assert result.metadata["failed_expectations"].value == 2
+
+
+def test_split_overlap_check(tmp_path):
+    manifest = {"split_file_hashes": {"train": ["h1", "h2"], "validation": ["h3"], "holdout": ["h4"]}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert checks.no_split_overlap(training_dataset={"dir": str(tmp_path)}).passed
+    manifest["split_file_hashes"]["validation"].append("h2")
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    res = checks.no_split_overlap(training_dataset={"dir": str(tmp_path)})
+    assert not res.passed and res.metadata["overlapping_files"].value == 1
