@@ -98,3 +98,14 @@ def test_shipped_handwritten_tasks_pass_their_own_tests():
     for t in tasks:
         ns = {}
         exec(t.prompt + t.reference + "\n" + "\n".join(t.test_cases), ns)  # noqa: S102 - our own fixtures
+
+
+def test_mined_from_a_real_git_repo(make_git_repo):
+    """Files read from a temp git repo (the way the pipeline reads them) become benchmark tasks."""
+    from codellm_assets.core.git_scan import scan_branch
+
+    repo = make_git_repo("company", {"billing/tax.py": SOURCE, "billing/README.md": "# billing\n"})
+    records = scan_branch(repo, "main", repo_name="company").records
+    tasks = mine_tasks(records, max_tasks=5)
+    assert [t.entry_point for t in tasks] == ["area"]
+    assert tasks[0].source == "mined:company:billing/tax.py" and tasks[0].test_cases

@@ -1,0 +1,97 @@
+"""The alert sensor on real check evaluations: one alert per failure, a recovery notice, a broken channel
+logged without stopping the sensor. The receiver is a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from codellm_assets.defs import checks, monitoring
+from codellm_assets.defs.ingest import SNAPSHOT_SCHEMA
+from codellm_assets_tests.integration.conftest import resources_for, write_config
+
+
+class _Hook(BaseHTTPRequestHandler):
+    bodies: list = []
+
+    def do_POST(self):  # noqa: N802
+        type(self).bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hook():
+    _Hook.bodies = []
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/", _Hook.bodies
+    server.shutdown()
+    server.server_close()
+
+
+@dg.asset(name="repo_snapshots", partitions_def=dg.DynamicPartitionsDefinition(name="repos"))
+def fake_snapshots(context) -> pl.DataFrame:
+    """Stands in for the real asset so the test controls what the (real) schema check sees."""
+    bad = context.run.tags.get("bad") == "1"
+    row = {"repo": "r", "branch": "main", "commit": "c" * 40, "path": None if bad else "a.py", "language": "python",
+           "bytes": 10, "content": "x = 1\n", "blob_sha": "b" * 40}
+    return pl.DataFrame([row], schema=SNAPSHOT_SCHEMA)
+
+
+def test_alerts_once_per_failure_and_on_recovery(tmp_path, instance, hook):
+    url, bodies = hook
+    config = write_config(tmp_path, [], alerts={"webhook_url": url, "ui_base_url": "http://127.0.0.1:3000"})
+    resources = resources_for(config)
+    instance.add_dynamic_partitions("repos", ["r"])
+    defs = dg.Definitions(assets=[fake_snapshots], asset_checks=[checks.repo_snapshots_schema],
+                          sensors=[monitoring.check_alert_sensor], resources=resources)
+    repo_def = defs.get_repository_def()
+
+    def materialize(bad: bool):
+        dg.materialize([fake_snapshots, checks.repo_snapshots_schema], instance=instance, resources=resources,
+                       partition_key="r", tags={"bad": "1" if bad else "0"}, raise_on_error=False)
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor,
+                                     repository_def=repo_def) as ctx:
+            monitoring.check_alert_sensor(ctx)
+            return ctx.cursor
+
+    cursor = tick(None)
+    assert bodies == []
+    materialize(bad=True)
+    cursor = tick(cursor)
+    assert len(bodies) == 1
+    alert = bodies[0]["codellm"]
+    assert alert["kind"] == "check_failed" and alert["check"] == "repo_snapshots_schema"
+    assert alert["partition"] == "r" and alert["figures"]["failed_expectations"] == 1
+    assert alert["run_url"].startswith("http://127.0.0.1:3000/runs/")
+    materialize(bad=True)
+    cursor = tick(cursor)
+    assert len(bodies) == 1                       # still failing: no second alert
+    materialize(bad=False)
+    cursor = tick(cursor)
+    assert [b["codellm"]["kind"] for b in bodies] == ["check_failed", "check_recovered"]
+
+
+def test_broken_channel_does_not_stop_the_sensor(tmp_path, instance, free_port):
+    config = write_config(tmp_path, [], alerts={"webhook_url": f"http://127.0.0.1:{free_port}/down"})
+    resources = resources_for(config)
+    instance.add_dynamic_partitions("repos", ["r"])
+    defs = dg.Definitions(assets=[fake_snapshots], asset_checks=[checks.repo_snapshots_schema],
+                          sensors=[monitoring.check_alert_sensor], resources=resources)
+    dg.materialize([fake_snapshots, checks.repo_snapshots_schema], instance=instance, resources=resources,
+                   partition_key="r", tags={"bad": "1"}, raise_on_error=False)
+    with dg.build_sensor_context(instance=instance, resources=resources,
+                                 repository_def=defs.get_repository_def()) as ctx:
+        monitoring.check_alert_sensor(ctx)          # logs the failed delivery, does not raise
+        assert json.loads(ctx.cursor)["repo_snapshots:repo_snapshots_schema"]["last_id"] > 0
