@@ -155,6 +155,8 @@ class ServingSettings(_Model):
     micro_batch_ms: float = Field(4.0, ge=0, description="transformers backend: collect concurrent requests "
                                   "this long into one batch; 0: no batching")
     max_batch_size: int = Field(8, ge=1)
+    threads: int = Field(1, ge=0, description="torch CPU threads of the transformers backend; 0: all cores "
+                         "(1 is fastest for small models on a shared machine: batching gives the parallelism)")
     assess_fraction: float = Field(1.0, ge=0, le=1, description="share of completions the buggy-code "
                                    "detector checks, off the request path")
     readiness_interval_s: float = Field(30.0, gt=0, description="/readyz re-checks a tiny generation this often")

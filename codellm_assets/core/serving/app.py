@@ -1,0 +1,345 @@
+"""The HTTP face of the gateway: an OpenAI-compatible FastAPI app (``/v1/completions``,
+``/v1/chat/completions``, ``/v1/models``) plus ``/v1/feedback``, ``/v1/admin/routing``, ``/metrics``,
+``/healthz``, ``/readyz``. Order per request: API key (401) -> rate limit (429) -> body validation (400)
+-> routing and prompt checks (400) -> generation. Every answer names its completion id and the version
+that served it (``x-codellm-version`` header, ``model`` and ``system_fingerprint`` fields)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from codellm_assets.core.serving.auth import bearer_key
+from codellm_assets.core.serving.backends.base import GenerationParams
+from codellm_assets.core.serving.gateway import Gateway, PromptSpec, RequestContext, Served
+from codellm_assets.core.serving.protocol import (
+    ApiError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    FeedbackRequest,
+    RoutingRequest,
+    error_body,
+    validation_message,
+)
+from codellm_assets.core.serving.streaming import StreamSession
+from codellm_assets.core.store import ApiKey, Route
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 8 * 1024 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+class _StreamResponse(StreamingResponse):
+    """Server-sent events of a StreamSession, settled even if the client leaves before the first byte."""
+
+    def __init__(self, session: StreamSession, content: AsyncIterator[str]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers=_headers(session.id, session.slot, session.version))
+        self.session = session
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.session.abandon()
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _headers(cid: str, slot: str, version: str) -> dict[str, str]:
+    return {"x-codellm-version": version, "x-codellm-slot": slot, "x-request-id": cid}
+
+
+def _fingerprint(slot: str, version: str) -> str:
+    return f"codellm:{version}:{slot}"
+
+
+def _params(body: CompletionRequest | ChatCompletionRequest, max_tokens: int) -> GenerationParams:
+    return GenerationParams(version="", max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+                            stop=list(body.stop), n=body.n, seed=body.seed,
+                            presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    """The FastAPI app for ``gw``; its lifespan starts and stops the gateway (store drained on shutdown)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(title="codellm gateway", version="1", lifespan=lifespan)
+    app.state.gateway = gw
+    _install_error_handlers(app, gw)
+
+    async def authenticate(request: Request) -> ApiKey:
+        headers = request.headers
+        key = bearer_key(headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key"))
+        try:
+            info = await gw.auth.authenticate(key)
+        except ApiError:
+            gw.metrics.requests.labels(version="", slot="", status="unauthorized").inc()
+            raise
+        try:
+            gw.limiter.check(info.prefix)
+        except ApiError:
+            gw.metrics.requests.labels(version="", slot="", status="rate_limited").inc()
+            raise
+        return info
+
+    async def parse(request: Request, model: type[M]) -> M:
+        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+            raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes", code="request_too_large")
+        raw = await request.body()
+        try:
+            return model.model_validate_json(raw or b"null")
+        except ValidationError as e:
+            gw.metrics.requests.labels(version="", slot="", status="bad_request").inc()
+            message, param = validation_message(e.errors())
+            raise ApiError(400, message, param=param, code="invalid_request") from None
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        prod = gw.router.table.production
+        if gw.ready():
+            return JSONResponse({"status": "ready", "production": prod.version if prod else None,
+                                 "versions": [r.version for r in gw.router.table.routes()]})
+        reason = gw.last_error or gw.route_error or "loading the model / first generation pending"
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        await authenticate(request)
+        now = int(time.time())
+        data = [{"id": gw.public_model, "object": "model", "created": now, "owned_by": "codellm",
+                 "root": gw.public_model, "parent": None}]
+        data += [{"id": r.version, "object": "model", "created": now, "owned_by": f"codellm:{r.slot}",
+                  "root": r.version, "parent": gw.public_model}
+                 for r in gw.router.table.routes() if r.slot != "shadow"]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        key = await authenticate(request)
+        body = await parse(request, CompletionRequest)
+        ctx = RequestContext(user=body.user or key.prefix, team=key.team, model=body.model,
+                             language=body.language, kind="completion")
+        spec = PromptSpec(prompts=body.prompts, suffix=body.suffix)
+        params = _params(body, body.max_tokens)
+        if body.stream and len(body.prompts) == 1 and body.n == 1:
+            session = await StreamSession(gw, ctx, spec, params).open()
+            echo = body.prompts[0] if body.echo else ""
+            return _StreamResponse(session, _completion_events(session, body, echo))
+        served = await gw.complete(ctx, spec, params)
+        payload = _completion_json(served, body)
+        if body.stream:      # several prompts or choices: one chunk per choice, then [DONE]
+            return StreamingResponse(_replay_events(payload, "text_completion", body),
+                                     media_type="text/event-stream",
+                                     headers=_headers(served.id, served.slot, served.version))
+        return JSONResponse(payload, headers=_headers(served.id, served.slot, served.version))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        key = await authenticate(request)
+        body = await parse(request, ChatCompletionRequest)
+        try:
+            messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        except ValueError as e:
+            raise ApiError(400, str(e), param="messages") from e
+        ctx = RequestContext(user=body.user or key.prefix, team=key.team, model=body.model,
+                             language=body.language, kind="chat")
+        explicit = body.max_tokens is not None or body.max_completion_tokens is not None
+        spec = PromptSpec(messages=messages, max_tokens_explicit=explicit)
+        params = _params(body, body.effective_max_tokens)
+        if body.stream and body.n == 1:
+            session = await StreamSession(gw, ctx, spec, params).open()
+            return _StreamResponse(session, _chat_events(session, body))
+        served = await gw.complete(ctx, spec, params)
+        payload = _chat_json(served)
+        if body.stream:
+            return StreamingResponse(_replay_events(payload, "chat.completion.chunk", body),
+                                     media_type="text/event-stream",
+                                     headers=_headers(served.id, served.slot, served.version))
+        return JSONResponse(payload, headers=_headers(served.id, served.slot, served.version))
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> dict[str, Any]:
+        key = await authenticate(request)
+        body = await parse(request, FeedbackRequest)
+        info = await asyncio.to_thread(gw.store.completion_info, body.completion_id)
+        if info is None or (info.get("team") != key.team and not key.admin):
+            raise ApiError(404, f"unknown completion_id '{body.completion_id}'", param="completion_id",
+                           code="completion_not_found")
+        survival = body.survival
+        gw.store.record_feedback(
+            body.completion_id, body.event, final_code=body.final_code, reason=body.reason,
+            elapsed_ms=body.elapsed_ms, survival_after_s=survival.after_s if survival else None,
+            survival_fraction=survival.fraction if survival else None, user=info.get("user"),
+            version=info.get("version"))
+        gw.metrics.feedback.labels(event=body.event, version=info.get("version") or "").inc()
+        return {"object": "feedback", "completion_id": body.completion_id, "event": body.event,
+                "status": "recorded"}
+
+    @app.get("/v1/admin/routing")
+    async def get_routing(request: Request) -> dict[str, Any]:
+        await _admin(await authenticate(request))
+        return _routing_json(gw)
+
+    @app.post("/v1/admin/routing")
+    async def post_routing(request: Request) -> dict[str, Any]:
+        await _admin(await authenticate(request))
+        body = await parse(request, RoutingRequest)
+        await gw.set_routes([Route(**r.model_dump()) for r in body.routes])
+        return _routing_json(gw)
+
+    return app
+
+
+async def _admin(key: ApiKey) -> None:
+    if not key.admin:
+        raise ApiError(403, "this endpoint needs an admin key (`codellm keys create --team NAME --admin`)",
+                       type="permission_error", code="forbidden")
+
+
+def _routing_json(gw: Gateway) -> dict[str, Any]:
+    return {"routes": [r.__dict__ for r in gw.router.table.routes()], "error": gw.route_error}
+
+
+def _install_error_handlers(app: FastAPI, gw: Gateway) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, e: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(list(e.errors()))
+        return JSONResponse(error_body(message, param=param, code="invalid_request"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, e: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found" if e.status_code == 404 else "http_error"
+        return JSONResponse(error_body(str(e.detail), code=kind), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body(f"internal error: {e!r}", type="server_error", code="internal_error"),
+                            status_code=500)
+
+
+# ---- response bodies ------------------------------------------------------------------------------------
+
+def _completion_json(served: Served, body: CompletionRequest) -> dict[str, Any]:
+    choices = []
+    for i, gen in enumerate(served.generations):
+        for j, (text, reason) in enumerate(zip(gen.texts, gen.finish_reasons)):
+            text = body.prompts[i] + text if body.echo else text
+            choices.append({"index": i * body.n + j, "text": text, "logprobs": None, "finish_reason": reason})
+    return {"id": served.id, "object": "text_completion", "created": int(time.time()), "model": served.version,
+            "system_fingerprint": _fingerprint(served.slot, served.version), "choices": choices,
+            "usage": _usage(sum(g.prompt_tokens for g in served.generations),
+                            sum(g.completion_tokens for g in served.generations))}
+
+
+def _chat_json(served: Served) -> dict[str, Any]:
+    gen = served.generations[0]
+    choices = [{"index": j, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                "finish_reason": reason} for j, (text, reason) in enumerate(zip(gen.texts, gen.finish_reasons))]
+    return {"id": served.id, "object": "chat.completion", "created": int(time.time()), "model": served.version,
+            "system_fingerprint": _fingerprint(served.slot, served.version), "choices": choices,
+            "usage": _usage(gen.prompt_tokens, gen.completion_tokens)}
+
+
+def _include_usage(body: CompletionRequest | ChatCompletionRequest) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+async def _completion_events(session: StreamSession, body: CompletionRequest, echo: str) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(text: str, finish: str | None) -> str:
+        return _sse({"id": session.id, "object": "text_completion", "created": created, "model": session.version,
+                     "system_fingerprint": _fingerprint(session.slot, session.version),
+                     "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]})
+
+    if echo:
+        yield chunk(echo, None)
+    async for delta in session.deltas():
+        yield chunk(delta.text, None)
+    async for tail in _stream_end(session, body, chunk("", session.finish_reason or "stop"), "text_completion"):
+        yield tail
+
+
+async def _chat_events(session: StreamSession, body: ChatCompletionRequest) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(delta: dict[str, str], finish: str | None) -> str:
+        return _sse({"id": session.id, "object": "chat.completion.chunk", "created": created,
+                     "model": session.version, "system_fingerprint": _fingerprint(session.slot, session.version),
+                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    async for delta in session.deltas():
+        yield chunk({"content": delta.text}, None)
+    async for tail in _stream_end(session, body, chunk({}, session.finish_reason or "stop"),
+                                  "chat.completion.chunk"):
+        yield tail
+
+
+async def _stream_end(session: StreamSession, body: Any, final_chunk: str, obj: str) -> AsyncIterator[str]:
+    if session.error:       # the openai client raises APIError on an in-stream error event
+        yield _sse(error_body(session.error, type="server_error", code="backend_unavailable"))
+    else:
+        yield final_chunk
+        if _include_usage(body):
+            yield _sse({"id": session.id, "object": obj, "created": int(time.time()), "model": session.version,
+                        "choices": [], "usage": _usage(session.prompt_tokens or 0, session.completion_tokens or 0)})
+    yield "data: [DONE]\n\n"
+
+
+async def _replay_events(payload: dict[str, Any], obj: str, body: Any) -> AsyncIterator[str]:
+    """A finished multi-choice answer as a stream: content chunk and finish chunk per choice."""
+    base = {k: payload[k] for k in ("id", "created", "model", "system_fingerprint")}
+    for choice in payload["choices"]:
+        if obj == "chat.completion.chunk":
+            content = {"role": "assistant", "content": choice["message"]["content"]}
+            yield _sse({**base, "object": obj, "choices": [{"index": choice["index"], "delta": content,
+                                                             "logprobs": None, "finish_reason": None}]})
+            end = {"index": choice["index"], "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}
+        else:
+            yield _sse({**base, "object": obj, "choices": [{"index": choice["index"], "text": choice["text"],
+                                                             "logprobs": None, "finish_reason": None}]})
+            end = {"index": choice["index"], "text": "", "logprobs": None, "finish_reason": choice["finish_reason"]}
+        yield _sse({**base, "object": obj, "choices": [end]})
+    if _include_usage(body):
+        yield _sse({**base, "object": obj, "choices": [], "usage": payload["usage"]})
+    yield "data: [DONE]\n\n"

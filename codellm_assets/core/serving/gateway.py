@@ -1,0 +1,418 @@
+"""The gateway's core, independent of HTTP: route a request to a version, render its prompt for that
+version, generate with canary->production fallback, record it (store, metrics, detector), mirror it to
+the shadow version in the background, keep the routing table and readiness fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from codellm_assets.core.serving.assessor import Assessor, extract_code
+from codellm_assets.core.serving.auth import KeyAuthenticator, RateLimiter
+from codellm_assets.core.serving.backends.base import (
+    Backend,
+    BackendError,
+    BackendRejected,
+    Generation,
+    GenerationParams,
+    Preempted,
+)
+from codellm_assets.core.serving.metrics import GatewayMetrics
+from codellm_assets.core.serving.protocol import ApiError
+from codellm_assets.core.serving.router import Decision, Router, RoutingTable
+from codellm_assets.core.store import RequestRecord, Route, ShadowResult, Store, validate_routes
+from codellm_assets.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+RETRYABLE = (BackendError, asyncio.TimeoutError, TimeoutError)
+ROUTE_RETRY_S = 5.0
+PROBE_TIMEOUT_S = 60.0
+CHARS_PER_TOKEN_MAX = 32     # a prompt this many chars per allowed token is rejected without tokenizing
+
+
+@dataclass
+class PromptSpec:
+    """What the client asked for, before rendering for a version: completion prompts (+ FIM suffix) or
+    chat messages."""
+
+    prompts: list[str] = field(default_factory=list)
+    suffix: str | None = None
+    messages: list[dict[str, str]] | None = None
+    max_tokens_explicit: bool = True    # False (chat without max_tokens): clamp to the context left
+
+
+@dataclass
+class RequestContext:
+    user: str
+    team: str
+    model: str | None = None
+    language: str | None = None
+    kind: str = "completion"          # completion | chat
+
+
+@dataclass
+class Served:
+    id: str
+    slot: str
+    version: str
+    generations: list[Generation]
+    prompts: list[str]
+    latency_s: float
+
+
+def new_id(kind: str) -> str:
+    return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+class Gateway:
+    """Holds the store, backend, router, metrics, auth and detector of one serving process."""
+
+    def __init__(self, settings: ServingSettings, store: Store, backend: Backend, *,
+                 default_routes: list[Route] | Callable[[], list[Route]], public_model: str = "codellm", key_cache_s: float = 2.0,
+                 owns_store: bool = False, shadow_max_inflight: int = 4) -> None:
+        self.settings, self.store, self.backend = settings, store, backend
+        self.default_routes, self.public_model, self.owns_store = default_routes, public_model, owns_store
+        self.metrics = GatewayMetrics()
+        self.router = Router(sticky_window_s=settings.sticky_window_s)
+        self.auth = KeyAuthenticator(store, cache_s=key_cache_s)
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.assessor = Assessor(store, self.metrics, fraction=settings.assess_fraction)
+        self.shadow_max_inflight = shadow_max_inflight
+        self._shadow_tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[Any] | None = None
+        self._applied_sig: tuple[Any, ...] | None = None
+        self._failed_sig: tuple[Any, ...] | None = None
+        self._defaults_resolved: list[Route] | None = None
+        self._routes_lock = asyncio.Lock()
+        self._complete_table = False
+        self._retry_at = 0.0
+        self.route_error: str | None = None
+        self._last_ok = 0.0
+        self._last_outcome_ok = False
+        self._last_check = 0.0
+        self.last_error: str | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.backend.start()
+        self.assessor.start()
+        self._loop_task = asyncio.create_task(self._maintain(), name="gateway-maintenance")
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._shadow_tasks:
+            _, late = await asyncio.wait(list(self._shadow_tasks), timeout=10)
+            for task in late:
+                task.cancel()
+        await self.backend.close()
+        await asyncio.to_thread(self.assessor.close)
+        if self.owns_store:
+            await asyncio.to_thread(self.store.close)
+        else:
+            await asyncio.to_thread(self.store.flush)
+
+    async def _maintain(self) -> None:
+        """Re-read the routing table every ``route_refresh_s``; re-check readiness when due."""
+        while True:
+            try:
+                await self.refresh_routes()
+                if self._probe_due():
+                    await self.probe()
+            except asyncio.CancelledError:
+                raise
+            except Exception:   # the maintenance loop must survive anything; the log says what
+                log.exception("gateway maintenance failed")
+            self.metrics.store_dropped.set(self.store.dropped)
+            await asyncio.sleep(self.settings.route_refresh_s)
+
+    # ---- routing table ----------------------------------------------------------------------------------
+    async def refresh_routes(self, routes: list[Route] | None = None) -> None:
+        """Apply the store's routing table (or ``routes``) if it changed. Production must load; a canary or
+        shadow that fails to load is left out and retried every ROUTE_RETRY_S. Serialized: the periodic
+        refresh never applies a table it read before an admin update."""
+        async with self._routes_lock:
+            await self._refresh_routes(routes)
+
+    async def _refresh_routes(self, routes: list[Route] | None) -> None:
+        if routes is None:
+            routes = await asyncio.to_thread(self.store.routes)
+        if not routes:
+            try:
+                routes = await self._default_table()
+            except Exception as e:  # noqa: BLE001 - e.g. the base model cannot be built: say so on /readyz
+                self.route_error = f"no routing table in the store and no default model: {e}"
+                log.error("%s", self.route_error)
+                return
+        sig = tuple((r.slot, r.version, r.base_model_path, r.adapter_path, r.weight, r.endpoint) for r in routes)
+        now = time.monotonic()
+        if sig == self._applied_sig and (self._complete_table or now < self._retry_at):
+            return
+        if sig == self._failed_sig and now < self._retry_at:
+            return
+        loaded, errors = [], []
+        for r in routes:
+            try:
+                await self.backend.load_version(r)
+                loaded.append(r)
+            except Exception as e:  # noqa: BLE001 - a bad path, a dead server: keep serving what works
+                errors.append(f"{r.slot} {r.version}: {e}")
+        self.route_error = "; ".join(errors) or None
+        if errors:
+            log.error("routing table not fully loaded: %s", self.route_error)
+            self._retry_at = now + ROUTE_RETRY_S
+        if not any(r.slot == "production" for r in loaded):
+            self._failed_sig = sig
+            return
+        self.router.set_table(RoutingTable.from_routes(loaded))
+        self._applied_sig, self._complete_table = sig, not errors
+        self.metrics.routing_weight.clear()
+        for r in loaded:
+            self.metrics.routing_weight.labels(slot=r.slot, version=r.version).set(r.weight)
+
+    async def _default_table(self) -> list[Route]:
+        """The routes served while the store has none: a list, or a callable resolved once (in a thread:
+        it may build the base model)."""
+        if callable(self.default_routes):
+            if self._defaults_resolved is None:
+                self._defaults_resolved = await asyncio.to_thread(self.default_routes)
+            return self._defaults_resolved
+        return self.default_routes
+
+    async def set_routes(self, routes: list[Route]) -> None:
+        """Admin update: validate, load every version (ApiError 400 if one fails), store, apply now."""
+        try:
+            validate_routes(routes)
+        except ValueError as e:
+            raise ApiError(400, str(e), param="routes") from e
+        for r in routes:
+            try:
+                await self.backend.load_version(r)
+            except Exception as e:   # any load failure is the table's fault: refuse it
+                raise ApiError(400, f"cannot load {r.slot} version {r.version}: {e}", param="routes") from e
+        await asyncio.to_thread(self.store.set_routes, routes)
+        await self.refresh_routes(routes)
+
+    # ---- readiness --------------------------------------------------------------------------------------
+    def _mark(self, ok: bool, error: str | None = None) -> None:
+        now = time.monotonic()
+        self._last_check = now
+        self._last_outcome_ok = ok
+        if ok:
+            self._last_ok = now
+        else:
+            self.last_error = error
+        self.metrics.ready.set(1 if self.ready() else 0)
+
+    def ready(self) -> bool:
+        fresh = time.monotonic() - self._last_ok < 3 * self.settings.readiness_interval_s
+        return self._last_outcome_ok and fresh and self.router.table.production is not None
+
+    def _probe_due(self) -> bool:
+        if self.router.table.production is None:
+            return False
+        since = time.monotonic() - max(self._last_check, self._last_ok)
+        return since >= (self.settings.readiness_interval_s if self._last_outcome_ok else 1.0)
+
+    async def probe(self) -> bool:
+        """A real tiny generation on the production version (a /health that answers is not enough)."""
+        prod = self.router.table.production
+        if prod is None:
+            return False
+        try:
+            await asyncio.wait_for(self.backend.generate(
+                "def", GenerationParams(version=prod.version, max_tokens=1, temperature=0)), PROBE_TIMEOUT_S)
+            self._mark(True)
+        except Exception as e:  # noqa: BLE001
+            self._mark(False, f"probe generation failed: {e!r}")
+        return self._last_outcome_ok
+
+    # ---- prompt rendering -------------------------------------------------------------------------------
+    def render(self, spec: PromptSpec, version: str, max_tokens: int) -> tuple[list[str], list[str], int]:
+        """(prompts, extra stop sequences, max_tokens) for ``version``; ApiError 400 for empty or too-long
+        prompts. Runs before any model work."""
+        extra_stops: list[str] = []
+        if spec.messages is not None:
+            try:
+                prompt, extra_stops = self.backend.render_chat(version, spec.messages)
+            except ValueError as e:
+                raise ApiError(400, str(e), param="messages") from e
+            prompts = [prompt]
+        elif spec.suffix:
+            fim = self.backend.fim(version)
+            # A model without FIM tokens completes the prefix alone (IDE plugins send suffix by default).
+            prompts = [fim.build(p, spec.suffix) for p in spec.prompts] if fim else list(spec.prompts)
+        else:
+            prompts = list(spec.prompts)
+        limit = min(self.settings.max_context_tokens, self.backend.max_context(version) or 10 ** 9)
+        for p in prompts:
+            if not p:
+                raise ApiError(400, "prompt must not be empty", param="prompt")
+            if len(p) > limit * CHARS_PER_TOKEN_MAX:
+                raise ApiError(400, f"the prompt ({len(p)} characters) exceeds the maximum context length of "
+                               f"{limit} tokens", code="context_length_exceeded", param="prompt")
+            n = self.backend.count_tokens(version, p)
+            if n is not None and n + max_tokens > limit and not spec.max_tokens_explicit and n < limit:
+                max_tokens = limit - n
+            elif n is not None and n + max_tokens > limit:
+                raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you "
+                               f"requested {n + max_tokens} tokens ({n} in the prompt, {max_tokens} for the "
+                               "completion). Please reduce the prompt or max_tokens.",
+                               code="context_length_exceeded", param="max_tokens")
+        return prompts, extra_stops, max_tokens
+
+    def decide(self, ctx: RequestContext) -> Decision:
+        try:
+            return self.router.choose(ctx.user, model=ctx.model)
+        except LookupError:
+            raise ApiError(503, "the model is still loading; retry shortly" + (
+                f" ({self.route_error})" if self.route_error else ""), type="server_error",
+                code="model_not_ready") from None
+
+    # ---- non-streaming generation -----------------------------------------------------------------------
+    async def complete(self, ctx: RequestContext, spec: PromptSpec, params: GenerationParams) -> Served:
+        """Generate for every prompt; a failing/slow canary is retried on production."""
+        cid = new_id(ctx.kind)
+        decision = self.decide(ctx)
+        prompts, stops, max_tokens = self.render(spec, decision.route.version, params.max_tokens)
+        asked = params
+        params = replace(asked, stop=asked.stop + stops, max_tokens=max_tokens)
+        t0 = time.perf_counter()
+        self.metrics.inflight.inc()
+        try:
+            gens = None
+            if decision.slot == "canary":
+                try:
+                    gens = await asyncio.wait_for(self._generate_all(prompts, decision.route, params),
+                                                  self.settings.canary_timeout_s)
+                    self.router.canary_succeeded()
+                except RETRYABLE as e:
+                    self.canary_failed(cid, ctx, decision.route, prompts[0], e, t0)
+                    decision = Decision("production", self.router.table.production)
+                    prompts, stops, max_tokens = self.render(spec, decision.route.version, asked.max_tokens)
+                    params = replace(asked, stop=asked.stop + stops, max_tokens=max_tokens)
+            if gens is None:
+                try:
+                    gens = await self._generate_all(prompts, decision.route, params)
+                except RETRYABLE as e:
+                    self.record_failure(cid, ctx, decision, prompts[0], e, t0)
+                    raise ApiError(503, f"generation failed: {e}", type="server_error",
+                                   code="backend_unavailable") from e
+        except BackendRejected as e:
+            self.metrics.requests.labels(version=decision.route.version, slot=decision.slot,
+                                         status="rejected").inc()
+            raise ApiError(e.status, str(e)) from e
+        finally:
+            self.metrics.inflight.dec()
+        served = Served(cid, decision.slot, decision.route.version, gens, prompts, time.perf_counter() - t0)
+        texts = [t for g in gens for t in g.texts]
+        self.record_success(ctx, served.id, decision, prompts[0], texts[0] if texts else "",
+                            served.latency_s, sum(g.prompt_tokens for g in gens),
+                            sum(g.completion_tokens for g in gens), spec, params)
+        return served
+
+    async def _generate_all(self, prompts: list[str], route: Route, params: GenerationParams) -> list[Generation]:
+        p = replace(params, version=route.version)
+        return list(await asyncio.gather(*(self.backend.generate(prompt, p) for prompt in prompts)))
+
+    # ---- recording --------------------------------------------------------------------------------------
+    def canary_failed(self, cid: str, ctx: RequestContext, route: Route, prompt: str, error: BaseException,
+                      t0: float) -> None:
+        """Count a canary failure (breaker, metrics, a failed canary row) before retrying on production."""
+        self.router.canary_failed()
+        self.metrics.canary_fallbacks.inc()
+        status = "timeout" if isinstance(error, (asyncio.TimeoutError, TimeoutError)) else "error"
+        self.metrics.requests.labels(version=route.version, slot="canary", status=status).inc()
+        self.store.record_request(RequestRecord(
+            id=f"{cid}:canary", slot="canary", version=route.version, status=status, user=ctx.user,
+            team=ctx.team, latency_s=time.perf_counter() - t0, error=repr(error)[:2000], prompt=prompt))
+        log.warning("canary %s failed (%s); answered by production", route.version, status)
+
+    def record_failure(self, cid: str, ctx: RequestContext, decision: Decision, prompt: str,
+                       error: BaseException, t0: float, status: str = "error") -> None:
+        self._mark(False, repr(error))
+        self.metrics.requests.labels(version=decision.route.version, slot=decision.slot, status=status).inc()
+        self.store.record_request(RequestRecord(
+            id=cid, slot=decision.slot, version=decision.route.version, status=status, user=ctx.user,
+            team=ctx.team, latency_s=time.perf_counter() - t0, error=repr(error)[:2000], prompt=prompt))
+
+    def record_success(self, ctx: RequestContext, cid: str, decision: Decision, prompt: str, text: str,
+                       latency_s: float, prompt_tokens: int, completion_tokens: int, spec: PromptSpec,
+                       params: GenerationParams, status: str = "ok") -> None:
+        """Store, metrics, detector, shadow: everything after an answer, none of it on the answer's path."""
+        version, slot = decision.route.version, decision.slot
+        self.store.record_request(RequestRecord(
+            id=cid, slot=slot, version=version, status=status, user=ctx.user, team=ctx.team,
+            latency_s=latency_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            prompt=prompt, completion=text))
+        m = self.metrics
+        m.requests.labels(version=version, slot=slot, status=status).inc()
+        m.latency.labels(version=version, slot=slot).observe(latency_s)
+        m.tokens.labels(version=version).inc(completion_tokens)
+        if latency_s > 0 and completion_tokens:
+            m.tokens_per_second.labels(version=version).observe(completion_tokens / latency_s)
+        if status != "ok":
+            return
+        self._mark(True)
+        code = extract_code(text) if ctx.kind == "chat" else text
+        assess_prompt = spec.prompts[0] if ctx.kind == "completion" and spec.prompts else None
+        self.assessor.submit(cid, version, code, prompt=assess_prompt, language=ctx.language)
+        self.maybe_shadow(cid, ctx, prompt, params, version, text, latency_s, assess_prompt)
+
+    # ---- shadow -----------------------------------------------------------------------------------------
+    def maybe_shadow(self, cid: str, ctx: RequestContext, prompt: str, params: GenerationParams,
+                     served_version: str, served_text: str, served_latency_s: float,
+                     assess_prompt: str | None) -> None:
+        route = self.router.pick_shadow()
+        if route is None or route.version == served_version:
+            return
+        if len(self._shadow_tasks) >= self.shadow_max_inflight:
+            self.metrics.shadow_failures.labels(reason="skipped").inc()
+            return
+        task = asyncio.create_task(self._shadow(cid, ctx, route, prompt, params, served_version, served_text,
+                                                served_latency_s, assess_prompt))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, cid: str, ctx: RequestContext, route: Route, prompt: str, params: GenerationParams,
+                      served_version: str, served_text: str, served_latency_s: float,
+                      assess_prompt: str | None) -> None:
+        """Mirror one request to the shadow version, after the user got the answer; record the comparison."""
+        t0 = time.perf_counter()
+        text, error, assessment = None, None, None
+        try:
+            gen = await asyncio.wait_for(self.backend.generate(
+                prompt, replace(params, version=route.version, n=1, background=True)),
+                self.settings.canary_timeout_s)
+            text = gen.texts[0] if gen.texts else ""
+        except Preempted:
+            error = "preempted"
+        except Exception as e:  # noqa: BLE001 - a shadow failure is data, never a user-visible error
+            error = repr(e)[:2000]
+        latency = time.perf_counter() - t0
+        similarity = None
+        if text is not None:
+            similarity = difflib.SequenceMatcher(None, served_text, text, autojunk=False).ratio()
+            code = extract_code(text) if ctx.kind == "chat" else text
+            fut = self.assessor.assess_future(code, prompt=assess_prompt, language=ctx.language)
+            try:
+                assessment = await asyncio.wait_for(asyncio.wrap_future(fut), 60)
+            except TimeoutError:
+                assessment = None
+        self.store.record_shadow(ShadowResult(
+            completion_id=cid, served_version=served_version, shadow_version=route.version,
+            served_latency_s=served_latency_s, shadow_latency_s=latency, similarity=similarity,
+            risk_score=assessment.risk if assessment else None,
+            buggy=assessment.buggy if assessment else None, error=error))
+        self.metrics.shadow_requests.inc()
+        if error:
+            self.metrics.shadow_failures.labels(reason="preempted" if error == "preempted" else "error").inc()
+        elif similarity is not None:
+            self.metrics.shadow_similarity.observe(similarity)
