@@ -76,7 +76,8 @@ def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResou
     finally:
         store.close()
     if s.monitoring.strategy == "bluegreen":
-        registry.set_alias(s.mlflow_tracking_uri, registered_model["name"], "champion", str(registered_model["version"]))
+        registry.set_alias(s.mlflow_tracking_uri, registered_model["name"], "champion", str(registered_model["version"]),
+                           lock_url=s.registry.lock_url)
     url = gateway.base_url()
     live, detail = gateway_serves(url, version)
     context.log.info(f"{version} deployed ({s.monitoring.strategy}); gateway {url}: {detail}")
@@ -95,7 +96,7 @@ def _promote(s: Settings, store, routes: list[Route], canary: Route, next_weight
     others = [r for r in routes if r.slot not in ("production", "canary")]
     if next_weight >= 100:  # the canary becomes production; the old production stays at 0 % for a switch back
         name, _, number = canary.version.rpartition("/")
-        registry.set_alias(s.mlflow_tracking_uri, name, "champion", number)
+        registry.set_alias(s.mlflow_tracking_uri, name, "champion", number, lock_url=s.registry.lock_url)
         return [Route("production", canary.version, canary.base_model_path, canary.adapter_path, 100),
                 Route("canary", prod.version, prod.base_model_path, prod.adapter_path, 0), *others]
     return [Route("production", prod.version, prod.base_model_path, prod.adapter_path, 100 - next_weight),

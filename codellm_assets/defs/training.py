@@ -104,6 +104,7 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
     value = {"adapter_dir": result.adapter_dir, "base_model_dir": base_model["path"], "mlflow_run_id": run_id,
              "val_loss_adapter": result.val_loss_adapter, "val_loss_base": result.val_loss_base,
              "manifest_hash": training_dataset["manifest_hash"], "commits": training_dataset["commits"],
+             "tokenizer_dir": training_dataset["tokenizer_dir"],
              "incremental_from": str(init) if init else None}
     return dg.Output(value, metadata={
         "val_loss_adapter": result.val_loss_adapter, "val_loss_base": result.val_loss_base,
@@ -131,6 +132,7 @@ def registered_model(context: dg.AssetExecutionContext, settings: SettingsResour
         tracking_uri=s.mlflow_tracking_uri, model_name=s.registry.model_name,
         adapter_dir=lora_adapter["adapter_dir"], base_model_dir=lora_adapter["base_model_dir"],
         run_id=lora_adapter["mlflow_run_id"], dataset_manifest=manifest, alias="challenger",
+        tokenizer_dir=lora_adapter.get("tokenizer_dir"), lock_url=s.registry.lock_url,
         extra_tags={EVAL_METRICS_TAG: json.dumps(eval_scores["challenger"]),
                     "eval.reference": eval_scores["reference_label"]})
     context.log.info(f"registered {info.name} v{info.version} as challenger")
