@@ -66,6 +66,8 @@ class ScrubSettings(_Model):
     redact_emails: bool = True
     redact_ips: bool = True
     redact_phones: bool = True
+    disabled_rules: list[str] = Field(default_factory=list, description="placeholder kinds not to redact (e.g. "
+                                      "a rule with false positives on your code); the blocking re-scan still runs")
 
 
 class DedupSettings(_Model):

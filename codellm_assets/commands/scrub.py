@@ -1,7 +1,69 @@
-"""CLI commands (being written)."""
+"""`codellm scrub SRC DST`: write copies of a file or directory tree with secrets and PII replaced.
+
+The same scrubber as the `scrubbed_corpus` asset. Progress goes to stderr; the summary table to stdout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+err = Console(stderr=True, soft_wrap=True)  # never wrap a path in an error message
+out = Console()
+
+
+def _summary(report, src: Path, dst: Path) -> Table:
+    table = Table(title=f"codellm scrub {src} -> {dst}")
+    table.add_column("redaction type")
+    table.add_column("count", justify="right")
+    for kind, n in sorted(report.counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(kind, str(n))
+    table.add_section()
+    table.add_row("total redactions", str(sum(report.counts.values())))
+    table.add_row("files written", str(report.files_written))
+    for reason, n in sorted(report.files_skipped.items()):
+        table.add_row(f"files skipped: {reason}", str(n))
+    mb = report.bytes_read / 1e6
+    table.add_row("throughput", f"{mb:.1f} MB in {report.seconds:.1f} s ({mb / max(report.seconds, 1e-9):.1f} MB/s)")
+    return table
+
+
+def scrub_command(
+    src: Annotated[Path, typer.Argument(help="a file or a directory tree to scrub")],
+    dst: Annotated[Path, typer.Argument(help="output directory (created); scrubbed copies keep their relative paths")],
+    config: Annotated[Path | None, typer.Option("--config", help="settings file (default: codellm.yaml)")] = None,
+) -> None:
+    """Replace secrets and PII with typed placeholders (<SECRET:aws_access_key>, <EMAIL>, <IP>, <PHONE>)."""
+    from codellm_assets.core.scrub import ScrubInputError, scrub_tree
+    from codellm_assets.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(config)
+    except SettingsError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("scrubbing", total=None)
+
+        def progress(done: int, total: int, rel: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"scrubbing {rel[-40:]}")
+
+        try:
+            report = scrub_tree(src, dst, settings.scrub, progress=progress)
+        except ScrubInputError as e:
+            err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+    if report.files_written == 0:
+        err.print(f"[yellow]warning:[/] no UTF-8 text file under {src}; nothing was written to {dst}")
+    out.print(_summary(report, src, dst))
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the `codellm` app."""
+    app.command("scrub")(scrub_command)

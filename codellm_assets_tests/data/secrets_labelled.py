@@ -168,10 +168,10 @@ def _secret_samples(f: FakeSecrets) -> list[Sample]:
         add("db_password", "python", 'DATABASE_URL = "' + scheme + '://app_user:{}@' + host + '"\n', pw)
     add("db_password", "env", "DATABASE_URL=postgres://svc:{}@prod-db.acme.internal:5432/orders\n",
         f.chars(18))
-    for ctx, tpl in [("env", "AZURE_STORAGE_CONNECTION_STRING=DefaultEndpointsProtocol=https;AccountName=acmeprod;"
-                             "AccountKey={};EndpointSuffix=core.windows.net\n"),
-                     ("json", '{{"ConnectionStrings": {{"Blob": "DefaultEndpointsProtocol=https;AccountName=logs;'
-                              'AccountKey={};EndpointSuffix=core.windows.net"}}}}\n')]:
+    for ctx, tpl in [("env", ("AZURE_STORAGE_CONNECTION_STRING=DefaultEndpointsProtocol=https;AccountName=acmeprod;"
+                              "AccountKey={};EndpointSuffix=core.windows.net\n")),
+                     ("json", ('{{"ConnectionStrings": {{"Blob": "DefaultEndpointsProtocol=https;AccountName=logs;'
+                               'AccountKey={};EndpointSuffix=core.windows.net"}}}}\n'))]:
         add("azure_storage_key", ctx, tpl, base64.b64encode(f.rng.randbytes(64)).decode())
     for ctx, tpl in [("env", "VAULT_TOKEN={}\n"), ("python", 'client = hvac.Client(url=VAULT_ADDR, token="{}")\n'),
                      ("shell", "export VAULT_TOKEN={}\nvault kv get secret/app\n")]:
