@@ -40,7 +40,9 @@ def build_defs() -> dg.Definitions:
         jobs=[full_job, monitoring.retrain_job],
         sensors=[ingest.git_heads_sensor, deployment.canary_guard, monitoring.quality_monitor,
                  monitoring.check_alert_sensor, monitoring.run_failure_alert, monitoring.automation_sensor],
-        executor=dagster_executor(),  # None (the default executor) unless CODELLM_DAGSTER_EXECUTOR=k8s
+        # One process per run on a laptop (each extra process re-imports torch & co. for seconds);
+        # k8s_job_executor (a pod per step) when CODELLM_DAGSTER_EXECUTOR=k8s.
+        executor=dagster_executor() or dg.in_process_executor,
         resources={
             "settings": settings_resource,
             "io_manager": CodellmIOManager(settings=settings_resource),

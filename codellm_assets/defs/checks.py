@@ -5,7 +5,6 @@ every partition into the check.
 """
 
 
-import great_expectations.expectations as gxe
 import dagster as dg
 import polars as pl
 
@@ -16,6 +15,14 @@ from codellm_assets.defs.ingest import repos_partitions
 from codellm_assets.resources import SettingsResource
 
 
+def _gxe():
+    """great_expectations costs seconds to import: only checks that run pay for it, not every process
+    that loads the code location."""
+    import great_expectations.expectations as gxe
+
+    return gxe
+
+
 def _result(report, *, severity=dg.AssetCheckSeverity.ERROR, extra: dict | None = None) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=report.success, severity=severity,
@@ -24,6 +31,7 @@ def _result(report, *, severity=dg.AssetCheckSeverity.ERROR, extra: dict | None 
 
 
 def _schema_expectations(max_bytes: int) -> list:
+    gxe = _gxe()
     return [
         *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("repo", "path", "content", "blob_sha", "commit")],
         gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=1, max_value=max_bytes),
@@ -40,6 +48,7 @@ def repo_snapshots_schema(settings: SettingsResource, repo_snapshots: pl.DataFra
 @dg.asset_check(asset="clean_files", partitions_def=repos_partitions,
                 description="Cleaned files respect the quality rules: lengths in range, no nulls.")
 def clean_files_in_range(settings: SettingsResource, clean_files: pl.DataFrame) -> dg.AssetCheckResult:
+    gxe = _gxe()
     q = settings.get().quality
     frame = clean_files.with_columns(
         (pl.col("content").str.count_matches("\n") + 1).alias("lines"),
@@ -54,6 +63,7 @@ def clean_files_in_range(settings: SettingsResource, clean_files: pl.DataFrame) 
                 description="Re-scans the scrubbed output with an INDEPENDENT detector; any leftover "
                             "secret fails the check and blocks everything downstream.")
 def no_leftover_secrets(scrubbed_corpus: pl.DataFrame) -> dg.AssetCheckResult:
+    gxe = _gxe()
     findings = []
     counts = []
     for row in scrubbed_corpus.select("path", "content").iter_rows(named=True):
@@ -69,6 +79,7 @@ def no_leftover_secrets(scrubbed_corpus: pl.DataFrame) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset="deduped_corpus", description="Schema, a sane dedup ratio and a language mix we know.")
 def deduped_corpus_sane(context: dg.AssetCheckExecutionContext, deduped_corpus: pl.DataFrame) -> dg.AssetCheckResult:
+    gxe = _gxe()
     mat = context.instance.get_latest_materialization_event(dg.AssetKey("deduped_corpus"))
     meta = mat.asset_materialization.metadata if mat and mat.asset_materialization else {}
     ratio = float(meta["dedup_ratio"].value) if "dedup_ratio" in meta else 0.0
@@ -87,6 +98,7 @@ def deduped_corpus_sane(context: dg.AssetCheckExecutionContext, deduped_corpus: 
                 description="No file (by normalized content hash) in more than one of train / validation / "
                             "held-out: validation loss and the company benchmark must measure unseen code.")
 def no_split_overlap(training_dataset: dict) -> dg.AssetCheckResult:
+    gxe = _gxe()
     import json
     from pathlib import Path
 
