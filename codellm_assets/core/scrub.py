@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codellm_assets.core.git_scan import decode_blob
-from codellm_assets.core.scrub_keywords import find_keyword_spans, is_placeholder
+from codellm_assets.core.scrub_keywords import find_keyword_spans
 from codellm_assets.core.scrub_leftovers import Finding, find_leftovers, mask_secret, summarize_findings
 from codellm_assets.core.scrub_pii import find_emails, find_ipv4, find_ipv6, find_phones
 from codellm_assets.core.secret_rules import Span, find_provider_spans, find_url_credentials
@@ -55,7 +55,7 @@ def _collect_spans(text: str, settings: ScrubSettings) -> list[Span]:
     lowered = text.lower()
     if len(lowered) != len(text):  # a few non-ASCII characters change length when lower-cased
         lowered = None
-    spans: list[Span] = [*find_provider_spans(text), *find_url_credentials(text, is_placeholder),
+    spans: list[Span] = [*find_provider_spans(text), *find_url_credentials(text),
                          *find_keyword_spans(text, lowered, settings.entropy_threshold)]
     if settings.redact_emails and "@" in text:
         spans.extend(find_emails(text))

@@ -1,8 +1,8 @@
 """Keyword-anchored generic secrets: ``password = "..."``, ``api_key: ...``, ``TOKEN=...``, ``--password x``.
 
 How it stays fast and precise:
-- the keyword search runs on the lower-cased text with a case-sensitive literal alternation (~100 MB/s),
-  and only then is the full identifier around the hit examined, in Python;
+- the keyword search runs on the lower-cased text, one literal-led pattern per keyword whose lookahead
+  drops hits not followed by an assignment; only then is the identifier around a hit examined, in Python;
 - the identifier is split into segments (snake, kebab, camel case) and sorted into a tier: PASSWORD
   (``password``, ``pwd``, ``passphrase``), SECRET (``secret``, ``token``, ``api_key``, ``credentials``,
   ``private_key``...) or KEY (any other ``*_key``); names ending in ``_url``, ``_file``, ``_name``, ``_type``...
@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Iterator
 
+from codellm_assets.core.scrub_lookalikes import identifier_segments, is_placeholder, squash
 from codellm_assets.core.secret_rules import Span, shannon_entropy
 
 PASSWORD, SECRET, KEY = "password", "secret", "key"
@@ -34,7 +35,6 @@ _AFTER_KEYWORD = r"[a-z0-9_.\-]*+(?=[\"'`]?\]?[ \t]*[:=,>]|[ \t]+[^\s(=:])"
 _KEYWORD_PATTERNS = tuple(re.compile(k + _AFTER_KEYWORD) for k in _KEYWORDS)
 _KEYWORD_CI = re.compile(f"(?:{'|'.join(_KEYWORDS)}){_AFTER_KEYWORD}", re.IGNORECASE)  # lower() changed the length
 _IDENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-_SEGMENT = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 _PASSWORD_SEGMENTS = {"passwd", "password", "passwords", "passphrase", "passcode", "pword"}
 _STRONG_KEY_PREFIXES = {
@@ -70,63 +70,10 @@ _NOT_SECRET_SUFFIXES = {
 _NEVER_SECRET_SEGMENTS = {"public", "pub", "secretary", "secretaries", "socket", "nonce", "invalid", "incorrect",
                           "wrong", "missing", "expired", "mgr"}
 
-# --- placeholders and look-alikes (also used by find_leftovers for URL credentials) -----------------------
-DUMMY_VALUES = frozenset({
-    "password", "passwd", "pass", "pwd", "secret", "secrets", "token", "key", "apikey", "api_key", "api-key",
-    "changeme", "change_me", "change-me", "changeit", "test", "testing", "dummy", "fake", "example", "sample",
-    "none", "null", "nil", "undefined", "true", "false", "todo", "tbd", "fixme", "redacted", "removed",
-    "hidden", "placeholder", "foo", "bar", "baz", "foobar", "qux", "default", "empty", "blank", "user",
-    "username", "mypassword", "mysecret", "mytoken", "secretpassword", "yourpassword", "notasecret", "value",
-    "passphrase", "string", "str", "text", "bytes", "optional", "required", "masked", "prefix",
-})
-# possessive quantifiers (++, *+) throughout: a failed fullmatch must not retry every split of a long run
-_MASK = re.compile(r"[xX*#.\-_?•0]++|(?:[xX]{2,}+[-_ ]?)++")
-_TEMPLATE_MARKERS = ("{", "}", "<", ">", "%(", "$(", "...", "\u2026")
-_PRINTF = re.compile(r"(?<![A-Za-z0-9])%[sd](?![A-Za-z0-9])")  # "%s", "user:%s" but not "Y%s0z" in a password
-_TEMPLATE_WHOLE = re.compile(r"\$[A-Za-z_]\w*|%[A-Za-z_]\w*%|\{[^{}]*\}|__\w+__|@\w+@|\[\w+\]|:[a-z_]\w*")
-_DUMMY_PARTS = re.compile(
-    r"^your|[-_ .]your[-_ ]|_here\b|here$|example|placeholder|dummy|changeme|change[-_]me|changeit|redacted|replace[-_]?me|"
-    r"insert[-_]|^fake|^mock|not[-_]?a[-_]?(?:real|secret)|^(?:my|some)[-_]?(?:secret|pass|token|key|api)|"
-    r"^(?:env|vault|ssm|secret|op|sm):|secretsmanager|^test[-_]?(?:password|secret|token|key)$")
-
-
-_NAMED_SECRET = re.compile(r"(?:[a-z]++[-_.])*[a-z]*(?:password|passwd|passphrase|secret|secrets|token|key|pass|pwd|"
-                           r"credentials?)"
-                           r"(?:[-_.][a-z]+)*")
-
-
-def _squash(value: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", value.lower())
-
-
-def is_placeholder(value: str, key: str = "") -> bool:
-    """True for values that stand in for a secret rather than being one: ``<your-key>``, ``${VAR}``, ``xxx``,
-    ``changeme``, ``{{ token }}``, ``%(password)s``, ``***``, or the key's own name (``password=password``)."""
-    v = value.strip().strip("\"'")
-    if not v or _MASK.fullmatch(v) or _TEMPLATE_WHOLE.fullmatch(v):
-        return True
-    if any(marker in v for marker in _TEMPLATE_MARKERS) or _PRINTF.search(v):
-        return True
-    low = v.lower()
-    if low.rstrip("?!") in DUMMY_VALUES or _DUMMY_PARTS.search(low):
-        return True
-    if len(set(low)) <= 2:  # "aaaaaaaa", "abababab"
-        return True
-    if _NAMED_SECRET.fullmatch(low):
-        return True  # "postgresql-password", "dagster-db-secret": the NAME of a secret, not its value
-    if key:
-        squashed = _squash(v)
-        key_squashed = _squash(key)
-        last = _squash(_SEGMENT.findall(key)[-1]) if _SEGMENT.findall(key) else ""
-        if squashed and (squashed == key_squashed or squashed == last or key_squashed.endswith(squashed)):
-            return True
-    return False
-
-
 @functools.lru_cache(maxsize=8192)
 def classify_identifier(ident: str) -> str | None:
     """The secret tier of a variable/key name, or None when the name does not hold a secret."""
-    segments = [s.lower() for s in _SEGMENT.findall(ident)]
+    segments = identifier_segments(ident)
     if not segments or segments[-1] in _NOT_SECRET_SUFFIXES or _NEVER_SECRET_SEGMENTS.intersection(segments):
         return None
     if any(s in _PASSWORD_SEGMENTS or "password" in s or "passwd" in s or "passphrase" in s for s in segments):
@@ -148,9 +95,6 @@ _DOTTED = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+")
 # a module path or attribute chain: lower_case, CamelCase or CONSTANT segments (not jq8hLcZNV.SJ8_)
 _NAME_SEGMENT = re.compile(r"\$?[a-z_][a-z0-9_]*+(?:[A-Z][a-z0-9]++)*+|(?:[A-Z][a-z]++)++\d?|[A-Z_][A-Z0-9_]*+")
 
-
-def _is_name_path(value: str) -> bool:
-    return bool(_DOTTED.fullmatch(value)) and all(_NAME_SEGMENT.fullmatch(p) for p in value.split("."))
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _ENV_NAME = re.compile(r"_?[A-Z][A-Z0-9]*+(?:_[A-Z0-9]++)++")
 _LOWER_WORDS = re.compile(r"[a-z]++(?:[-_.][a-z]++)*+")  # bearer, my-secret-key
@@ -160,8 +104,14 @@ _WORD_PATH = re.compile(r"(?>[a-z]++\d{1,4}+[a-z]*+|[A-Za-z][a-z]*+|[A-Z]{2,5}+|
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _WORD_RUN = re.compile(r"[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])")
+_CAMEL_TYPE = re.compile(r"(?:[A-Z][a-z0-9]++)++")
 _TYPE_NAMES = {"str", "string", "bytes", "int", "float", "bool", "any", "object", "none", "optional", "dict",
                "list", "secretstr", "secretbytes", "number", "boolean", "text", "char", "varchar"}
+
+
+def _is_name_path(value: str) -> bool:
+    """``self.password``, ``settings.DB_PASSWORD``, ``cfg.apiKey``: an attribute chain of real names."""
+    return bool(_DOTTED.fullmatch(value)) and all(_NAME_SEGMENT.fullmatch(p) for p in value.split("."))
 
 
 def _entropy_ok(value: str, threshold: float) -> bool:
@@ -225,13 +175,11 @@ def _looks_random(value: str) -> bool:
 
 
 def _password_shape(value: str) -> bool:
-    if len(value) < (6 if value.isdigit() else 4):  # ext_pw: int = 1024 is a number, 123456 a weak password
+    """Any literal of 4+ characters (6+ digits: ``ext_pw: int = 1024`` is a number) that is not an env var
+    name, a URL, a regex or a path (``PWD='/tmp'``): real passwords are short and low-entropy."""
+    if len(value) < (6 if value.isdigit() else 4) or _ENV_NAME.fullmatch(value) or "://" in value:
         return False
-    if len(value) < 4 or _ENV_NAME.fullmatch(value) or "://" in value:
-        return False
-    if _is_regex(value) or value.startswith(("/", "./", "~/")):
-        return False  # a pattern or a path (PWD='/tmp'), not a password
-    return not (value.endswith(":") and value[:-1].lower() in DUMMY_VALUES)
+    return not (_is_regex(value) or value.startswith(("/", "./", "~/")))
 
 
 def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, threshold: float,
@@ -254,8 +202,8 @@ def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, thresh
         return True  # hunter2, abc123def; a variable named like that is rare
     # A bare word is a variable in code (key = name); in a config line (KEY=value, key: value) a mixed-case
     # one that is not made of words is a literal (passwd=JvwSDrtqoh, API_TOKEN=kXqPzRmW...).
-    if spaced_assignment or value.startswith("_"):
-        return False  # a variable, or a private name (token: _StrPathToken)
+    if spaced_assignment or value.startswith("_") or value.lower() in _TYPE_NAMES or _CAMEL_TYPE.fullmatch(value):
+        return False  # a variable, a private name or a type (token: _StrPathToken, password: SecretStr)
     return _looks_random(value) if tier == PASSWORD else _secret_shape(value, SECRET, threshold)
 
 
@@ -332,47 +280,65 @@ def _unquoted_end(text: str, start: int, end: int, config_line: bool) -> int:
     return cut.start() if cut else end
 
 
-def _value_span(text: str, m: re.Match[str], key_start: int, ident: str, tier: str,
-                threshold: float) -> Span | None:
+def _is_assignment(text: str, m: re.Match[str], key_start: int, ident: str, prefix: str) -> bool:
+    """Is ``key <op> value`` really a key/value pair here, given the operator and what precedes the key?"""
     op = m.group("op").strip()
     if key_start > 0 and text[key_start - 1] not in _KEY_PRECEDERS:
-        return None  # arn:aws:secretsmanager:..., a/secret: not a key
-    key_quoted = key_start > 0 and text[key_start - 1] in "\"'`"
-    prefix = _line_prefix(text, key_start)
-    if not op and not (ident.startswith("-") or _SPACE_OP_LINE.match(prefix)
-                       or (not prefix and "machine " in text[max(0, key_start - 200):key_start])):
-        return None  # whitespace "assignment" only for `--password x`, `ENV TOKEN x`, .netrc `password x`
-    if op == "," and not key_quoted:
-        return None  # f(token, "literal"): positional arguments, not a key/value pair
-    config_line = bool(_CONFIG_LINE_PREFIX.match(prefix))
-    if op == "==" and m.group("uv") is not None and not (config_line and ident.isupper()):
-        return None  # token == other_token: a comparison of variables (but .env `PASSWORD==x` is "=x")
-    group = next(g for g in ("dq", "sq", "bq", "uv") if m.group(g) is not None)
-    start, end = m.span(group)
-    if group == "uv":
-        end = _unquoted_end(text, start, end, config_line)
-        # `--password x --user y`, `ENV TOKEN x`, and shell `PGPASSWORD=x psql ...` go on after the value
-        shell_env = op == "=" and ident.isupper() and text[m.start("op") - 1] != " " and not prefix
-        rest = None if op == "" or ident.startswith("-") or shell_env else text[end:end + 40]
-        spaced = op in ("=", ":=") and text[m.start("op") - 1] in " \t"
-        if end == start or not _unquoted_is_literal(text[start:end], tier, rest, threshold, spaced):
-            return None
-    value = text[start:end]
-    if op == "==":
-        start -= 1  # the value of .env `PASSWORD==x` starts with "="
-    if any(c.isspace() for c in value) or "\\" in value or _CALL.fullmatch(value) or is_placeholder(value, ident):
+        return False  # arn:aws:secretsmanager:..., a/secret: not a key
+    if not op:  # whitespace "assignment" only for `--password x`, `ENV TOKEN x`, .netrc `password x`
+        return (ident.startswith("-") or bool(_SPACE_OP_LINE.match(prefix))
+                or (not prefix and "machine " in text[max(0, key_start - 200):key_start]))
+    if op == ",":  # ("API_KEY", "literal"), but not f(token, "literal")
+        return key_start > 0 and text[key_start - 1] in "\"'`"
+    if op == "==" and m.group("uv") is not None:  # a comparison of variables, but .env `PASSWORD==x` is "=x"
+        return bool(_CONFIG_LINE_PREFIX.match(prefix)) and ident.isupper()
+    return True
+
+
+def _unquoted_span(text: str, m: re.Match[str], ident: str, tier: str, prefix: str,
+                   threshold: float) -> tuple[int, int] | None:
+    """Where an unquoted value is, when it is a literal and not a reference."""
+    op = m.group("op").strip()
+    start, end = m.span("uv")
+    end = _unquoted_end(text, start, end, bool(_CONFIG_LINE_PREFIX.match(prefix)))
+    # `--password x --user y`, `ENV TOKEN x`, and shell `PGPASSWORD=x psql ...` go on after the value
+    shell_env = op == "=" and ident.isupper() and text[m.start("op") - 1] != " " and not prefix
+    rest = None if op == "" or ident.startswith("-") or shell_env else text[end:end + 40]
+    spaced = op in ("=", ":=") and text[m.start("op") - 1] in " \t"
+    if end == start or not _unquoted_is_literal(text[start:end], tier, rest, threshold, spaced):
         return None
+    return (start - 1 if op == "==" else start), end  # .env `PASSWORD==x`: the value starts with "="
+
+
+def _value_span(text: str, m: re.Match[str], key_start: int, ident: str, tier: str,
+                threshold: float) -> Span | None:
+    prefix = _line_prefix(text, key_start)
+    if not _is_assignment(text, m, key_start, ident, prefix):
+        return None
+    group = next(g for g in ("dq", "sq", "bq", "uv") if m.group(g) is not None)
+    where = _unquoted_span(text, m, ident, tier, prefix, threshold) if group == "uv" else m.span(group)
+    if where is None:
+        return None
+    value = text[where[0]:where[1]]
+    if any(c.isspace() for c in value) or "\\" in value or _CALL.fullmatch(value):
+        return None
+    op = m.group("op").strip()
     flag = value.startswith("-") and (len(value) <= 3 or _wordy(value.lstrip("-")))
     if op in ("", ",") and (flag or _ENV_ASSIGNMENT.fullmatch(value)
                             or value.replace("-", "").replace("_", "").isalpha()):
         return None  # `--password requires ...`, ("user", "password", "port"): words, flags, other options
-    if tier == PASSWORD and _squash(ident) in ("pass", "pw", "pwd") and not _looks_random(value):
+    if tier == PASSWORD and squash(ident) in ("pass", "pw", "pwd") and not _looks_random(value):
         return None  # a bare "pass"/"pw" key is ambiguous ({'pass': 'bandpass'}): only password-like values
-    ok = _password_shape(value) if tier == PASSWORD else _secret_shape(value, tier, threshold)
-    if not ok:
+    return _literal_span(where[0], value, ident, tier, threshold)
+
+
+def _literal_span(start: int, value: str, ident: str, tier: str, threshold: float) -> Span | None:
+    """The span of a literal assigned to ``ident``, when it is no placeholder and has its tier's shape."""
+    if is_placeholder(value, ident):
         return None
-    kind = "password" if tier == PASSWORD else "generic_secret"
-    return Span(start, end, kind, 1)
+    if not (_password_shape(value) if tier == PASSWORD else _secret_shape(value, tier, threshold)):
+        return None
+    return Span(start, start + len(value), "password" if tier == PASSWORD else "generic_secret", 1)
 
 
 _XML_VALUE = re.compile(r">([^<\s]{4,300})</")
@@ -383,12 +349,7 @@ def _xml_span(text: str, m: re.Match[str], key_start: int, ident: str, tier: str
     """``<password>value</password>``: the element's text, when the tag closes with the same name."""
     if key_start == 0 or text[key_start - 1] != "<" or not text.startswith(ident + ">", m.end()):
         return None
-    value = m.group(1)
-    if is_placeholder(value, ident):
-        return None
-    if _password_shape(value) if tier == PASSWORD else _secret_shape(value, SECRET, threshold):
-        return Span(m.start(1), m.end(1), "password" if tier == PASSWORD else "generic_secret", 1)
-    return None
+    return _literal_span(m.start(1), m.group(1), ident, tier, threshold)
 
 
 _APP_SETTING = re.compile(r"<add\s+key=\"([^\"]{1,80})\"\s+value=\"([^\"\s]{4,300})\"")
@@ -399,11 +360,9 @@ def _app_setting_spans(text: str, threshold: float) -> Iterator[Span]:
     if "<add " not in text:
         return
     for m in _APP_SETTING.finditer(text):
-        tier, value = classify_identifier(m.group(1)), m.group(2)
-        if tier is None or is_placeholder(value, m.group(1)):
-            continue
-        if _password_shape(value) if tier == PASSWORD else _secret_shape(value, tier, threshold):
-            yield Span(m.start(2), m.end(2), "password" if tier == PASSWORD else "generic_secret", 1)
+        tier = classify_identifier(m.group(1))
+        if tier is not None and (span := _literal_span(m.start(2), m.group(2), m.group(1), tier, threshold)):
+            yield span
 
 
 def _cli_user_spans(text: str) -> Iterator[Span]:

@@ -42,7 +42,7 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-from codellm_assets.core.scrub_keywords import is_placeholder
+from codellm_assets.core.scrub_lookalikes import is_placeholder
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """Provider-specific secret rules for the scrubber: one row per token format.
 
 Coverage follows detect-secrets' plugin list and gitleaks' rule list, but the expressions are our own.
-Speed matters (the scrubber runs over the whole corpus), so every pattern STARTS WITH A LITERAL: CPython's
-``re`` then skips through the text with a fast literal search (~1 GB/s) instead of trying every position
-(~30-60 MB/s with a leading character class or look-behind). Where a format starts with a character class
-(Telegram ``123456789:...``, Discord ``M...``, Stripe ``sk_``/``rk_``), the pattern is anchored on a literal
-in its middle and a ``left`` pattern, matched against the text just before the hit, extends it leftwards.
-Word boundaries are checked in Python for the same reason (a leading look-behind disables the fast path).
+Speed matters (the scrubber runs over the whole corpus), so no rule scans the text on its own: each rule
+names the literal(s) its pattern starts with (``AKIA``, ``ghp_``, ``xoxb-``...), one numpy pass finds every
+occurrence of every literal (``iter_triggers``), and a rule is tried only there. The few rules anchored on a
+frequent character (Telegram ``:``, Discord ``.``) or a 2-letter literal (Twilio ``AC``/``SK``) scan with a
+literal-led pattern, which CPython skips through at ~1 GB/s. Where a format starts with a character class
+(Telegram ``123456789:...``, Stripe ``sk_``/``rk_``), the pattern starts at a literal in its middle and a
+``left`` pattern extends the match leftwards. Word boundaries are checked in Python: a leading look-behind
+would disable CPython's literal fast path.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+
+from codellm_assets.core.scrub_lookalikes import is_placeholder
 
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -67,6 +71,7 @@ def _random_enough(value: str) -> bool:
 
 
 def _not_example(value: str) -> bool:
+    """AKIA...EXAMPLE, ghp_xxxxxxxx..., T00000000: documentation placeholders in a real token format."""
     low = value.lower()
     return "example" not in low and "xxxxxxxx" not in low and "00000000" not in low
 
@@ -95,11 +100,11 @@ def _b64_userpass(value: str) -> bool:
 
 
 def _bearer_check(value: str) -> bool:
-    return len(value) >= 16 and _not_example(value) and (_has_mix(value) or shannon_entropy(value) >= 3.5)
+    return _has_mix(value) or shannon_entropy(value) >= 3.5
 
 
 def _aws_secret_check(value: str) -> bool:
-    return _not_example(value) and _has_mix(value) and shannon_entropy(value) >= 3.5
+    return _has_mix(value) and shannon_entropy(value) >= 3.5
 
 
 @dataclass(frozen=True)
@@ -316,11 +321,11 @@ _DB_SCHEMES = ("postgres", "mysql", "mariadb", "mongodb", "redis", "rediss", "am
                "db2", "sqlalchemy", "memcache", "elasticsearch", "influxdb", "kafka", "nats", "ldap")
 
 
-def find_url_credentials(text: str, is_dummy: Callable[[str], bool]) -> Iterator[Span]:
+def find_url_credentials(text: str) -> Iterator[Span]:
     """The password part of URL user-info; ``db_password`` for database schemes, else ``url_password``."""
     for m in _URL_USERINFO.finditer(text):
         password = m.group(2)
-        if is_dummy(password) or password == m.group(1):
+        if is_placeholder(password, m.group(1)):  # user:password@, postgres:postgres@, :${DB_PASS}@
             continue
         sm = _SCHEME.search(text, max(0, m.start() - 31), m.start())
         scheme = sm.group(0).lower() if sm else ""
