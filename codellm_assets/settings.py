@@ -212,7 +212,7 @@ class AlertSettings(_Model):
 
 
 class Settings(_Model):
-    home: str = Field(".codellm", description="local state: dagster home, mlflow store, data, models, stores")
+    home: str = Field("var", description="local state: dagster home, mlflow store, data, models, stores")
     repos: list[RepoSettings] = Field(default_factory=list)
     quality: QualitySettings = QualitySettings()
     scrub: ScrubSettings = ScrubSettings()

@@ -35,7 +35,7 @@ VALUES = K8S / "helm" / "dagster-values.yaml"
 K8S_VERSION = kv_utils.latest_version()
 
 # Files that are no Kubernetes objects and need no config scanning: virtualenvs, caches, local state.
-_SKIP_DIRS = {".git", ".venv", ".codellm", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache",
+_SKIP_DIRS = {".git", ".venv", "var", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache",
               "build", "dist", "mlruns"}
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -46,14 +47,15 @@ def run(
         task = progress.add_task("starting", total=total)
 
         def on_step(name: str, partition: str | None) -> None:
-            progress.update(task, description=f"{name}" + (f" [{partition}]" if partition else ""))
+            progress.update(task, description=escape(f"{name}" + (f" [{partition}]" if partition else "")))
 
         def on_done(r) -> None:
             mark = "[green]✓[/green]" if r.success else "[red]✗[/red]"
-            where = f" [{r.partition}]" if r.partition else ""
+            where = escape(f" [{r.partition}]") if r.partition else ""
             progress.console.print(f"{mark} {r.name}{where} {r.duration_s:.1f}s" +
-                                   (f"  [red]{r.error}[/red]" if r.error else "") +
-                                   (f"  checks failed: {r.checks_failed}" if r.checks_failed else ""))
+                                   (f"  [red]{escape(r.error)}[/red]" if r.error else "") +
+                                   (f"  [yellow]checks failed: {escape(', '.join(r.checks_failed))}[/yellow]"
+                                    if r.checks_failed else ""))
             progress.advance(task)
 
         results = run_graph(settings, selection=select, on_step=on_step, on_done=on_done)

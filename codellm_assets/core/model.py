@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from codellm_assets.core.fsutil import replace_dir
 from codellm_assets.core.model_inference import (  # noqa: F401  (re-exported: the eval asset imports these here)
     HUMANEVAL_STOP,
     generate_completions,
@@ -259,19 +260,11 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "base_info.json").write_text(json.dumps(info.to_json(), indent=2))
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return info
 
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst`` (replacing it); readers see the old or the new directory, never half."""
-    old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-    if dst.exists():
-        dst.rename(old)
-    src.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- cache and the `current` pointer -------------------------------------------------------------

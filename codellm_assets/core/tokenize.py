@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codellm_assets.core.fsutil import replace_dir
+
 EOS_TOKEN = "<|endoftext|>"
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"
 SPECIAL_TOKENS = [EOS_TOKEN, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD]
@@ -368,7 +370,7 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                    "train_tokens_dropped": tokens["train"] - tables["train"].num_rows * seq_len})
         summary.manifest_hash = _write_manifest(tmp, records, splits, summary, settings_hash)
         summary.seconds = round(time.monotonic() - started, 2)
-        _swap_in(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
@@ -406,12 +408,3 @@ def verify_manifest(manifest: Mapping[str, Any]) -> bool:
     body = {k: v for k, v in manifest.items() if k != "manifest_hash"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest() \
         == manifest.get("manifest_hash")
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` with the finished ``tmp`` by renames (never a half-written dataset)."""
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)

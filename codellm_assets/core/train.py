@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 
+from codellm_assets.core.fsutil import replace_dir
 from codellm_assets.core.train_checkpoints import (
     adapter_fingerprint,
     base_model_fingerprint,
@@ -251,13 +252,6 @@ def _load_model(
     return model
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written ``tmp`` directory to ``final``, replacing an older one."""
-    trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
-    if final.exists():
-        os.rename(final, trash)
-    os.rename(tmp, final)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _save_adapter(model, out_dir: Path, base_model_dir: Path, base_fp: str) -> Path:
@@ -266,7 +260,7 @@ def _save_adapter(model, out_dir: Path, base_model_dir: Path, base_fp: str) -> P
     model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
     info = {"base_model_dir": str(base_model_dir.resolve()), "base_fingerprint": base_fp}
     (tmp / BASE_INFO_FILE).write_text(json.dumps(info, indent=2))
-    _replace_dir(tmp, out_dir / ADAPTER_DIR)
+    replace_dir(tmp, out_dir / ADAPTER_DIR)
     return out_dir / ADAPTER_DIR
 
 

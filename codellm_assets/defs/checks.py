@@ -30,17 +30,17 @@ def _result(report, *, severity=dg.AssetCheckSeverity.ERROR, extra: dict | None 
                   "failed_expectations": len(report.failed), **(extra or {})})
 
 
-def _schema_expectations(max_bytes: int) -> list:
+def _schema_expectations(max_bytes: int, min_bytes: int = 0) -> list:
     gxe = _gxe()
     return [
         *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("repo", "path", "content", "blob_sha", "commit")],
-        gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=1, max_value=max_bytes),
+        gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=min_bytes, max_value=max_bytes),
         gxe.ExpectColumnValuesToBeInSet(column="language", value_set=sorted(KNOWN_LANGUAGES)),
     ]
 
 
 @dg.asset_check(asset="repo_snapshots", partitions_def=repos_partitions,
-                description="Schema, no nulls, sizes under the cap, known languages.")
+                description="Schema, no nulls, sizes under the cap (empty files allowed), known languages.")
 def repo_snapshots_schema(settings: SettingsResource, repo_snapshots: pl.DataFrame) -> dg.AssetCheckResult:
     return _result(validate_dataframe(repo_snapshots, _schema_expectations(settings.get().quality.max_file_bytes)))
 
@@ -53,7 +53,7 @@ def clean_files_in_range(settings: SettingsResource, clean_files: pl.DataFrame) 
     frame = clean_files.with_columns(
         (pl.col("content").str.count_matches("\n") + 1).alias("lines"),
         pl.col("content").str.split("\n").list.eval(pl.element().str.len_chars()).list.max().alias("longest_line"))
-    exps = [*_schema_expectations(q.max_file_bytes),
+    exps = [*_schema_expectations(q.max_file_bytes, min_bytes=1),   # an empty file is no training data
             gxe.ExpectColumnValuesToBeBetween(column="lines", min_value=q.min_lines, max_value=q.max_lines + 1),
             gxe.ExpectColumnValuesToBeBetween(column="longest_line", max_value=q.max_line_length)]
     return _result(validate_dataframe(frame, exps))

@@ -34,3 +34,11 @@ def test_split_overlap_check(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     res = checks.no_split_overlap(training_dataset={"dir": str(tmp_path)})
     assert not res.passed and res.metadata["overlapping_files"].value == 1
+
+
+def test_empty_files_pass_the_snapshot_schema(tmp_path):
+    """`__init__.py` files are empty and legitimate in a snapshot (the quality rules drop them later)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"home: {tmp_path}\n")
+    settings = SettingsResource(config_path=str(cfg))
+    assert checks.repo_snapshots_schema(settings=settings, repo_snapshots=frame(bytes=0, content="")).passed
