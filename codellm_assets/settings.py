@@ -139,6 +139,8 @@ class EvalSettings(_Model):
     gate_margin: float = Field(0.02, ge=0, description="allowed regression of pass@1 / company score")
     gate_floor: float = Field(0.2, ge=0, le=1, description="company score below which (on both sides) the gate "
                               "compares held-out perplexity instead: generation of a tiny model is noise")
+    reference_via_gateway: bool = Field(True, description="score the deployed champion through the live gateway "
+                                        "(the path IDEs use) when it serves it; else use its recorded scores")
     company_tasks_file: str | None = "benchmarks/company_tasks.jsonl"
     company_max_tasks: int = Field(20, ge=0)
 

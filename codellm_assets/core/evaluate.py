@@ -53,14 +53,23 @@ def _sandbox_runner(timeout_s: float) -> Callable[[str, float], bool]:
     return lambda program, t: run_sandboxed(program, timeout_s=min(t, timeout_s)).passed
 
 
-def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, company_tasks: Sequence[BenchTask],
-                   holdout_texts: Sequence[str], log: Callable[[str], None] = print) -> ModelScores:
+def local_generator(model, tokenizer) -> Callable[..., list[list[str]]]:
+    """Generation in this process (transformers; CPU here, a GPU in the GPU image)."""
     from codellm_assets.core.model_inference import generate_completions
 
+    return lambda prompts, **kw: generate_completions(model, tokenizer, prompts, **kw)
+
+
+def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, company_tasks: Sequence[BenchTask],
+                   holdout_texts: Sequence[str], log: Callable[[str], None] = print,
+                   generate: Callable[..., list[list[str]]] | None = None) -> ModelScores:
+    """Scores one model. `generate` (e.g. `OpenAICompletions(...).generate`) replaces local generation;
+    held-out perplexity needs the weights, so it is only measured when `model` is given."""
+    generate_completions = generate or local_generator(model, tokenizer)
     started = time.monotonic()
     problems = humaneval.load_problems(settings.humaneval_subset)
     prompts = [p["prompt"] for p in problems.values()]
-    gen = generate_completions(model, tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
+    gen = generate_completions(prompts, max_new_tokens=settings.max_new_tokens,
                                temperature=settings.temperature, stop=HUMANEVAL_STOPS,
                                num_samples=settings.samples_per_task)
     samples = [{"task_id": tid, "completion": c} for tid, cs in zip(problems, gen) for c in cs]
@@ -74,12 +83,12 @@ def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, comp
 
     company = {"summary": {"tasks": 0, "company_score": None}, "results": []}
     if company_tasks:
-        outs = generate_completions(model, tokenizer, [t.prompt for t in company_tasks],
+        outs = generate_completions([t.prompt for t in company_tasks],
                                     max_new_tokens=settings.max_new_tokens, temperature=0.0,
                                     stop=HUMANEVAL_STOPS)
         company = score_tasks(company_tasks, [o[0] for o in outs], run_program=_sandbox_runner(settings.timeout_s))
         log(f"[{label}] company benchmark {company['summary']}")
-    ppl = holdout_perplexity(model, tokenizer, holdout_texts)
+    ppl = holdout_perplexity(model, tokenizer, holdout_texts) if model is not None else None
     metrics = {**report.pass_at_k, "company_score": company["summary"]["company_score"],
                "company_exact_match": company["summary"].get("exact_match"),
                "company_edit_similarity": company["summary"].get("edit_similarity"),

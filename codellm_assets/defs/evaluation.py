@@ -9,7 +9,9 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core import company_bench, evaluate, registry, review
-from codellm_assets.resources import SettingsResource, atomic_write_bytes
+from codellm_assets.core.remote_generate import OpenAICompletions
+from codellm_assets.defs.deployment import gateway_serves
+from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource, atomic_write_bytes
 from codellm_assets.settings import Settings
 from codellm_assets.k8s_tags import k8s_tags_for
 
@@ -49,20 +51,61 @@ def company_benchmark(context: dg.AssetExecutionContext, settings: SettingsResou
         "holdout_files": len(holdout), "examples": dg.MetadataValue.json([t.task_id for t in tasks[:10]])})
 
 
-def champion_reference(s: Settings) -> tuple[str, dict] | None:
-    """('champion vN', metrics) recorded on the champion's model version, if there is one."""
+def champion_reference(s: Settings) -> tuple[str, str, dict] | None:
+    """(label, served version name, metrics recorded at its registration) of the champion, if any."""
     info = registry.get_alias(s.mlflow_tracking_uri, s.registry.model_name, "champion")
     if info is None:
         return None
     raw = (info.tags or {}).get(EVAL_METRICS_TAG)
-    return (f"champion v{info.version}", json.loads(raw)) if raw else None
+    return f"champion v{info.version}", f"{info.name}/{info.version}", json.loads(raw) if raw else {}
+
+
+def eval_api_key(s: Settings, store_resource: MetricsStoreResource) -> str:
+    """The evaluation's own gateway key (team `codellm-eval`), created once and kept under home (0600)."""
+    path = s.home_dir / "eval.key"
+    if path.exists():
+        return path.read_text().strip()
+    store = store_resource.open()
+    try:
+        key = store.create_api_key("codellm-eval")
+    finally:
+        store.close()
+    atomic_write_bytes(path, key.encode())
+    path.chmod(0o600)
+    return key
+
+
+def _reference_scores(context, s: Settings, gateway: GatewayResource, store: MetricsStoreResource,
+                      lora_adapter: dict, common: dict) -> tuple[str, dict]:
+    """Champion through the live gateway when it serves it; else its recorded scores; else the base model."""
+    from codellm_assets.core.model_inference import load_for_inference
+
+    champion = champion_reference(s)
+    if champion is not None:
+        label, version, recorded = champion
+        live, detail = gateway_serves(gateway.base_url(), version, timeout_s=2)
+        if s.eval.reference_via_gateway and live:
+            remote = OpenAICompletions(gateway.base_url(), version, api_key=eval_api_key(s, store))
+            try:
+                scores = evaluate.evaluate_model(None, None, label=label, generate=remote.generate, **common)
+            finally:
+                remote.close()
+            # Perplexity needs the weights: the value measured when the champion was registered.
+            scores.metrics["holdout_perplexity"] = recorded.get("holdout_perplexity")
+            return f"{label} (via gateway)", scores.metrics
+        context.log.info(f"champion {version} not scored live (gateway: {detail}); using its recorded scores")
+        if recorded:
+            return label, recorded
+    base, base_tok = load_for_inference(lora_adapter["base_model_dir"])
+    return "base", evaluate.evaluate_model(base, base_tok, label="base", **common).metrics
 
 
 @dg.asset(op_tags=k8s_tags_for("eval_scores"), group_name="evaluation",
           description="HumanEval pass@k (sandboxed), company benchmark, syntax-error / lint rates and held-out "
                       "perplexity of the challenger, side by side with the champion (or the base model).")
-def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, lora_adapter: dict,
-                company_benchmark: dict, training_dataset: dict) -> dg.Output[dict]:
+def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, gateway: GatewayResource,
+                metrics_store: MetricsStoreResource, lora_adapter: dict, company_benchmark: dict,
+                training_dataset: dict) -> dg.Output[dict]:
     from codellm_assets.core.model_inference import load_for_inference
 
     s = settings.get()
@@ -71,11 +114,7 @@ def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, l
     common = dict(settings=s.eval, company_tasks=tasks, holdout_texts=holdout, log=context.log.info)
     model, tok = load_for_inference(lora_adapter["base_model_dir"], lora_adapter["adapter_dir"])
     challenger = evaluate.evaluate_model(model, tok, label="challenger", **common)
-    reference = champion_reference(s)
-    if reference is None:
-        base, base_tok = load_for_inference(lora_adapter["base_model_dir"])
-        reference = ("base", evaluate.evaluate_model(base, base_tok, label="base", **common).metrics)
-    ref_label, ref_metrics = reference
+    ref_label, ref_metrics = _reference_scores(context, s, gateway, metrics_store, lora_adapter, common)
     out_dir = s.data_dir / "eval_scores"
     atomic_write_bytes(out_dir / "humaneval_results.jsonl",
                        "".join(json.dumps(r) + "\n" for r in challenger.humaneval_results).encode())
