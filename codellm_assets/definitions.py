@@ -17,8 +17,6 @@ from codellm_assets.resources import (CodellmIOManager, GatewayResource, Metrics
                                       SettingsResource)
 from codellm_assets.settings import load_settings  # noqa: E402
 
-settings_resource = SettingsResource(config_path=os.environ.get("CODELLM_CONFIG", ""))
-
 ALL_ASSETS = [
     ingest.git_heads, ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus, corpus.deduped_corpus,
     dataset.training_dataset, training.base_model, training.lora_adapter, evaluation.company_benchmark,
@@ -32,7 +30,10 @@ full_job = dg.define_asset_job("codellm_full", selection=dg.AssetSelection.all()
     tags=GPU_RUN_TAGS)
 
 
-def build_defs() -> dg.Definitions:
+def build_defs(config_path: str | None = None) -> dg.Definitions:
+    """The code location for a settings file (default: $CODELLM_CONFIG, else the project's codellm.yaml)."""
+    config_path = config_path if config_path is not None else os.environ.get("CODELLM_CONFIG", "")
+    settings_resource = SettingsResource(config_path=str(config_path))
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=[checks.repo_snapshots_schema, checks.clean_files_in_range, checks.no_leftover_secrets,
@@ -48,7 +49,7 @@ def build_defs() -> dg.Definitions:
             "io_manager": CodellmIOManager(settings=settings_resource),
             "metrics_store": MetricsStoreResource(settings=settings_resource),
             "gateway": GatewayResource(settings=settings_resource),
-            "mlflow": training.make_mlflow_resource(load_settings(settings_resource.config_path or None)),
+            "mlflow": training.make_mlflow_resource(load_settings(config_path or None)),
         },
     )
 

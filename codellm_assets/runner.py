@@ -70,11 +70,14 @@ def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
     return [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
 
 
-def run_graph(settings: Settings, *, selection: str | None = None,
+def run_graph(settings: Settings, *, selection: str | None = None, config_path: str | None = None,
               on_step: Callable[[str, str | None], None] | None = None,
               on_done: Callable[[StepResult], None] | None = None) -> list[StepResult]:
-    """Materialize the selected graph (default: all) in process; returns one result per step."""
-    from codellm_assets.definitions import defs
+    """Materialize the selected graph (default: all) in process; returns one result per step.
+    `config_path`: the settings file the definitions' resources load (default: $CODELLM_CONFIG / codellm.yaml)."""
+    from codellm_assets.definitions import build_defs
+
+    defs = build_defs(config_path)
 
     instance = prepare_instance(settings)
     repos = ensure_repo_partitions(instance, settings)

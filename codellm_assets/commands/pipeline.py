@@ -58,7 +58,8 @@ def run(
                                     if r.checks_failed else ""))
             progress.advance(task)
 
-        results = run_graph(settings, selection=select, on_step=on_step, on_done=on_done)
+        results = run_graph(settings, selection=select, config_path=str(config) if config else None,
+                            on_step=on_step, on_done=on_done)
     failed = [r for r in results if not r.success]
     if failed:
         first = failed[0]

@@ -1,0 +1,57 @@
+"""The whole graph, in process, on a tiny model: two temp repos -> ... -> registered challenger -> canary
+route. Asserts the artifacts each stage left behind (dataset on disk, adapter, MLflow version + alias,
+routing table), then a second run resumes from what is stored."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+from datasets import load_from_disk
+
+from codellm_assets.core import registry
+from codellm_assets.core.store import Store
+from codellm_assets.runner import run_graph
+from codellm_assets.settings import load_settings
+from codellm_assets_tests.integration.conftest import write_config
+from codellm_assets_tests.integration.test_data_stage import module
+
+
+@pytest.mark.slow
+def test_whole_graph_on_a_tiny_model(tmp_path, make_git_repo, monkeypatch):
+    a = make_git_repo("payments", {f"pay/m{i}.py": module(f"pay_{i}", body_lines=20) for i in range(12)})
+    b = make_git_repo("search", {f"search/s{i}.py": module(f"search_{i}", body_lines=20) for i in range(12)})
+    config = write_config(tmp_path, [{"name": "payments", "path": str(a), "branches": ["main"]},
+                                     {"name": "search", "path": str(b), "branches": ["main"]}],
+                          eval={"company_tasks_file": None})
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    settings = load_settings(config)
+    results = run_graph(settings, config_path=str(config))
+    failed = [(r.name, r.partition, r.error) for r in results if not r.success]
+    assert failed == []
+    names = [r.name for r in results]
+    assert names[-3:] == ["eval_scores", "registered_model", "deployed_endpoint"]
+
+    data = settings.data_dir
+    ds = load_from_disk(json.loads((data / "training_dataset.json").read_text())["dataset_dir"])
+    assert ds["train"].num_rows > 0 and len(ds["train"][0]["input_ids"]) == settings.dataset.seq_len
+    adapter = json.loads((data / "lora_adapter.json").read_text())
+    assert (settings.resolve(adapter["adapter_dir"]) / "adapter_model.safetensors").exists()
+    assert adapter["val_loss_adapter"] is not None and adapter["val_loss_base"] is not None
+    challenger = registry.get_alias(settings.mlflow_tracking_uri, "codellm", "challenger")
+    assert challenger is not None and challenger.version == "1"
+    store = Store(settings.store_url)
+    try:
+        routes = {r.slot: (r.version, r.weight) for r in store.routes()}
+    finally:
+        store.close()
+    assert routes == {"production": ("base", 95), "canary": ("codellm/1", 5)}
+
+    instance = dg.DagsterInstance.get()
+    ev = instance.get_latest_materialization_event(dg.AssetKey("eval_scores"))
+    assert "pass@1" in ev.asset_materialization.metadata
+    again = run_graph(settings, config_path=str(config), selection="eval_scores*")
+    assert [r.name for r in again] == ["eval_scores", "registered_model", "deployed_endpoint"]
+    assert all(r.success for r in again)
+    assert registry.get_alias(settings.mlflow_tracking_uri, "codellm", "challenger").version == "2"
