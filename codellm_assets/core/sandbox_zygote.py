@@ -131,6 +131,15 @@ def _guard(features: dict) -> None:
     he_exec.reliability_guard()
     sys.modules["ctypes"] = None
     sys.modules["_ctypes"] = None
+    # reliability_guard clears os.fork but not its twins in `posix` / `_posixsubprocess`; RLIMIT_NPROC is the
+    # kernel-side bound, but it is not enforced everywhere (a CI run forked past it), so close these too.
+    import _posixsubprocess
+    import posix
+
+    for name in ("fork", "forkpty", "vfork", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
+        if hasattr(posix, name):
+            setattr(posix, name, None)
+    _posixsubprocess.fork_exec = None
     if not features["netns"]:
         for name in ("socket", "_socket", "ssl", "_ssl", "urllib.request", "http.client"):
             sys.modules[name] = None
