@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -438,53 +437,10 @@ def test_mlflow_ui_url(base, expected):
 # ---- the production lock: a Postgres advisory lock (a real server, started here) ---------------------------
 
 
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throw-away PostgreSQL server on a free loopback port; skipped where PostgreSQL is not installed."""
-    import socket
-    import tempfile
-
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed")
-    as_user: list[str] = []
-    data = Path(tempfile.mkdtemp(prefix="codellm-pg-"))
-    if os.geteuid() == 0:  # postgres refuses to run as root: run it as the postgres user
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *as_user,
-            pg_ctl,
-            "-D",
-            str(data / "db"),
-            "-w",
-            "-l",
-            str(data / "log"),
-            "-o",
-            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(data, ignore_errors=True)
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The session's throw-away PostgreSQL server (codellm_assets_tests/conftest.py)."""
+    return postgres_server
 
 
 @pytest.mark.slow

@@ -24,12 +24,12 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh store URL: SQLite in tmp, or the Postgres database in CODELLM_TEST_POSTGRES_URL (emptied)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    if not PG_URL:
-        pytest.skip("set CODELLM_TEST_POSTGRES_URL to run the store tests on Postgres")
-    engine = sa.create_engine(PG_URL)
+    # An external database when given, else the session's throw-away server (skips if PostgreSQL is absent).
+    pg_url = PG_URL or request.getfixturevalue("postgres_server").replace("postgresql://", "postgresql+psycopg2://")
+    engine = sa.create_engine(pg_url)
     metadata.drop_all(engine)
     engine.dispose()
-    return PG_URL
+    return pg_url
 
 
 @pytest.fixture
