@@ -1,38 +1,11 @@
 """Alert delivery to a real HTTP receiver and a real SMTP server (aiosmtpd) on loopback."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from codellm_assets.core.alerts import Alert, deliver, send_webhook
 from codellm_assets.settings import AlertSettings, SmtpSettings
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def webhook():
-    _Receiver.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
-    server.shutdown()
-    server.server_close()
 
 
 class _Inbox:
@@ -58,8 +31,8 @@ ALERT = Alert(kind="check_failed", title="scrubbed_corpus / no_leftover_secrets 
               run_url="http://127.0.0.1:3000/runs/abc")
 
 
-def test_webhook_and_email_delivered(webhook, smtp_server):
-    url, received = webhook
+def test_webhook_and_email_delivered(webhook_receiver, smtp_server):
+    url, received = webhook_receiver
     port, inbox = smtp_server
     settings = AlertSettings(webhook_url=url, smtp=SmtpSettings(host="127.0.0.1", port=port,
                                                                 recipients=["ml-team@corp.test"]))

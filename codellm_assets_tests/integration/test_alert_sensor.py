@@ -4,38 +4,13 @@ logged without stopping the sensor. The receiver is a real HTTP server on loopba
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from codellm_assets.defs import checks, monitoring
 from codellm_assets.defs.ingest import SNAPSHOT_SCHEMA
 from codellm_assets_tests.integration.conftest import resources_for, write_config
-
-
-class _Hook(BaseHTTPRequestHandler):
-    bodies: list = []
-
-    def do_POST(self):  # noqa: N802
-        type(self).bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def hook():
-    _Hook.bodies = []
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/", _Hook.bodies
-    server.shutdown()
-    server.server_close()
 
 
 @dg.asset(name="repo_snapshots", partitions_def=dg.DynamicPartitionsDefinition(name="repos"))
@@ -47,8 +22,8 @@ def fake_snapshots(context) -> pl.DataFrame:
     return pl.DataFrame([row], schema=SNAPSHOT_SCHEMA)
 
 
-def test_alerts_once_per_failure_and_on_recovery(tmp_path, instance, hook):
-    url, bodies = hook
+def test_alerts_once_per_failure_and_on_recovery(tmp_path, instance, webhook_receiver):
+    url, bodies = webhook_receiver
     config = write_config(tmp_path, [], alerts={"webhook_url": url, "ui_base_url": "http://127.0.0.1:3000"})
     resources = resources_for(config)
     instance.add_dynamic_partitions("repos", ["r"])
