@@ -8,8 +8,6 @@ configuration, never a fork in the code.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from codellm_assets.core.fsutil import atomic_write, atomic_write_bytes  # noqa: F401 - re-exported
 from codellm_assets.settings import Settings, load_settings
 
 
@@ -33,31 +32,8 @@ class SettingsResource(dg.ConfigurableResource):
         return self._settings
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory + rename: a crash never leaves a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.write_parquet(tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: df.write_parquet(tmp, compression="zstd"))
 
 
 def asset_storage_path(data_dir: Path, key: dg.AssetKey, partition: str | None, suffix: str) -> Path:
