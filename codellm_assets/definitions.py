@@ -10,11 +10,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import dagster as dg  # noqa: E402
 
-from codellm_assets.defs import (checks, corpus, dataset, deployment, evaluation, ingest, monitoring,  # noqa: E402
-                                 training)
+from codellm_assets.defs import checks, corpus, dataset, deployment, evaluation, ingest, monitoring, training  # noqa: E402
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, dagster_executor  # noqa: E402
-from codellm_assets.resources import (CodellmIOManager, GatewayResource, MetricsStoreResource,  # noqa: E402
-                                      SettingsResource)
+from codellm_assets.resources import CodellmIOManager, GatewayResource, MetricsStoreResource, SettingsResource  # noqa: E402
 from codellm_assets.settings import load_settings  # noqa: E402
 
 ALL_ASSETS = [

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core.fsutil import atomic_write, atomic_write_bytes  # noqa: F401 - re-exported
+from codellm_assets.core.fsutil import atomic_write, atomic_write_bytes
 from codellm_assets.settings import Settings, load_settings
 
 

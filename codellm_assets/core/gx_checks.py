@@ -56,7 +56,6 @@ def _gx_context():
     with _lock:
         if _context is None:
             import great_expectations as gx
-
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
             _context = gx.get_context(mode="ephemeral")

@@ -8,9 +8,9 @@ import polars as pl
 
 from codellm_assets.core import decontam, dedup, filters, scrub
 from codellm_assets.defs.ingest import SNAPSHOT_SCHEMA, repos_partitions
+from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
-from codellm_assets.k8s_tags import k8s_tags_for
 
 CORPUS_SCHEMA = {**SNAPSHOT_SCHEMA, "redactions": pl.Int64}
 

@@ -9,9 +9,9 @@ import polars as pl
 
 from codellm_assets.core import tokenize
 from codellm_assets.core.model import dataset_tokenizer_args
+from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
-from codellm_assets.k8s_tags import k8s_tags_for
 
 FEEDBACK_REPO = "ide-feedback"
 

@@ -16,9 +16,9 @@ import httpx
 from codellm_assets.core import registry
 from codellm_assets.core.rollout import decide_canary
 from codellm_assets.core.store import Route, utcnow
+from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
 from codellm_assets.settings import Settings
-from codellm_assets.k8s_tags import k8s_tags_for
 
 
 def version_name(model_name: str, version: str | int) -> str:

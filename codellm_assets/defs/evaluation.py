@@ -9,11 +9,12 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core import company_bench, evaluate, registry, review
+from codellm_assets.core.fsutil import atomic_write_bytes
 from codellm_assets.core.remote_generate import OpenAICompletions
 from codellm_assets.defs.deployment import gateway_serves
-from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource, atomic_write_bytes
-from codellm_assets.settings import Settings
 from codellm_assets.k8s_tags import k8s_tags_for
+from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
+from codellm_assets.settings import Settings
 
 EVAL_METRICS_TAG = "eval.metrics"   # set on each registered version (defs/training.py)
 

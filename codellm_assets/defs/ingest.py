@@ -10,9 +10,9 @@ import polars as pl
 
 from codellm_assets.core import git_scan
 from codellm_assets.core.samples import ensure_sample_repo
+from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource, asset_storage_path
 from codellm_assets.settings import RepoSettings, Settings
-from codellm_assets.k8s_tags import k8s_tags_for
 
 repos_partitions = dg.DynamicPartitionsDefinition(name="repos")
 

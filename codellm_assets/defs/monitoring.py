@@ -15,8 +15,8 @@ from codellm_assets.core.rollout import production_quality
 from codellm_assets.core.store import utcnow
 from codellm_assets.defs.corpus import CORPUS_SCHEMA
 from codellm_assets.defs.dataset import FEEDBACK_REPO
-from codellm_assets.resources import MetricsStoreResource, SettingsResource
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, k8s_tags_for
+from codellm_assets.resources import MetricsStoreResource, SettingsResource
 
 
 def feedback_data_version(feedback_count: int, threshold: int) -> str:

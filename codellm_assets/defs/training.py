@@ -12,9 +12,9 @@ from codellm_assets.core import registry
 from codellm_assets.core.model import get_preset, resolve_base_model
 from codellm_assets.core.train import TrainingError, train_lora
 from codellm_assets.defs.evaluation import EVAL_METRICS_TAG
+from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
-from codellm_assets.k8s_tags import k8s_tags_for
 
 MLFLOW_UI = os.environ.get("CODELLM_MLFLOW_UI", "http://127.0.0.1:5000")
 
