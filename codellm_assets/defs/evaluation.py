@@ -129,7 +129,7 @@ def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, g
     table = [{"metric": k, "challenger": challenger.metrics.get(k), ref_label: ref_metrics.get(k)}
              for k in challenger.metrics]
     return dg.Output(value, metadata={
-        **{k: float(v) for k, v in challenger.metrics.items() if isinstance(v, (int, float))},
+        **{k: round(float(v), 4) for k, v in challenger.metrics.items() if isinstance(v, (int, float))},
         "reference": ref_label,
         "side_by_side": dg.MetadataValue.md(_markdown_table(table, ["metric", "challenger", ref_label])),
         "sandbox_isolation": challenger.isolation, "eval_seconds": round(challenger.seconds, 1),

@@ -53,6 +53,10 @@ def base_model(context: dg.AssetExecutionContext, settings: SettingsResource, tr
         **{k: v for k, v in info.items() if isinstance(v, (int, float, str)) and k != "path"}})
 
 
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
 def _loss_table(curve: list) -> str:
     rows = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in curve)
     return "| step | loss |\n|---|---|\n" + rows
@@ -107,7 +111,7 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
              "tokenizer_dir": training_dataset["tokenizer_dir"],
              "incremental_from": str(init) if init else None}
     return dg.Output(value, metadata={
-        "val_loss_adapter": result.val_loss_adapter, "val_loss_base": result.val_loss_base,
+        "val_loss_adapter": _round(result.val_loss_adapter), "val_loss_base": _round(result.val_loss_base),
         "adapter_beats_base": result.beats_base, "steps": result.steps, "resumed_from_step": result.resumed_from_step,
         "tokens_per_s": round(result.tokens_per_s, 1), "train_tokens": result.train_tokens,
         "trainable_params": result.trainable_params, "total_params": result.total_params,
