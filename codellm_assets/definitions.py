@@ -38,7 +38,8 @@ def build_defs(config_path: str | None = None) -> dg.Definitions:
                       checks.deduped_corpus_sane, checks.no_split_overlap, evaluation.eval_gate],
         jobs=[full_job, monitoring.retrain_job],
         sensors=[ingest.git_heads_sensor, deployment.canary_guard, monitoring.quality_monitor,
-                 monitoring.check_alert_sensor, monitoring.run_failure_alert, monitoring.automation_sensor],
+                 monitoring.check_alert_sensor, monitoring.run_failure_alert, monitoring.automation_sensor,
+                 monitoring.feedback_observer],
         # One process per run on a laptop (each extra process re-imports torch & co. for seconds);
         # k8s_job_executor (a pod per step) when CODELLM_DAGSTER_EXECUTOR=k8s.
         executor=dagster_executor() or dg.in_process_executor,

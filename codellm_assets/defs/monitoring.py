@@ -44,6 +44,24 @@ def feedback_events(settings: SettingsResource, metrics_store: MetricsStoreResou
         store.close()
 
 
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Observes the feedback store: records a new `feedback_events` data version when another "
+                       "batch of feedback arrived, which the automation sensor turns into a feedback_dataset run.")
+def feedback_observer(context: dg.SensorEvaluationContext, settings: SettingsResource,
+                      metrics_store: MetricsStoreResource):
+    store = metrics_store.open()
+    try:
+        observed = observe_feedback(store, settings.get().monitoring.feedback_volume_threshold)
+    finally:
+        store.close()
+    version = observed.data_version.value
+    if context.cursor == version:
+        return dg.SkipReason(f"feedback unchanged ({version})")
+    context.update_cursor(version)
+    return dg.SensorResult(asset_events=[dg.AssetObservation(
+        asset_key="feedback_events", metadata=observed.metadata, tags={"dagster/data_version": version})])
+
+
 def feedback_examples_frame(rows: list[dict]) -> pl.DataFrame:
     """Accepted / modified completions -> corpus-shaped rows (the code the developer kept), scrubbed."""
     out = []

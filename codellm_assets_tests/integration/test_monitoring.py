@@ -110,10 +110,15 @@ def test_feedback_volume_triggers_feedback_dataset(setup):
     settings, store, resources, instance = setup
     defs = dg.Definitions(assets=[monitoring.feedback_events, monitoring.feedback_dataset], resources=resources)
 
-    def observe():
-        obs = monitoring.observe_feedback(store, settings.monitoring.feedback_volume_threshold)
-        instance.report_runless_asset_event(dg.AssetObservation(
-            asset_key="feedback_events", tags={"dagster/data_version": obs.data_version.value}))
+    cursor = {"observer": None}
+
+    def observe():   # one tick of the real observer sensor; its observation goes into the instance
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor["observer"]) as ctx:
+            result = monitoring.feedback_observer(ctx)
+            cursor["observer"] = ctx.cursor
+        if isinstance(result, dg.SensorResult):
+            for event in result.asset_events:
+                instance.report_runless_asset_event(event)
 
     ids = traffic(store, "production", "base", 8, users=2)
     store.record_feedback(ids[0], "accept")
