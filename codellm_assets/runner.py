@@ -119,6 +119,8 @@ def _execute(job, instance: dg.DagsterInstance, names: list[str], partition: str
         failures = [ev for ev in result.all_events if ev.is_step_failure]
         if failures:
             err = failures[0].event_specific_data.error
-            error = err.message.strip() if err else "step failed"
+            while err is not None and err.cause is not None:   # Dagster wraps the asset's own exception
+                err = err.cause
+            error = f"{err.cls_name}: {err.message.strip()}" if err else "step failed"
     return StepResult(label, partition, result.success, time.monotonic() - start, result.run_id, error,
                       _failed_checks(result))

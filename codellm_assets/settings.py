@@ -81,7 +81,8 @@ class DedupSettings(_Model):
 
 class DatasetSettings(_Model):
     seq_len: int = Field(256, ge=16)
-    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description="> 0: the adapter's validation loss "
+                                       "against the base's is how every run proves it learned")
     holdout_fraction: float = Field(0.05, ge=0, lt=1, description="files held out for the company benchmark")
     fim_rate: float = Field(0.0, ge=0, le=1)
     tokenizer_vocab_size: int = Field(4096, ge=300)
@@ -141,7 +142,8 @@ class EvalSettings(_Model):
                               "compares held-out perplexity instead: generation of a tiny model is noise")
     reference_via_gateway: bool = Field(True, description="score the deployed champion through the live gateway "
                                         "(the path IDEs use) when it serves it; else use its recorded scores")
-    company_tasks_file: str | None = "benchmarks/company_tasks.jsonl"
+    company_tasks_file: str | None = Field(None, description="hand-written tasks (JSONL, seed format), relative "
+                                           "to this settings file; also fed to decontamination")
     company_max_tasks: int = Field(20, ge=0)
 
 
@@ -195,8 +197,9 @@ class MonitoringSettings(_Model):
     @field_validator("canary_steps")
     @classmethod
     def _steps_increase(cls, v: list[int]) -> list[int]:
-        if not v or v[-1] != 100 or any(b <= a for a, b in zip(v, v[1:])) or v[0] <= 0:
-            raise ValueError("canary_steps must increase strictly and end at 100, e.g. [5, 25, 100]")
+        if len(v) < 2 or v[-1] != 100 or any(b <= a for a, b in zip(v, v[1:])) or v[0] <= 0:
+            raise ValueError("canary_steps must start below 100, increase strictly and end at 100, e.g. "
+                             "[5, 25, 100] (for an all-at-once switch use monitoring.strategy: bluegreen)")
         return v
 
 

@@ -44,9 +44,13 @@ def start_detached(args: list[str], *, pid_file: Path, log_file: Path, ready_url
                    timeout_s: float = 180.0) -> bool:
     """Start `codellm ARGS` in its own session; wait until `ready_url` answers 200. Idempotent."""
     pid = _read_pid(pid_file)
-    if pid and _alive(pid) and _ready(ready_url):
-        console.print(f"already running (pid {pid}): {ready_url}")
-        return True
+    if pid and _alive(pid):  # never start a second one: it would fail to bind and orphan the first
+        if _ready(ready_url):
+            console.print(f"already running (pid {pid}): {ready_url}")
+            return True
+        console.print(f"[red]pid {pid} from {pid_file} is running but {ready_url} is not ready; see the log "
+                      f"or stop it first (codellm serve --stop)[/red]")
+        return False
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "codellm_assets.cli", *args], stdout=log, stderr=log,

@@ -6,6 +6,7 @@ Items are drawn from evaluation results or from production traffic; each needs `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import statistics
@@ -43,6 +44,10 @@ class ReviewError(ValueError):
     """Bad review input; the message says what to fix."""
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -75,9 +80,9 @@ class ReviewQueue:
         rows = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
         rng = random.Random(seed)
         picked = rng.sample(rows, min(n, len(rows)))
-        return self.add_items("eval", [{"ref": f"{r['task_id']}#{i}", "prompt": problems[r["task_id"]]["prompt"],
-                                        "completion": r["completion"]} for i, r in enumerate(picked)
-                                       if r["task_id"] in problems])
+        return self.add_items("eval", [{"ref": f"{r['task_id']}#{_digest(r['completion'])}",
+                                        "prompt": problems[r["task_id"]]["prompt"], "completion": r["completion"]}
+                                       for r in picked if r["task_id"] in problems])
 
     def sample_from_requests(self, store_engine: sa.Engine, n: int, seed: int = 0) -> int:
         """Draw n served completions (status ok) from the gateway's request log."""

@@ -61,7 +61,8 @@ def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResourc
 
 
 def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> list[str]:
-    """Partitions whose latest `no_leftover_secrets` evaluation failed: their data must not flow on."""
+    """Partitions whose latest `no_leftover_secrets` evaluation did not pass (failed, or the check itself
+    crashed): their data must not flow on."""
     from dagster._core.event_api import PartitionKeyFilter
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as St
 
@@ -70,7 +71,8 @@ def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> l
     for p in partitions:
         history = instance.event_log_storage.get_asset_check_execution_history(
             key, limit=1, partition_filter=PartitionKeyFilter(key=p))
-        if history and history[0].status == St.FAILED:
+        # FAILED, or still PLANNED because the check itself crashed (or has not finished): not passed.
+        if history and history[0].status != St.SUCCEEDED:
             blocked.append(p)
     return sorted(blocked)
 
@@ -78,9 +80,13 @@ def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> l
 def company_eval_items(settings: Settings) -> list[tuple[str, str]]:
     """The hand-written company tasks (HumanEval is always included by the dedup stage itself)."""
     tasks_file = settings.eval.company_tasks_file
-    if tasks_file and settings.resolve(tasks_file).exists():
-        return decontam.load_eval_items(settings.resolve(tasks_file))
-    return []
+    if not tasks_file:
+        return []
+    path = settings.resolve(tasks_file)
+    if not path.exists():   # fail here, before hours of training, not at the benchmark
+        raise dg.Failure(f"eval.company_tasks_file {path} does not exist: fix the path (relative to the "
+                         f"settings file) or set it to null")
+    return decontam.load_eval_items(path)
 
 
 @dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data", ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
@@ -89,9 +95,14 @@ def company_eval_items(settings: Settings) -> list[tuple[str, str]]:
 def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
                    scrubbed_corpus: dict[str, pl.DataFrame]) -> dg.Output[pl.DataFrame]:
     s = settings.get()
+    configured = {r.name for r in s.repos}
+    removed = sorted(p for p in scrubbed_corpus if p not in configured)
+    if removed:  # a repo taken out of codellm.yaml (legal, compliance) must stop flowing into training
+        context.log.warning(f"leaving out partitions no longer in the settings: {removed}")
+    scrubbed_corpus = {p: df for p, df in scrubbed_corpus.items() if p in configured}
     blocked = blocked_partitions(context.instance, list(scrubbed_corpus))
     if blocked:
-        context.log.warning(f"excluding partitions whose leftover-secret check failed: {blocked}")
+        context.log.warning(f"excluding partitions whose leftover-secret check did not pass: {blocked}")
     frames = [df for p, df in sorted(scrubbed_corpus.items()) if len(df) and p not in blocked]
     corpus = pl.concat(frames) if frames else pl.DataFrame(schema=CORPUS_SCHEMA)
     corpus = corpus.with_columns((pl.col("repo") + ":" + pl.col("branch") + ":" + pl.col("path")).alias("doc_id"))
@@ -117,4 +128,5 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
         "backend": s.dedup.backend,
         "repos": dg.MetadataValue.json(sorted(p for p in scrubbed_corpus if p not in blocked)),
         "blocked_partitions": dg.MetadataValue.json(blocked),
+        "removed_repos_left_out": dg.MetadataValue.json(removed),
     })

@@ -9,6 +9,7 @@ import polars as pl
 
 from codellm_assets.core import tokenize
 from codellm_assets.core.model import dataset_tokenizer_args
+from codellm_assets.defs.automation import RETRAIN_CHAIN
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
@@ -27,7 +28,7 @@ def _training_records(deduped_corpus: pl.DataFrame, feedback_dataset: pl.DataFra
     return records
 
 
-@dg.asset(op_tags=k8s_tags_for("training_dataset"), group_name="data",
+@dg.asset(op_tags=k8s_tags_for("training_dataset"), automation_condition=RETRAIN_CHAIN, group_name="data",
           description="Tokenized with the base model's tokenizer (tiny: a byte-level BPE trained on the "
                       "corpus), packed into fixed-length sequences with EOS separators, split by file hash "
                       "(train / validation / held-out), saved as an HF `datasets` dataset with a manifest "

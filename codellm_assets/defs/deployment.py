@@ -16,6 +16,7 @@ import httpx
 from codellm_assets.core import registry
 from codellm_assets.core.rollout import decide_canary
 from codellm_assets.core.store import Route, utcnow
+from codellm_assets.defs.automation import RETRAIN_CHAIN
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
 from codellm_assets.settings import Settings
@@ -55,7 +56,7 @@ def gateway_serves(base_url: str, version: str, timeout_s: float = 15.0) -> tupl
     return False, detail
 
 
-@dg.asset(op_tags=k8s_tags_for("deployed_endpoint"), group_name="deployment",
+@dg.asset(op_tags=k8s_tags_for("deployed_endpoint"), automation_condition=RETRAIN_CHAIN, group_name="deployment",
           description="The registered challenger on the gateway: canary at the first weight (or blue/green), "
                       "recorded in the routing table; the canary guard takes it from there.")
 def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResource,

@@ -11,6 +11,7 @@ import polars as pl
 from codellm_assets.core import company_bench, evaluate, registry, review
 from codellm_assets.core.fsutil import atomic_write_bytes
 from codellm_assets.core.remote_generate import OpenAICompletions
+from codellm_assets.defs.automation import RETRAIN_CHAIN
 from codellm_assets.defs.deployment import gateway_serves
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
@@ -27,7 +28,7 @@ def load_tasks(path: str | Path) -> list[company_bench.BenchTask]:
     return [company_bench.BenchTask(**json.loads(line)) for line in Path(path).read_text().splitlines() if line]
 
 
-@dg.asset(op_tags=k8s_tags_for("company_benchmark"), group_name="evaluation",
+@dg.asset(op_tags=k8s_tags_for("company_benchmark"), automation_condition=RETRAIN_CHAIN, group_name="evaluation",
           description="Function-body completion tasks mined with `ast` from the held-out split (files never "
                       "trained on) plus the hand-written tasks named in settings.")
 def company_benchmark(context: dg.AssetExecutionContext, settings: SettingsResource,
@@ -101,7 +102,7 @@ def _reference_scores(context, s: Settings, gateway: GatewayResource, store: Met
     return "base", evaluate.evaluate_model(base, base_tok, label="base", **common).metrics
 
 
-@dg.asset(op_tags=k8s_tags_for("eval_scores"), group_name="evaluation",
+@dg.asset(op_tags=k8s_tags_for("eval_scores"), automation_condition=RETRAIN_CHAIN, group_name="evaluation",
           description="HumanEval pass@k (sandboxed), company benchmark, syntax-error / lint rates and held-out "
                       "perplexity of the challenger, side by side with the champion (or the base model).")
 def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, gateway: GatewayResource,

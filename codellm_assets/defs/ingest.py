@@ -137,8 +137,10 @@ def git_heads_sensor(context: dg.SensorEvaluationContext, settings: SettingsReso
             context.log.warning(str(e))
             continue
         if cursor.get(repo.name) != heads:
+            # No run_key: the cursor already de-duplicates, and a branch reverted to an earlier sha must
+            # re-snapshot (a run key seen before would be skipped by the daemon).
             run_requests.append(dg.RunRequest(
-                run_key=f"{repo.name}:{heads}", partition_key=repo.name,
+                partition_key=repo.name,
                 tags={"codellm/reason": "branch moved" if repo.name in cursor else "new repo"}))
             cursor[repo.name] = heads
     return dg.SensorResult(

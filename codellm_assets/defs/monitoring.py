@@ -4,6 +4,7 @@ volume, the quality monitor that requests retraining, and alerts on failed check
 
 import hashlib
 import json
+import time
 from datetime import timedelta
 
 import dagster as dg
@@ -62,14 +63,14 @@ def feedback_observer(context: dg.SensorEvaluationContext, settings: SettingsRes
         asset_key="feedback_events", metadata=observed.metadata, tags={"dagster/data_version": version})])
 
 
-def feedback_examples_frame(rows: list[dict]) -> pl.DataFrame:
+def feedback_examples_frame(rows: list[dict], scrub_settings=None) -> pl.DataFrame:
     """Accepted / modified completions -> corpus-shaped rows (the code the developer kept), scrubbed."""
     out = []
     for r in rows:
         code = (r.get("prompt") or "") + (r["final_code"] if r.get("final_code") else (r.get("completion") or ""))
         if not code.strip():
             continue
-        res = scrub.scrub_text(code)
+        res = scrub.scrub_text(code, scrub_settings)
         digest = hashlib.sha1(res.text.encode()).hexdigest()
         out.append({"repo": FEEDBACK_REPO, "branch": r.get("version") or "unknown",
                     "commit": f"feedback-{r['feedback_id']}", "path": f"feedback/{r['feedback_id']}.py",
@@ -82,14 +83,14 @@ def feedback_examples_frame(rows: list[dict]) -> pl.DataFrame:
           automation_condition=dg.AutomationCondition.eager(),
           description="Accepted and modified completions turned into training examples (scrubbed). "
                       "Auto-materializes when new feedback passes the volume threshold.")
-def feedback_dataset(context: dg.AssetExecutionContext,
+def feedback_dataset(context: dg.AssetExecutionContext, settings: SettingsResource,
                      metrics_store: MetricsStoreResource) -> dg.Output[pl.DataFrame]:
     store = metrics_store.open()
     try:
         rows = store.feedback_examples(after_id=0, events=("accept", "modify"))
     finally:
         store.close()
-    df = feedback_examples_frame(rows)
+    df = feedback_examples_frame(rows, settings.get().scrub)
     events = pl.DataFrame([{"event": r["event"]} for r in rows]) if rows else None
     by_event = dict(events.group_by("event").len().iter_rows()) if events is not None else {}
     context.log.info(f"{len(df)} training examples from {len(rows)} feedback events")
@@ -159,6 +160,11 @@ def check_alerts(instance, check_keys, cursor: dict, base_url: str) -> tuple[lis
         records = instance.event_log_storage.get_asset_check_execution_history(key, limit=50)
         for rec in sorted((r for r in records if r.id > seen["last_id"]), key=lambda r: r.id):
             if rec.status not in (St.SUCCEEDED, St.FAILED) or rec.evaluation is None:
+                # Still planned (its run is going): the cursor must not pass it, or its result never alerts.
+                # A run that died leaves it planned forever: give up on it after a day.
+                if time.time() - rec.create_timestamp < 86400:
+                    break
+                seen["last_id"] = rec.id
                 continue
             part = rec.partition or ""
             failed = not rec.evaluation.passed

@@ -11,6 +11,7 @@ from dagster_mlflow.resources import MlFlow
 from codellm_assets.core import registry
 from codellm_assets.core.model import get_preset, resolve_base_model
 from codellm_assets.core.train import TrainingError, train_lora
+from codellm_assets.defs.automation import RETRAIN_CHAIN
 from codellm_assets.defs.evaluation import EVAL_METRICS_TAG
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
@@ -36,7 +37,7 @@ def make_mlflow_resource(settings: Settings) -> dg.ResourceDefinition:
                                       "mlflow_tracking_uri": settings.mlflow_tracking_uri})
 
 
-@dg.asset(op_tags=k8s_tags_for("base_model"), group_name="training",
+@dg.asset(op_tags=k8s_tags_for("base_model"), automation_condition=RETRAIN_CHAIN, group_name="training",
           description="The configured base model: `tiny` is a Llama-architecture model built from a config "
                       "on the dataset's tokenizer and briefly pre-trained on the corpus (cached: rebuilt only "
                       "when its settings or tokenizer change); real presets resolve to a local path.")
@@ -70,7 +71,7 @@ def champion_adapter_dir(s: Settings) -> Path | None:
                                      s.models_dir / "adapters" / f"{s.registry.model_name}-v{info.version}")
 
 
-@dg.asset(op_tags=k8s_tags_for("lora_adapter"), group_name="training",
+@dg.asset(op_tags=k8s_tags_for("lora_adapter"), automation_condition=RETRAIN_CHAIN, group_name="training",
           description="A peft LoRA adapter (QLoRA on GPUs) trained on the dataset; resumable from checkpoints; "
                       "incremental from the champion when asked. Loss curve, validation loss of adapter and "
                       "base, tokens/s and the MLflow run in metadata.")
@@ -121,7 +122,7 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
         "incremental_from_champion": bool(init)})
 
 
-@dg.asset(op_tags=k8s_tags_for("registered_model"), group_name="training",
+@dg.asset(op_tags=k8s_tags_for("registered_model"), automation_condition=RETRAIN_CHAIN, group_name="training",
           description="The adapter registered as a new MLflow model version (with its base and dataset), "
                       "alias `challenger`; a corrupt adapter is refused and no version created.")
 def registered_model(context: dg.AssetExecutionContext, settings: SettingsResource, lora_adapter: dict,

@@ -122,6 +122,11 @@ def test_git_heads_sensor_requests_only_moved_repos(tmp_path, two_repos, instanc
     commit_files(b, {"lib/new.py": module("new")}, "beta moves")
     moved = tick(quiet.cursor)
     assert [r.partition_key for r in moved.run_requests] == ["beta"]
+    from codellm_assets_tests.conftest import git
+    git(b, "reset", "-q", "--hard", "HEAD~1")       # a revert to a sha seen before must re-snapshot too
+    reverted = tick(moved.cursor)
+    assert [r.partition_key for r in reverted.run_requests] == ["beta"]
+    assert all(r.run_key is None for r in reverted.run_requests)   # a reused run key would be skipped
 
 
 def test_bad_repo_fails_its_partition_only(tmp_path, two_repos, instance):
@@ -159,3 +164,17 @@ def test_leftover_secret_blocks_downstream(tmp_path, make_git_repo, instance):
     assert meta["blocked_partitions"] == ["leaky"] and meta["repos"] == ["fine"]
     kept = pl.read_parquet(tmp_path / "home/data/deduped_corpus.parquet")
     assert set(kept["repo"]) == {"fine"} and not kept["content"].str.contains(AWS_ID).any()
+
+
+def test_repo_removed_from_settings_stops_flowing(tmp_path, two_repos, instance):
+    a, b = two_repos
+    repos = [{"name": "alpha", "path": str(a), "branches": ["main"]}, {"name": "beta", "path": str(b), "branches": ["main"]}]
+    config = write_config(tmp_path, repos)
+    instance.add_dynamic_partitions("repos", ["alpha", "beta"])
+    for repo in ("alpha", "beta"):
+        assert _materialize(PER_REPO, config, instance, repo).success
+    config = write_config(tmp_path, repos[:1])      # beta is taken out (legal asked, say)
+    meta = _meta(_materialize([corpus.deduped_corpus], config, instance), "deduped_corpus")
+    assert meta["repos"] == ["alpha"] and meta["removed_repos_left_out"] == ["beta"]
+    kept = pl.read_parquet(tmp_path / "home/data/deduped_corpus.parquet")
+    assert set(kept["repo"]) == {"alpha"}
