@@ -2,14 +2,13 @@
 
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from codellm_assets.core import git_scan
-from codellm_assets.core.samples import ensure_sample_repo
+from codellm_assets.core.samples import SampleError, ensure_sample_repo
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource, asset_storage_path
 from codellm_assets.settings import RepoSettings, Settings
@@ -39,15 +38,10 @@ def repo_heads(settings: Settings, repo: RepoSettings) -> dict[str, str]:
     return {b: git_scan.resolve_head(path, b) for b in repo.branches}
 
 
-def _previous_snapshot(settings: Settings, repo_name: str) -> dict[str, dict[str, git_scan.PreviousFile]]:
-    """{branch: {path: PreviousFile}} from the last stored snapshot of this partition, if any."""
+def _previous_records(settings: Settings, repo_name: str) -> list[dict]:
+    """The last stored snapshot of this partition (any branch): its blobs are reused, not read again."""
     path = asset_storage_path(settings.data_dir, dg.AssetKey("repo_snapshots"), repo_name, ".parquet")
-    if not path.exists():
-        return {}
-    previous: dict[str, dict[str, git_scan.PreviousFile]] = {}
-    for row in pl.read_parquet(path).iter_rows(named=True):
-        previous.setdefault(row["branch"], {})[row["path"]] = git_scan.PreviousFile(row["blob_sha"], row)
-    return previous
+    return pl.read_parquet(path).to_dicts() if path.exists() else []
 
 
 @dg.observable_source_asset(op_tags=k8s_tags_for("git_heads"), 
@@ -78,27 +72,19 @@ def repo_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource
     repo = s.repo(context.partition_key)
     try:
         path = local_repo_path(s, repo)
-    except git_scan.RepoError as e:
+    except (git_scan.RepoError, SampleError) as e:
         raise dg.Failure(description=str(e)) from e
-    previous = _previous_snapshot(s, repo.name)
-    records: list[dict] = []
-    skipped: Counter[str] = Counter()
-    commits: dict[str, str] = {}
-    blobs_read = blobs_reused = 0
-    for branch in repo.branches:
-        try:
-            result = git_scan.scan_branch(
-                path, branch, repo_name=repo.name, languages=repo.languages,
-                max_file_bytes=s.quality.max_file_bytes, previous=previous.get(branch))
-        except git_scan.RepoError as e:
-            raise dg.Failure(description=str(e)) from e
-        records.extend(result.records)
-        skipped.update(result.skipped)
-        commits[branch] = result.commit or ""
-        blobs_read += result.blobs_read
-        blobs_reused += result.blobs_reused
-        context.log.info(f"{repo.name}@{branch} {(result.commit or 'empty')[:10]}: {len(result.records)} files, "
-                         f"{result.blobs_read} blobs read, {result.blobs_reused} reused")
+    try:
+        scan = git_scan.scan_repo(path, repo_name=repo.name, branches=repo.branches, languages=repo.languages,
+                                  max_file_bytes=s.quality.max_file_bytes,
+                                  previous_records=_previous_records(s, repo.name))
+    except (git_scan.RepoError, ValueError) as e:   # ValueError: an unknown language in repos[].languages
+        raise dg.Failure(description=str(e)) from e
+    for result in scan.results:
+        context.log.info(f"{repo.name}@{result.branch} {(result.commit or 'empty')[:10]}: "
+                         f"{len(result.records)} files, {result.blobs_read} blobs read, {result.blobs_reused} reused")
+    records, skipped, blobs_read, blobs_reused = scan.records, scan.skipped, scan.blobs_read, scan.blobs_reused
+    commits = {branch: sha or "" for branch, sha in scan.commits.items()}
     df = pl.DataFrame(records, schema=SNAPSHOT_SCHEMA) if records else pl.DataFrame(schema=SNAPSHOT_SCHEMA)
     langs = df.group_by("language").len().sort("len", descending=True) if len(df) else None
     return dg.Output(
