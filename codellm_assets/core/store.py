@@ -289,11 +289,21 @@ class Store:
                      adapter_path=r["adapter_path"], weight=r["weight"], endpoint=r["endpoint"]) for r in rows]
         return sorted(out, key=lambda r: SLOTS.index(r.slot) if r.slot in SLOTS else 99)
 
-    def set_routes(self, routes: list[Route]) -> None:
-        """Replace the whole routing table in one transaction (validated first; ValueError if unusable)."""
+    def set_routes(self, routes: list[Route], *, expected: list[Route] | None = None) -> None:
+        """Replace the whole routing table in one transaction (validated first; ValueError if unusable).
+
+        Compare-and-set: with ``expected`` (the table as the caller read it) the replacement happens only if
+        the table is still exactly that, else ``RoutesChanged`` — a sensor deciding on a stale table must
+        not undo a deployment that landed meanwhile."""
         validate_routes(routes)
         now = utcnow()
         with self.engine.begin() as conn:
+            if expected is not None:
+                if conn.dialect.name == "postgresql":   # serialize read-compare-write against other writers
+                    conn.execute(sa.text("LOCK TABLE routes IN SHARE ROW EXCLUSIVE MODE"))
+                current = _route_set(conn.execute(sa.select(routes_t)).mappings().all())
+                if current != _route_set([asdict(r) for r in expected]):
+                    raise RoutesChanged("the routing table changed since it was read; re-read it and decide again")
             conn.execute(sa.delete(routes_t))
             if routes:
                 conn.execute(sa.insert(routes_t), [{**asdict(r), "updated": now} for r in routes])
@@ -421,6 +431,15 @@ class Store:
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
+
+class RoutesChanged(RuntimeError):
+    """A compare-and-set of the routing table lost against another writer."""
+
+
+def _route_set(rows) -> set[tuple]:
+    return {(r["slot"], r["version"], r["base_model_path"], r["adapter_path"], int(r["weight"]), r["endpoint"])
+            for r in rows}
+
 
 def _hash_key(salt: str, key: str) -> str:
     return hmac.new(salt.encode(), key.encode(), hashlib.sha256).hexdigest()

@@ -15,11 +15,10 @@ import httpx
 
 from codellm_assets.core import registry
 from codellm_assets.core.rollout import decide_canary
-from codellm_assets.core.store import Route, utcnow
+from codellm_assets.core.store import Route, RoutesChanged, utcnow
 from codellm_assets.defs.automation import RETRAIN_CHAIN
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
-from codellm_assets.settings import Settings
 
 
 def version_name(model_name: str, version: str | int) -> str:
@@ -92,12 +91,10 @@ def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResou
                   "gateway_live": live, "gateway_status": detail})
 
 
-def _promote(s: Settings, store, routes: list[Route], canary: Route, next_weight: int) -> list[Route]:
+def _promote_routes(routes: list[Route], canary: Route, next_weight: int) -> list[Route]:
     prod = next(r for r in routes if r.slot == "production")
     others = [r for r in routes if r.slot not in ("production", "canary")]
     if next_weight >= 100:  # the canary becomes production; the old production stays at 0 % for a switch back
-        name, _, number = canary.version.rpartition("/")
-        registry.set_alias(s.mlflow_tracking_uri, name, "champion", number, lock_url=s.registry.lock_url)
         return [Route("production", canary.version, canary.base_model_path, canary.adapter_path, 100),
                 Route("canary", prod.version, prod.base_model_path, prod.adapter_path, 0), *others]
     return [Route("production", prod.version, prod.base_model_path, prod.adapter_path, 100 - next_weight),
@@ -132,10 +129,16 @@ def canary_guard(context: dg.SensorEvaluationContext, settings: SettingsResource
                     utcnow() - timedelta(minutes=s.monitoring.window_minutes))
         stats = store.window_stats(slot="canary", version=canary.version, since=since)
         decision = decide_canary(stats, canary.weight, s.monitoring.canary_steps, s.monitoring.canary)
-        if decision.action == "promote":
-            store.set_routes(_promote(s, store, routes, canary, decision.next_weight))
-        elif decision.action == "rollback":
-            store.set_routes(_rollback(routes))
+        try:
+            if decision.action == "promote":
+                store.set_routes(_promote_routes(routes, canary, decision.next_weight), expected=routes)
+                if decision.next_weight >= 100:   # the table moved first: only then the alias follows
+                    name, _, number = canary.version.rpartition("/")
+                    registry.set_alias(s.mlflow_tracking_uri, name, "champion", number, lock_url=s.registry.lock_url)
+            elif decision.action == "rollback":
+                store.set_routes(_rollback(routes), expected=routes)
+        except RoutesChanged as e:
+            return dg.SkipReason(f"canary {canary.version}: {decision.action} not applied: {e}")
     finally:
         store.close()
     context.log.info(f"canary {canary.version}: {decision.action} {decision.current_weight}% -> "

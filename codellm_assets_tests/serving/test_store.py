@@ -215,3 +215,20 @@ def test_api_keys_hashed_listed_revoked(url: str) -> None:
     with pytest.raises(ValueError):
         s.create_api_key("  ")
     s.close()
+
+
+def test_routes_compare_and_set(any_store: Store) -> None:
+    """A writer that decided on a stale table loses instead of undoing a deployment that landed meanwhile."""
+    from codellm_assets.core.store import RoutesChanged
+
+    v1 = [Route("production", "base", "/m/base", None, 95), Route("canary", "codellm/1", "/m/base", "/a/1", 5)]
+    any_store.set_routes(v1)
+    read = any_store.routes()
+    v2 = [Route("production", "base", "/m/base", None, 95), Route("canary", "codellm/2", "/m/base", "/a/2", 5)]
+    any_store.set_routes(v2)                                   # a new deployment lands
+    promoted = [Route("production", "base", "/m/base", None, 75), Route("canary", "codellm/1", "/m/base", "/a/1", 25)]
+    with pytest.raises(RoutesChanged):
+        any_store.set_routes(promoted, expected=read)          # the guard's stale decision
+    assert {r.version for r in any_store.routes()} == {"base", "codellm/2"}
+    any_store.set_routes(promoted, expected=any_store.routes())   # decided on the current table: applies
+    assert {r.slot: r.weight for r in any_store.routes()} == {"production": 75, "canary": 25}
