@@ -8,6 +8,8 @@ configuration, never a fork in the code.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -105,10 +107,16 @@ class MetricsStoreResource(dg.ConfigurableResource):
     settings: SettingsResource
     url: str = ""
 
-    def open(self):
+    @contextmanager
+    def open(self) -> Iterator[Any]:
+        """The store for the duration of a block; closed (its write queue drained) on the way out."""
         from codellm_assets.core.store import Store
 
-        return Store(self.url or self.settings.get().store_url)
+        store = Store(self.url or self.settings.get().store_url)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 class GatewayResource(dg.ConfigurableResource):

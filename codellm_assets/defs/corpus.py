@@ -15,17 +15,13 @@ from codellm_assets.settings import Settings
 CORPUS_SCHEMA = {**SNAPSHOT_SCHEMA, "redactions": pl.Int64}
 
 
-def _frame(records: list[dict], schema: dict) -> pl.DataFrame:
-    return pl.DataFrame(records, schema=schema) if records else pl.DataFrame(schema=schema)
-
-
 @dg.asset(op_tags=k8s_tags_for("clean_files"), partitions_def=repos_partitions, group_name="data",
           description="Files that pass the quality rules; every dropped file is counted by reason.")
 def clean_files(context: dg.AssetExecutionContext, settings: SettingsResource,
                 repo_snapshots: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     rules = settings.get().quality
     result = filters.apply_quality_rules(repo_snapshots.iter_rows(named=True), rules)
-    df = _frame(result.kept, SNAPSHOT_SCHEMA).with_columns(pl.col("content").str.len_bytes().cast(pl.Int64)
+    df = pl.DataFrame(result.kept, schema=SNAPSHOT_SCHEMA).with_columns(pl.col("content").str.len_bytes().cast(pl.Int64)
                                                            .alias("bytes"))
     context.log.info(f"kept {len(df)}/{len(repo_snapshots)} files; dropped {dict(result.dropped)}")
     return dg.Output(df, metadata={
@@ -50,7 +46,7 @@ def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResourc
         totals.update(res.counts)
         rows.append({**row, "content": res.text, "bytes": len(res.text.encode()),
                      "redactions": sum(res.counts.values())})
-    df = _frame(rows, CORPUS_SCHEMA)
+    df = pl.DataFrame(rows, schema=CORPUS_SCHEMA)
     files_touched = int((df["redactions"] > 0).sum()) if len(df) else 0
     context.log.info(f"redacted {sum(totals.values())} items in {files_touched} files: {dict(totals)}")
     return dg.Output(df, metadata={

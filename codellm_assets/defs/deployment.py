@@ -67,14 +67,11 @@ def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResou
                                         str(registered_model["version"]),
                                         s.models_dir / "adapters" / version.replace("/", "-v"))
     new = Route("canary", version, registered_model["base_model_dir"], str(adapter), s.monitoring.canary_steps[0])
-    store = metrics_store.open()
-    try:
+    with metrics_store.open() as store:
         routes = plan_routes(store.routes(), new, strategy=s.monitoring.strategy,
                              first_weight=s.monitoring.canary_steps[0],
                              base_model_path=registered_model["base_model_dir"])
         store.set_routes(routes)
-    finally:
-        store.close()
     if s.monitoring.strategy == "bluegreen":
         registry.set_alias(s.mlflow_tracking_uri, registered_model["name"], "champion", str(registered_model["version"]),
                            lock_url=s.registry.lock_url)
@@ -112,8 +109,7 @@ def _rollback(routes: list[Route]) -> list[Route]:
 def canary_guard(context: dg.SensorEvaluationContext, settings: SettingsResource,
                  metrics_store: MetricsStoreResource):
     s = settings.get()
-    store = metrics_store.open()
-    try:
+    with metrics_store.open() as store:
         routes = store.routes()
         canary = next((r for r in routes if r.slot == "canary" and r.weight > 0), None)
         if canary is None:
@@ -139,8 +135,6 @@ def canary_guard(context: dg.SensorEvaluationContext, settings: SettingsResource
                 store.set_routes(_rollback(routes), expected=routes)
         except RoutesChanged as e:
             return dg.SkipReason(f"canary {canary.version}: {decision.action} not applied: {e}")
-    finally:
-        store.close()
     context.log.info(f"canary {canary.version}: {decision.action} {decision.current_weight}% -> "
                      f"{decision.next_weight}% ({decision.reason}) {decision.figures}")
     context.update_cursor(json.dumps(cursor))

@@ -67,11 +67,8 @@ def eval_api_key(s: Settings, store_resource: MetricsStoreResource) -> str:
     path = s.home_dir / "eval.key"
     if path.exists():
         return path.read_text().strip()
-    store = store_resource.open()
-    try:
+    with store_resource.open() as store:
         key = store.create_api_key("codellm-eval")
-    finally:
-        store.close()
     atomic_write_bytes(path, key.encode())
     path.chmod(0o600)
     return key
@@ -132,13 +129,13 @@ def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, g
     return dg.Output(value, metadata={
         **{k: round(float(v), 4) for k, v in challenger.metrics.items() if isinstance(v, (int, float))},
         "reference": ref_label,
-        "side_by_side": dg.MetadataValue.md(_markdown_table(table, ["metric", "challenger", ref_label])),
+        "side_by_side": dg.MetadataValue.md(markdown_table(table, ["metric", "challenger", ref_label])),
         "sandbox_isolation": challenger.isolation, "eval_seconds": round(challenger.seconds, 1),
         "human_review": dg.MetadataValue.json(reviews),
     })
 
 
-def _markdown_table(rows: list[dict], cols: list[str]) -> str:
+def markdown_table(rows: list[dict], cols: list[str]) -> str:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
@@ -155,5 +152,5 @@ def eval_gate(settings: SettingsResource, eval_scores: dict) -> dg.AssetCheckRes
     cols = ["metric", "challenger", verdict.reference, "delta", "ok", "note"]
     return dg.AssetCheckResult(passed=verdict.passed, metadata={
         "reference": verdict.reference, "margin": settings.get().eval.gate_margin,
-        "comparison": dg.MetadataValue.md(_markdown_table(verdict.rows, cols)),
+        "comparison": dg.MetadataValue.md(markdown_table(verdict.rows, cols)),
         **{f"{r['metric']}_ok": r["ok"] for r in verdict.rows}})

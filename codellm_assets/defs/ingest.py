@@ -85,7 +85,7 @@ def repo_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource
                          f"{len(result.records)} files, {result.blobs_read} blobs read, {result.blobs_reused} reused")
     records, skipped, blobs_read, blobs_reused = scan.records, scan.skipped, scan.blobs_read, scan.blobs_reused
     commits = {branch: sha or "" for branch, sha in scan.commits.items()}
-    df = pl.DataFrame(records, schema=SNAPSHOT_SCHEMA) if records else pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+    df = pl.DataFrame(records, schema=SNAPSHOT_SCHEMA)
     langs = df.group_by("language").len().sort("len", descending=True) if len(df) else None
     return dg.Output(
         df,

@@ -38,11 +38,8 @@ def observe_feedback(store, threshold: int) -> dg.ObserveResult:
                             description="IDE feedback stored by the gateway (accept / reject / modify). Its "
                                         "data version moves each time another batch of feedback arrives.")
 def feedback_events(settings: SettingsResource, metrics_store: MetricsStoreResource) -> dg.ObserveResult:
-    store = metrics_store.open()
-    try:
+    with metrics_store.open() as store:
         return observe_feedback(store, settings.get().monitoring.feedback_volume_threshold)
-    finally:
-        store.close()
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -50,11 +47,8 @@ def feedback_events(settings: SettingsResource, metrics_store: MetricsStoreResou
                        "batch of feedback arrived, which the automation sensor turns into a feedback_dataset run.")
 def feedback_observer(context: dg.SensorEvaluationContext, settings: SettingsResource,
                       metrics_store: MetricsStoreResource):
-    store = metrics_store.open()
-    try:
+    with metrics_store.open() as store:
         observed = observe_feedback(store, settings.get().monitoring.feedback_volume_threshold)
-    finally:
-        store.close()
     version = observed.data_version.value
     if context.cursor == version:
         return dg.SkipReason(f"feedback unchanged ({version})")
@@ -76,7 +70,7 @@ def feedback_examples_frame(rows: list[dict], scrub_settings=None) -> pl.DataFra
                     "commit": f"feedback-{r['feedback_id']}", "path": f"feedback/{r['feedback_id']}.py",
                     "language": "python", "bytes": len(res.text.encode()), "content": res.text,
                     "blob_sha": digest, "redactions": sum(res.counts.values())})
-    return pl.DataFrame(out, schema=CORPUS_SCHEMA) if out else pl.DataFrame(schema=CORPUS_SCHEMA)
+    return pl.DataFrame(out, schema=CORPUS_SCHEMA)
 
 
 @dg.asset(op_tags=k8s_tags_for("feedback_dataset"), group_name="monitoring", deps=[feedback_events],
@@ -85,11 +79,8 @@ def feedback_examples_frame(rows: list[dict], scrub_settings=None) -> pl.DataFra
                       "Auto-materializes when new feedback passes the volume threshold.")
 def feedback_dataset(context: dg.AssetExecutionContext, settings: SettingsResource,
                      metrics_store: MetricsStoreResource) -> dg.Output[pl.DataFrame]:
-    store = metrics_store.open()
-    try:
+    with metrics_store.open() as store:
         rows = store.feedback_examples(after_id=0, events=("accept", "modify"))
-    finally:
-        store.close()
     df = feedback_examples_frame(rows, settings.get().scrub)
     events = pl.DataFrame([{"event": r["event"]} for r in rows]) if rows else None
     by_event = dict(events.group_by("event").len().iter_rows()) if events is not None else {}
@@ -111,11 +102,8 @@ retrain_job = dg.define_asset_job(
 def quality_monitor(context: dg.SensorEvaluationContext, settings: SettingsResource,
                     metrics_store: MetricsStoreResource):
     s = settings.get()
-    store = metrics_store.open()
-    try:
+    with metrics_store.open() as store:
         stats = store.window_stats(slot="production", since=utcnow() - timedelta(minutes=s.monitoring.window_minutes))
-    finally:
-        store.close()
     verdict = production_quality(stats, s.monitoring.production)
     cursor = json.loads(context.cursor) if context.cursor else {}
     if not verdict.retrain:

@@ -12,7 +12,7 @@ from codellm_assets.core import registry
 from codellm_assets.core.model import get_preset, resolve_base_model
 from codellm_assets.core.train import TrainingError, train_lora
 from codellm_assets.defs.automation import RETRAIN_CHAIN
-from codellm_assets.defs.evaluation import EVAL_METRICS_TAG
+from codellm_assets.defs.evaluation import EVAL_METRICS_TAG, markdown_table
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
@@ -56,11 +56,6 @@ def base_model(context: dg.AssetExecutionContext, settings: SettingsResource, tr
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
-
-
-def _loss_table(curve: list) -> str:
-    rows = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in curve)
-    return "| step | loss |\n|---|---|\n" + rows
 
 
 def champion_adapter_dir(s: Settings) -> Path | None:
@@ -117,7 +112,8 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
         "tokens_per_s": round(result.tokens_per_s, 1), "train_tokens": result.train_tokens,
         "trainable_params": result.trainable_params, "total_params": result.total_params,
         "adapter_bytes": result.adapter_bytes, "precision": result.precision, "qlora": result.qlora,
-        "loss_curve": dg.MetadataValue.md(_loss_table(result.loss_curve)),
+        "loss_curve": dg.MetadataValue.md(markdown_table([{"step": st, "loss": loss} for st, loss in result.loss_curve],
+                                                             ["step", "loss"])),
         "mlflow_run": dg.MetadataValue.url(url), "mlflow_run_id": run_id,
         "incremental_from_champion": bool(init)})
 
