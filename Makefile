@@ -36,6 +36,7 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/codellm summary
 
 test: install
+	$(BIN)/ruff check codellm_assets codellm_assets_tests benchmarks
 	$(BIN)/python -m pytest -q
 
 dev: install $(DAGSTER_HOME)/dagster.yaml

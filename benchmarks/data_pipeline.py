@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from codellm_assets.core import dedup, filters, git_scan, scrub  # noqa: E402
-from codellm_assets.settings import DedupSettings, QualitySettings, ScrubSettings  # noqa: E402
+from codellm_assets.core.data import dedup, filters, git_scan
+from codellm_assets.core.data.scrub import scrubber as scrub
+from codellm_assets.settings import DedupSettings, QualitySettings, ScrubSettings
 
 
 def corpus_files(limit_bytes: int) -> list[Path]:
@@ -93,7 +94,8 @@ def main() -> None:
 
     t = time.perf_counter()
     leftovers = sum(len(scrub.find_leftovers(text)) for text in scrubbed)
-    row("check: find_leftovers (independent)", time.perf_counter() - t, clean_mb, len(scrubbed), f"{leftovers} leftovers")
+    row("check: find_leftovers (independent)", time.perf_counter() - t, clean_mb, len(scrubbed),
+        f"{leftovers} leftovers")
 
     docs = [dedup.Doc(id=f"{i}", text=text, repo="bench", path=r["path"]) for i, (r, text) in
             enumerate(zip(clean.kept, scrubbed))]
@@ -110,13 +112,13 @@ def main() -> None:
         s = time.perf_counter() - t
         row(f"minhash signatures ({backend}, 256p)", s, sum(len(x.encode()) for x in sample) / 1e6, len(sample))
 
-    from codellm_assets.core.tokenize import train_bpe_tokenizer
+    from codellm_assets.core.data.tokenization import train_bpe_tokenizer
 
     tok_dir = Path(tempfile.mkdtemp(prefix="codellm-tok-"))
     t = time.perf_counter()
     tok = train_bpe_tokenizer(scrubbed[:2000], 4096, tok_dir)
     print(f"\n(BPE tokenizer trained on 2,000 files in {time.perf_counter() - t:.1f} s)")
-    from codellm_assets.core.tokenize import build_training_dataset
+    from codellm_assets.core.data.tokenization import build_training_dataset
 
     kept_records = [{**r, "content": text} for r, text in zip(clean.kept, scrubbed)]
     t = time.perf_counter()

@@ -2,7 +2,7 @@
 
 1. MinHash signature speed, datasketch vs rensa, on ~3,000 real Python files (site-packages sample);
    LSH build + query time with the same bands; end-to-end ``dedup_documents`` per backend.
-2. Recall / false drops on the labelled near-duplicate set (codellm_assets_tests/data/near_dups.py)
+2. Recall / false drops on the labelled near-duplicate set (codellm_assets/testing/near_dups.py)
    for thresholds 0.6 / 0.65 / 0.7 / 0.75 / 0.8 x shingle sizes 3 / 5, over several seeds.
 3. Decontamination: index build, scan speed and hits on the real files (all of them false positives),
    and detection of HumanEval prompts + solutions planted into real files.
@@ -21,11 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from codellm_assets.core.decontam import build_decontam_index, decontaminate, humaneval_items
-from codellm_assets.core.dedup import Doc, dedup_documents
-from codellm_assets.core.minhash import candidate_pairs, lsh_bands, shingles, sketch_datasketch, sketch_rensa
+from codellm_assets.core.data.decontam import build_decontam_index, decontaminate, humaneval_items
+from codellm_assets.core.data.dedup import Doc, dedup_documents
+from codellm_assets.core.data.minhash import (
+    candidate_pairs,
+    lsh_bands,
+    shingles,
+    sketch_datasketch,
+    sketch_rensa,
+)
 from codellm_assets.settings import DedupSettings
-from codellm_assets_tests.data.near_dups import build_near_dup_set, score, source_paths
+from codellm_assets.testing.near_dups import build_near_dup_set, score, source_paths
 
 DEFAULT = DedupSettings()
 

@@ -17,8 +17,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from codellm_assets.core.filters import _GENERATED as GENERATED_MARKERS  # the same regex: compare the loops
-from codellm_assets.core.filters import apply_quality_rules
+from codellm_assets.core.data.filters import (
+    _GENERATED as GENERATED_MARKERS,  # the same regex: compare the loops
+)
+from codellm_assets.core.data.filters import apply_quality_rules
 from codellm_assets.settings import QualitySettings
 
 

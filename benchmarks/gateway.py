@@ -2,7 +2,7 @@
 `codellm serve` vs calling the backend directly; plus the real tiny transformers backend, with and
 without micro-batching, against plain ``model.generate``.
 
-The backend for the overhead figures is the stand-in vLLM server (``codellm_assets.core.serving.standin``),
+The backend for the overhead figures is the stand-in vLLM server (``codellm_assets.testing.standin``),
 so what is measured is the gateway: auth, validation, tokenizer-based context check, routing, the httpx
 proxy hop, SSE-free JSON, store and metrics bookkeeping, the detector thread. Everything (load generator,
 gateway, stand-in) shares this machine's cores, so a CPU-bound stand-in (``--delay-ms 0``) is the worst
@@ -28,11 +28,11 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from codellm_assets.core.serving.routes import Route
+from codellm_assets.core.serving.store import Store
+from codellm_assets.testing.tiny_model import build_tiny_model
 
-from codellm_assets.core.store import Route, Store
-from codellm_assets_tests.serving.tiny_model import build_tiny_model
+ROOT = Path(__file__).resolve().parent.parent
 
 PROMPT = "def fibonacci(n):\n    "
 
@@ -131,7 +131,7 @@ def write_config(tmp: Path, name: str, extra: str = "") -> tuple[Path, str]:
 def overhead(tmp: Path, tiny: Path, delay_ms: float, clients: list[int], duration: float) -> None:
     sport, gport = free_port(), free_port()
     standin_url, gw_url = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{gport}"
-    standin = start([sys.executable, "-m", "codellm_assets.core.serving.standin", "--port", str(sport),
+    standin = start([sys.executable, "-m", "codellm_assets.testing.standin", "--port", str(sport),
                      "--delay-ms", str(delay_ms)], f"{standin_url}/health", tmp / "standin.log")
     cfg, store_url = write_config(tmp, f"proxy{int(delay_ms)}")
     store = Store(store_url)

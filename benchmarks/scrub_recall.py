@@ -1,6 +1,6 @@
 """Secrets/PII scrubber: recall and look-alike keep rate per type, and throughput, beside detect-secrets.
 
-1. The labelled set (codellm_assets_tests/data/secrets_labelled.py, generated secrets in code contexts and
+1. The labelled set (codellm_assets/testing/secrets_labelled.py, generated secrets in code contexts and
    look-alikes) through ``scrub_text`` and through detect-secrets 1.5 used alone with its default plugins
    and filters, each sample written to a file of its type and scanned as its CLI does (``scan_file``). A
    secret counts as caught by detect-secrets when it reports a finding on a line that holds part of the
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the labelled 
 from detect_secrets.core.scan import scan_file
 from detect_secrets.settings import default_settings
 
-from codellm_assets.core.scrub import find_leftovers, scrub_text
-from codellm_assets_tests.data.secrets_labelled import Sample, build_labelled_set
+from codellm_assets.core.data.scrub.scrubber import find_leftovers, scrub_text
+from codellm_assets.testing.secrets_labelled import Sample, build_labelled_set
 
 _EXTENSIONS = {"python": ".py", "js": ".js", "yaml": ".yaml", "json": ".json", "env": ".env", "ini": ".ini",
                "shell": ".sh", "dockerfile": "", "java": ".java", "go": ".go", "xml": ".xml", "npmrc": ".npmrc",
@@ -63,7 +63,8 @@ def labelled_table(seeds: int) -> None:
                 ours[(sample.kind, "ok")] += ok
                 theirs[(sample.kind, "ok")] += flagged if sample.is_secret else not flagged
     kinds = sorted({k for k, _ in ours}, key=lambda k: (k.startswith("lookalike:"), k))
-    print(f"{'type':32s} {'n':>4s} {'scrub':>7s} {'detect-secrets':>15s}   (recall for secrets, keep rate for look-alikes)")
+    print(f"{'type':32s} {'n':>4s} {'scrub':>7s} {'detect-secrets':>15s}"
+          "   (recall for secrets, keep rate for look-alikes)")
     totals = {True: [0, 0, 0], False: [0, 0, 0]}
     for kind in kinds:
         n, a, b = ours[(kind, "n")], ours[(kind, "ok")], theirs[(kind, "ok")]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from codellm_assets.core import model as M
-from codellm_assets.core.tokenize import build_training_dataset, encode_documents
+from codellm_assets.core.data.tokenization import build_training_dataset, encode_documents
+from codellm_assets.core.training import base_model as M
 from codellm_assets.settings import Settings
 
 

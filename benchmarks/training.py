@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from codellm_assets.core.train import train_lora
+from codellm_assets.core.training.lora import train_lora
 from codellm_assets.settings import TrainingSettings
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]

@@ -8,12 +8,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import dagster as dg  # noqa: E402
+import dagster as dg
 
-from codellm_assets.defs import checks, corpus, dataset, deployment, evaluation, ingest, monitoring, training  # noqa: E402
-from codellm_assets.k8s_tags import GPU_RUN_TAGS, dagster_executor  # noqa: E402
-from codellm_assets.resources import CodellmIOManager, GatewayResource, MetricsStoreResource, SettingsResource  # noqa: E402
-from codellm_assets.settings import load_settings  # noqa: E402
+from codellm_assets.defs import checks, corpus, dataset, deployment, evaluation, ingest, monitoring, training
+from codellm_assets.k8s_tags import GPU_RUN_TAGS, dagster_executor
+from codellm_assets.resources import CodellmIOManager, GatewayResource, MetricsStoreResource, SettingsResource
+from codellm_assets.settings import load_settings
 
 ALL_ASSETS = [
     ingest.git_heads, ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus, corpus.deduped_corpus,
@@ -35,7 +35,7 @@ def build_defs(config_path: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=[checks.repo_snapshots_schema, checks.clean_files_in_range, checks.no_leftover_secrets,
-                      checks.deduped_corpus_sane, checks.no_split_overlap, evaluation.eval_gate],
+                      checks.deduped_corpus_sane, checks.no_split_overlap, checks.eval_gate],
         jobs=[full_job, monitoring.retrain_job],
         sensors=[ingest.git_heads_sensor, deployment.canary_guard, monitoring.quality_monitor,
                  monitoring.check_alert_sensor, monitoring.run_failure_alert, monitoring.automation_sensor,

@@ -39,7 +39,8 @@ def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
 
 
 def asset_storage_path(data_dir: Path, key: dg.AssetKey, partition: str | None, suffix: str) -> Path:
-    """Where the IO manager keeps an asset (partition): `<data>/<asset>/<partition>.parquet` or `<data>/<asset>.json`."""
+    """Where the IO manager keeps an asset (partition): `<data>/<asset>/<partition>.parquet` or
+    `<data>/<asset>.json`."""
     base = Path(data_dir).joinpath(*key.path)
     return base / f"{partition}{suffix}" if partition is not None else base.with_suffix(suffix)
 
@@ -110,7 +111,7 @@ class MetricsStoreResource(dg.ConfigurableResource):
     @contextmanager
     def open(self) -> Iterator[Any]:
         """The store for the duration of a block; closed (its write queue drained) on the way out."""
-        from codellm_assets.core.store import Store
+        from codellm_assets.core.serving.store import Store
 
         store = Store(self.url or self.settings.get().store_url)
         try:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import dagster as dg
 
@@ -47,7 +47,7 @@ def prepare_instance(settings: Settings) -> dg.DagsterInstance:
 
 
 def ensure_repo_partitions(instance: dg.DagsterInstance, settings: Settings) -> list[str]:
-    from codellm_assets.defs.ingest import repos_partitions
+    from codellm_assets.defs.shared import repos_partitions
 
     existing = set(instance.get_dynamic_partitions(repos_partitions.name))
     missing = [r.name for r in settings.repos if r.name not in existing]

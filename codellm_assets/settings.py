@@ -16,8 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The source checkout (tests and benchmarks use it to find the shipped codellm.yaml). Settings are NOT looked up
+# here: a non-editable install or a second checkout sharing a venv would read another checkout's var/.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_ROOT / "codellm.yaml"
+CONFIG_FILE_NAME = "codellm.yaml"
 
 
 class SettingsError(ValueError):
@@ -38,7 +40,7 @@ class RepoSettings(_Model):
         None, description="if path does not exist, build a sample git repo there from this installed package")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "RepoSettings":
+    def _one_source(self) -> RepoSettings:
         if not self.path and not self.url:
             raise ValueError(f"repo '{self.name}': set `path` (a local git repo) or `url` (a clone URL)")
         return self
@@ -125,6 +127,7 @@ class RegistrySettings(_Model):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<home>/mlflow/mlflow.db")
     artifact_root: str | None = Field(None, description="default: <home>/mlflow/artifacts")
     experiment: str = "codellm"
+    ui_url: str = Field("http://127.0.0.1:5000", description="the MLflow UI, for run links in Dagster metadata")
     lock_url: str | None = Field(None, description="what serializes registrations and alias moves: a lock-file "
                                  "path or a postgresql:// URL (advisory lock); default: a file beside the SQLite db")
 
@@ -232,10 +235,11 @@ class Settings(_Model):
     alerts: AlertSettings = AlertSettings()
 
     # Where the file was loaded from; relative paths resolve against it. Not part of the YAML.
-    base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)
+    base_dir: str = Field(default_factory=lambda: str(Path.cwd()), exclude=True)
+    config_file: str | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
-    def _unique_repo_names(self) -> "Settings":
+    def _unique_repo_names(self) -> Settings:
         names = [r.name for r in self.repos]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -304,20 +308,30 @@ def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[s
     return raw
 
 
+def find_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Path:
+    """The settings file in use: ``path`` > ``$CODELLM_CONFIG`` > ``./codellm.yaml`` in the current directory."""
+    environ = os.environ if environ is None else environ
+    explicit = path or environ.get("CODELLM_CONFIG")
+    cfg_path = Path(explicit or CONFIG_FILE_NAME).expanduser().resolve()
+    if cfg_path.is_file():
+        return cfg_path
+    if explicit:
+        raise SettingsError(f"settings file {cfg_path} does not exist; set CODELLM_CONFIG (or --config) to an "
+                            "existing file")
+    raise SettingsError(f"no settings file: {cfg_path} does not exist. Run from the directory that holds "
+                        f"{CONFIG_FILE_NAME}, or set CODELLM_CONFIG=/path/to/{CONFIG_FILE_NAME}")
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Load and validate settings. ``path`` > ``$CODELLM_CONFIG`` > ``<project>/codellm.yaml``."""
+    """Load and validate settings from :func:`find_config`'s file, then ``CODELLM__SECTION__KEY`` overrides."""
     environ = dict(os.environ if environ is None else environ)
-    cfg_path = Path(path or environ.get("CODELLM_CONFIG") or DEFAULT_CONFIG).expanduser().resolve()
-    raw: dict[str, Any] = {}
-    if cfg_path.exists():
-        try:
-            raw = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SettingsError(f"{cfg_path}: not valid YAML: {e}") from e
-        if not isinstance(raw, dict):
-            raise SettingsError(f"{cfg_path}: the top level must be a mapping of sections (repos:, model:, …)")
-    elif path or environ.get("CODELLM_CONFIG"):
-        raise SettingsError(f"settings file {cfg_path} does not exist; set CODELLM_CONFIG to an existing file")
+    cfg_path = find_config(path, environ)
+    try:
+        raw = yaml.safe_load(cfg_path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SettingsError(f"{cfg_path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{cfg_path}: the top level must be a mapping of sections (repos:, model:, …)")
     raw = _apply_env_overrides(raw, environ)
     try:
         settings = Settings(**raw)
@@ -328,4 +342,5 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str,
             lines.append(f"  - {where}: {err['msg']}")
         raise SettingsError("\n".join(lines)) from None
     settings.base_dir = str(cfg_path.parent)
+    settings.config_file = str(cfg_path)
     return settings

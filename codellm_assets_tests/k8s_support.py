@@ -296,7 +296,7 @@ def repo_config_files() -> Iterator[Path]:
 def secret_names(node: Any) -> set[str]:
     """Names of Secrets referenced anywhere in a structure (env, envFrom, TLS, chart and launcher settings)."""
     names = set()
-    for p, v in walk(node):
+    for _path, v in walk(node):
         if not isinstance(v, dict):
             continue
         for key in ("secretKeyRef", "secretRef"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codellm_assets.core.decontam import humaneval_items
+from codellm_assets.core.data.decontam import humaneval_items
 
 SOURCE = inspect.getsource(json.decoder)
 OTHER = inspect.getsource(textwrap)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from codellm_assets.core.humaneval import load_problems
+from codellm_assets.core.evaluation.humaneval import load_problems
 
 
 def codellm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "codellm_assets.cli", *args], capture_output=True, text=True, check=False,
+    return subprocess.run([sys.executable, "-m", "codellm_assets.cli", *args], capture_output=True, text=True,
+                          check=False,
                           timeout=timeout)
 
 

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from codellm_assets.cli import app
-from codellm_assets_tests.data.secrets_labelled import FakeSecrets
+from codellm_assets.testing.secrets_labelled import FakeSecrets
 
 F = FakeSecrets(99)
 GITHUB = "ghp_" + F.chars(36)

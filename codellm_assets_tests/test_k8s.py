@@ -323,12 +323,13 @@ def test_k8s_settings_profile_points_at_the_cluster_services(cluster_settings):
     assert (s.serving.host, s.serving.port) == ("codellm-gateway", gateway_port)   # GatewayResource's URL
     mlflow_port = ks.find_doc("Service", "codellm-mlflow")["spec"]["ports"][0]["port"]
     assert s.mlflow_tracking_uri == f"http://codellm-mlflow:{mlflow_port}"
-    code_env = {e["name"]: e.get("value") for e in ks.helm_values()["dagster-user-deployments"]["deployments"][0]["env"]}
+    deployment = ks.helm_values()["dagster-user-deployments"]["deployments"][0]
+    code_env = {e["name"]: e.get("value") for e in deployment["env"]}
     assert code_env["CODELLM_HOME"] == str(s.home_dir) == "/var/lib/codellm"
 
 
 def test_vllm_deployment_serves_the_preset_with_lora_on_a_gpu(cluster_settings):
-    presets = yaml.safe_load((ROOT / "codellm_assets" / "core" / "presets.yaml").read_text())
+    presets = yaml.safe_load((ROOT / "codellm_assets" / "core" / "training" / "presets.yaml").read_text())
     preset = presets[cluster_settings.model.preset]
     c = _container("Deployment", "codellm-vllm")
     args = c["args"]

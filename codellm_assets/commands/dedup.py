@@ -55,7 +55,7 @@ def read_text_file(path: Path) -> tuple[str | None, str | None]:
 
 
 def _eval_items(settings, eval_files: list[Path]) -> list[tuple[str, str]]:
-    from codellm_assets.core.decontam import load_eval_items
+    from codellm_assets.core.data.decontam import load_eval_items
 
     paths = list(eval_files)
     company = settings.eval.company_tasks_file
@@ -101,7 +101,7 @@ def dedup_command(
     ] = None,
 ) -> None:
     """Exact + near-duplicate removal (MinHash LSH) and decontamination of the text files under SRC_DIR."""
-    from codellm_assets.core.dedup import Doc, dedup_and_decontaminate
+    from codellm_assets.core.data.dedup import Doc, dedup_and_decontaminate
     from codellm_assets.settings import SettingsError, load_settings
 
     if not src_dir.is_dir():

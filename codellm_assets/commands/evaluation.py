@@ -40,8 +40,8 @@ def humaneval_command(
     """Score completions against the 164 HumanEval problems in the sandbox; print pass@k as JSON.
 
     Only tasks present in the file are scored. Per-sample results go to FILE_results.jsonl."""
-    from codellm_assets.core.humaneval import evaluate_file, load_problems
-    from codellm_assets.core.sandbox import SandboxError
+    from codellm_assets.core.evaluation.humaneval import evaluate_file, load_problems
+    from codellm_assets.core.evaluation.sandbox.runner import SandboxError
 
     ks = _parse_ks(k)
     if not completions.is_file():
@@ -83,7 +83,7 @@ def humaneval_command(
 @eval_app.command("isolation")
 def isolation_command() -> None:
     """Print the isolation the sandbox can put in force on this machine (JSON)."""
-    from codellm_assets.core.sandbox import Sandbox
+    from codellm_assets.core.evaluation.sandbox.runner import Sandbox
 
     with Sandbox(max_parallel=1) as box:
         sys.stdout.write(json.dumps({"mode": box.mode, "features": box.features}) + "\n")
@@ -96,7 +96,7 @@ def buggy_command(
     execute: bool = typer.Option(False, "--execute", help="also run it in the sandbox (Python)"),
 ) -> None:
     """Assess one snippet with the buggy-code detector; print the verdict as JSON."""
-    from codellm_assets.core.buggy import assess_code
+    from codellm_assets.core.evaluation.buggy import assess_code
 
     if not file.is_file():
         err.print(f"[red]error:[/] {file} does not exist")

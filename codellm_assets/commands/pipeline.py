@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -18,16 +17,17 @@ console = Console(stderr=True)
 
 
 def run(
-    select: Optional[str] = typer.Option(None, "--select", "-s",
-                                         help="Dagster asset selection, e.g. 'deduped_corpus*' (it and everything downstream) or 'lora_adapter'"),
-    config: Optional[Path] = typer.Option(None, "--config", help="settings file (default: codellm.yaml)"),
+    select: str | None = typer.Option(None, "--select", "-s",
+                                         help="Dagster asset selection, e.g. 'deduped_corpus*' (it and everything "
+                                              "downstream) or 'lora_adapter'"),
+    config: Path | None = typer.Option(None, "--config", help="settings file (default: codellm.yaml)"),
 ) -> None:
     """Materialize the asset graph in process on this machine (default: everything), with progress."""
     try:
         settings = load_settings(config)
     except SettingsError as e:
         console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     from codellm_assets.definitions import defs
     from codellm_assets.runner import PER_REPO_ASSETS, planned_steps, run_graph
 
@@ -35,13 +35,14 @@ def run(
         steps = planned_steps(defs, select)
     except Exception as e:
         console.print(f"[red]bad --select {select!r}: {e}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not steps:
         console.print(f"[yellow]--select {select!r} matches no asset[/yellow]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     total = len(settings.repos) * any(s in PER_REPO_ASSETS for s in steps) + \
         len([s for s in steps if s not in PER_REPO_ASSETS])
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("starting", total=total)
@@ -69,7 +70,7 @@ def run(
     console.print(f"[green]materialized {len(results)} step(s)[/green]")
 
 
-def summary(config: Optional[Path] = typer.Option(None, "--config")) -> None:
+def summary(config: Path | None = typer.Option(None, "--config")) -> None:
     """Where to look: the Dagster UI, the gateway, MLflow, and the latest figures."""
     settings = load_settings(config)
     import dagster as dg
@@ -93,9 +94,10 @@ def summary(config: Optional[Path] = typer.Option(None, "--config")) -> None:
         table.add_row(name, json.dumps(shown, default=str) if shown else "materialized")
     console.print(table)
     s = settings.serving
+    console.print(f"Settings:    {settings.config_file}   (home {settings.home_dir})")
     console.print(f"Dagster UI:  make dev  ->  http://127.0.0.1:3000   (DAGSTER_HOME={instance.root_directory})")
     console.print(f"Gateway:     http://{s.host}:{s.port}/v1   (codellm keys create --team NAME for a key)")
-    console.print(f"MLflow:      make mlflow  ->  http://127.0.0.1:5000   (store {settings.mlflow_tracking_uri})")
+    console.print(f"MLflow:      make mlflow  ->  {settings.registry.ui_url}   (store {settings.mlflow_tracking_uri})")
 
 
 def register(app: typer.Typer) -> None:

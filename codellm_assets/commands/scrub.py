@@ -39,7 +39,7 @@ def scrub_command(
     config: Annotated[Path | None, typer.Option("--config", help="settings file (default: codellm.yaml)")] = None,
 ) -> None:
     """Replace secrets and PII with typed placeholders (<SECRET:aws_access_key>, <EMAIL>, <IP>, <PHONE>)."""
-    from codellm_assets.core.scrub import ScrubInputError, scrub_tree
+    from codellm_assets.core.data.scrub.scrubber import ScrubInputError, scrub_tree
     from codellm_assets.settings import SettingsError, load_settings
 
     try:

@@ -30,7 +30,7 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _store(settings: Settings) -> Any:
-    from codellm_assets.core.store import Store
+    from codellm_assets.core.serving.store import Store
 
     try:
         return Store(settings.store_url)
@@ -41,12 +41,12 @@ def _store(settings: Settings) -> Any:
 
 
 def _fim_from_preset(preset: str) -> Any:
-    """The preset's FIM tokens from core/presets.yaml (used when vLLM's tokenizer is not local)."""
+    """The preset's FIM tokens from core/training/presets.yaml (used when vLLM's tokenizer is not local)."""
     import yaml
 
     from codellm_assets.core.serving.backends.base import FimTokens
+    from codellm_assets.core.training.base_model import PRESETS_FILE as presets_file
 
-    presets_file = Path(__file__).resolve().parent.parent / "core" / "presets.yaml"
     if not presets_file.exists():
         return None
     fim = (yaml.safe_load(presets_file.read_text()) or {}).get(preset, {}).get("fim")
@@ -55,7 +55,7 @@ def _fim_from_preset(preset: str) -> Any:
 
 def _default_routes(settings: Settings, backend: str) -> Any:
     """What to serve while the store has no routing table: the configured base model as version 'base'."""
-    from codellm_assets.core.store import Route
+    from codellm_assets.core.serving.routes import Route
 
     if backend == "vllm":
         base = settings.model.path or settings.model.preset
@@ -63,9 +63,10 @@ def _default_routes(settings: Settings, backend: str) -> Any:
 
     def resolve() -> list[Route]:
         try:
-            from codellm_assets.core.model import ensure_base_model
+            from codellm_assets.core.training.base_model import ensure_base_model
         except ImportError as e:
-            raise RuntimeError(f"codellm_assets.core.model.ensure_base_model is unavailable ({e}); register a "
+            raise RuntimeError("codellm_assets.core.training.base_model.ensure_base_model is unavailable "
+                               f"({e}); register a "
                                "model with `codellm routes set`") from e
         return [Route(slot="production", version="base", base_model_path=str(ensure_base_model(settings)),
                       weight=100)]
@@ -136,14 +137,12 @@ def keys_create(team: str = typer.Option(..., "--team", help="the team the key b
                 admin: bool = typer.Option(False, help="may change the routing table over HTTP"),
                 config: Path | None = ConfigOpt) -> None:
     """Create a key; the key itself is printed as the LAST line (only its hash is stored)."""
-    store = _store(_settings(config))
-    try:
-        key = store.create_api_key(team, admin=admin)
-    except ValueError as e:
-        console.print(f"[red]--team: {e}[/red]")
-        raise typer.Exit(2) from None
-    finally:
-        store.close()
+    with _store(_settings(config)) as store:
+        try:
+            key = store.create_api_key(team, admin=admin)
+        except ValueError as e:
+            console.print(f"[red]--team: {e}[/red]")
+            raise typer.Exit(2) from None
     console.print(f"created {'an admin' if admin else 'a'} key for team '{team}' (shown once; store it now):")
     typer.echo(key)
 
@@ -151,9 +150,8 @@ def keys_create(team: str = typer.Option(..., "--team", help="the team the key b
 @keys_app.command("list")
 def keys_list(config: Path | None = ConfigOpt) -> None:
     """List keys by prefix (never the key)."""
-    store = _store(_settings(config))
-    rows = store.list_api_keys()
-    store.close()
+    with _store(_settings(config)) as store:
+        rows = store.list_api_keys()
     table = Table("prefix", "team", "admin", "created", "revoked")
     for r in rows:
         table.add_row(r["prefix"], r["team"], "yes" if r["admin"] else "", str(r["created"])[:19],
@@ -165,9 +163,8 @@ def keys_list(config: Path | None = ConfigOpt) -> None:
 def keys_revoke(prefix: str = typer.Argument(..., help="the key's prefix as `keys list` shows it"),
                 config: Path | None = ConfigOpt) -> None:
     """Revoke a key (the gateway refuses it within a few seconds)."""
-    store = _store(_settings(config))
-    n = store.revoke_api_key(prefix)
-    store.close()
+    with _store(_settings(config)) as store:
+        n = store.revoke_api_key(prefix)
     if not n:
         console.print(f"[red]no active key with prefix '{prefix}'; see `codellm keys list`[/red]")
         raise typer.Exit(1)
@@ -177,9 +174,8 @@ def keys_revoke(prefix: str = typer.Argument(..., help="the key's prefix as `key
 @routes_app.command("show")
 def routes_show(config: Path | None = ConfigOpt) -> None:
     """Print the routing table as JSON (empty: the gateway serves the configured base model)."""
-    store = _store(_settings(config))
-    routes = store.routes()
-    store.close()
+    with _store(_settings(config)) as store:
+        routes = store.routes()
     typer.echo(json.dumps([r.__dict__ for r in routes], indent=2))
 
 
@@ -189,7 +185,7 @@ def routes_set(routes_json: str = typer.Argument(..., help="a JSON list of route
                                                  "endpoint}]"),
                config: Path | None = ConfigOpt) -> None:
     """Replace the routing table in one transaction (running gateways pick it up within a second)."""
-    from codellm_assets.core.store import Route
+    from codellm_assets.core.serving.routes import Route
 
     text = Path(routes_json).read_text() if Path(routes_json).is_file() else routes_json
     try:
@@ -197,14 +193,12 @@ def routes_set(routes_json: str = typer.Argument(..., help="a JSON list of route
     except (ValueError, TypeError) as e:
         console.print(f"[red]routes: not a JSON list of routes ({e})[/red]")
         raise typer.Exit(2) from None
-    store = _store(_settings(config))
-    try:
-        store.set_routes(routes)
-    except ValueError as e:
-        console.print(f"[red]routes: {e}[/red]")
-        raise typer.Exit(2) from None
-    finally:
-        store.close()
+    with _store(_settings(config)) as store:
+        try:
+            store.set_routes(routes)
+        except ValueError as e:
+            console.print(f"[red]routes: {e}[/red]")
+            raise typer.Exit(2) from None
     console.print(f"routing table set: {', '.join(f'{r.slot}={r.version}@{r.weight}' for r in routes) or 'empty'}")
 
 

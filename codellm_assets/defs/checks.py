@@ -8,10 +8,11 @@ every partition into the check.
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core import scrub
-from codellm_assets.core.gx_checks import validate_dataframe
-from codellm_assets.core.languages import KNOWN_LANGUAGES
-from codellm_assets.defs.ingest import repos_partitions
+from codellm_assets.core.data.gx_checks import validate_dataframe
+from codellm_assets.core.data.languages import KNOWN_LANGUAGES
+from codellm_assets.core.data.scrub import scrubber as scrub
+from codellm_assets.core.evaluation import evaluate
+from codellm_assets.defs.shared import markdown_table, repos_partitions
 from codellm_assets.resources import SettingsResource
 
 
@@ -113,3 +114,17 @@ def no_split_overlap(training_dataset: dict) -> dg.AssetCheckResult:
         metadata={"files_per_split": dg.MetadataValue.json({k: len(v) for k, v in splits.items()}),
                   "overlapping_files": overlap.height,
                   "examples": dg.MetadataValue.json(overlap["hash"].head(5).to_list())})
+
+
+@dg.asset_check(asset="eval_scores", blocking=True,
+                description="The challenger may not regress from the champion (or the base) by more than "
+                            "eval.gate_margin on pass@1 or the company score.")
+def eval_gate(settings: SettingsResource, eval_scores: dict) -> dg.AssetCheckResult:
+    ev = settings.get().eval
+    verdict = evaluate.gate(eval_scores["challenger"], eval_scores["reference"],
+                            reference_label=eval_scores["reference_label"], margin=ev.gate_margin, floor=ev.gate_floor)
+    cols = ["metric", "challenger", verdict.reference, "delta", "ok", "note"]
+    return dg.AssetCheckResult(passed=verdict.passed, metadata={
+        "reference": verdict.reference, "margin": settings.get().eval.gate_margin,
+        "comparison": dg.MetadataValue.md(markdown_table(verdict.rows, cols)),
+        **{f"{r['metric']}_ok": r["ok"] for r in verdict.rows}})

@@ -6,13 +6,12 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core import decontam, dedup, filters, scrub
-from codellm_assets.defs.ingest import SNAPSHOT_SCHEMA, repos_partitions
+from codellm_assets.core.data import decontam, dedup, filters
+from codellm_assets.core.data.scrub import scrubber as scrub
+from codellm_assets.defs.shared import CORPUS_SCHEMA, SNAPSHOT_SCHEMA, repos_partitions
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
-
-CORPUS_SCHEMA = {**SNAPSHOT_SCHEMA, "redactions": pl.Int64}
 
 
 @dg.asset(op_tags=k8s_tags_for("clean_files"), partitions_def=repos_partitions, group_name="data",
@@ -85,7 +84,8 @@ def company_eval_items(settings: Settings) -> list[tuple[str, str]]:
     return decontam.load_eval_items(path)
 
 
-@dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data", ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+@dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data",
+          ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
           description="Exact + near-duplicate removal across repos (MinHash LSH), decontaminated against "
                       "eval prompts. One file kept per cluster, chosen deterministically.")
 def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,

@@ -7,14 +7,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core import tokenize
-from codellm_assets.core.model import dataset_tokenizer_args
-from codellm_assets.defs.automation import RETRAIN_CHAIN
+from codellm_assets.core.data import tokenization as tokenize
+from codellm_assets.core.training.base_model import dataset_tokenizer_args
+from codellm_assets.defs.shared import RETRAIN_CHAIN
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
-
-FEEDBACK_REPO = "ide-feedback"
 
 
 def dataset_dir(settings: Settings) -> Path:

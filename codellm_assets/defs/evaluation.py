@@ -8,16 +8,15 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core import company_bench, evaluate, registry, review
+from codellm_assets.core.evaluation import company_bench, evaluate, review
+from codellm_assets.core.evaluation.remote_generate import OpenAICompletions
 from codellm_assets.core.fsutil import atomic_write_bytes
-from codellm_assets.core.remote_generate import OpenAICompletions
-from codellm_assets.defs.automation import RETRAIN_CHAIN
-from codellm_assets.defs.deployment import gateway_serves
+from codellm_assets.core.serving.client import gateway_serves
+from codellm_assets.core.training import registry
+from codellm_assets.defs.shared import EVAL_METRICS_TAG, RETRAIN_CHAIN, markdown_table
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
 from codellm_assets.settings import Settings
-
-EVAL_METRICS_TAG = "eval.metrics"   # set on each registered version (defs/training.py)
 
 
 def _tasks_path(settings: Settings) -> Path:
@@ -77,7 +76,7 @@ def eval_api_key(s: Settings, store_resource: MetricsStoreResource) -> str:
 def _reference_scores(context, s: Settings, gateway: GatewayResource, store: MetricsStoreResource,
                       lora_adapter: dict, common: dict) -> tuple[str, dict]:
     """Champion through the live gateway when it serves it; else its recorded scores; else the base model."""
-    from codellm_assets.core.model_inference import load_for_inference
+    from codellm_assets.core.training.inference import load_for_inference
 
     champion = champion_reference(s)
     if champion is not None:
@@ -105,7 +104,7 @@ def _reference_scores(context, s: Settings, gateway: GatewayResource, store: Met
 def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, gateway: GatewayResource,
                 metrics_store: MetricsStoreResource, lora_adapter: dict, company_benchmark: dict,
                 training_dataset: dict) -> dg.Output[dict]:
-    from codellm_assets.core.model_inference import load_for_inference
+    from codellm_assets.core.training.inference import load_for_inference
 
     s = settings.get()
     tasks = load_tasks(company_benchmark["tasks_path"])
@@ -133,24 +132,3 @@ def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, g
         "sandbox_isolation": challenger.isolation, "eval_seconds": round(challenger.seconds, 1),
         "human_review": dg.MetadataValue.json(reviews),
     })
-
-
-def markdown_table(rows: list[dict], cols: list[str]) -> str:
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-@dg.asset_check(asset="eval_scores", blocking=True,
-                description="The challenger may not regress from the champion (or the base) by more than "
-                            "eval.gate_margin on pass@1 or the company score.")
-def eval_gate(settings: SettingsResource, eval_scores: dict) -> dg.AssetCheckResult:
-    ev = settings.get().eval
-    verdict = evaluate.gate(eval_scores["challenger"], eval_scores["reference"],
-                            reference_label=eval_scores["reference_label"], margin=ev.gate_margin, floor=ev.gate_floor)
-    cols = ["metric", "challenger", verdict.reference, "delta", "ok", "note"]
-    return dg.AssetCheckResult(passed=verdict.passed, metadata={
-        "reference": verdict.reference, "margin": settings.get().eval.gate_margin,
-        "comparison": dg.MetadataValue.md(markdown_table(verdict.rows, cols)),
-        **{f"{r['metric']}_ok": r["ok"] for r in verdict.rows}})

@@ -7,18 +7,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core import git_scan
-from codellm_assets.core.samples import SampleError, ensure_sample_repo
+from codellm_assets.core.data import git_scan
+from codellm_assets.core.data.samples import SampleError, ensure_sample_repo
+from codellm_assets.defs.shared import SNAPSHOT_SCHEMA, repos_partitions
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource, asset_storage_path
 from codellm_assets.settings import RepoSettings, Settings
-
-repos_partitions = dg.DynamicPartitionsDefinition(name="repos")
-
-SNAPSHOT_SCHEMA = {
-    "repo": pl.String, "branch": pl.String, "commit": pl.String, "path": pl.String, "language": pl.String,
-    "bytes": pl.Int64, "content": pl.String, "blob_sha": pl.String,
-}
 
 
 def local_repo_path(settings: Settings, repo: RepoSettings) -> Path:
@@ -44,7 +38,7 @@ def _previous_records(settings: Settings, repo_name: str) -> list[dict]:
     return pl.read_parquet(path).to_dicts() if path.exists() else []
 
 
-@dg.observable_source_asset(op_tags=k8s_tags_for("git_heads"), 
+@dg.observable_source_asset(op_tags=k8s_tags_for("git_heads"),
     partitions_def=repos_partitions, group_name="data",
     description="HEAD sha of each configured branch, per repo: its data version moves when a branch moves.",
 )
@@ -62,7 +56,7 @@ def git_heads(context, settings: SettingsResource) -> dg.DataVersionsByPartition
     return dg.DataVersionsByPartition(versions)
 
 
-@dg.asset(op_tags=k8s_tags_for("repo_snapshots"), 
+@dg.asset(op_tags=k8s_tags_for("repo_snapshots"),
     partitions_def=repos_partitions, group_name="data", deps=[git_heads],
     description="Files at the configured branches' HEAD: repo, branch, commit, path, language, bytes, "
                 "content, blob sha. Incremental: unchanged blobs are reused from the previous snapshot.",

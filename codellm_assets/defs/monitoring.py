@@ -10,12 +10,11 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core import scrub
-from codellm_assets.core.alerts import Alert, deliver
-from codellm_assets.core.rollout import production_quality
-from codellm_assets.core.store import utcnow
-from codellm_assets.defs.corpus import CORPUS_SCHEMA
-from codellm_assets.defs.dataset import FEEDBACK_REPO
+from codellm_assets.core.data.scrub import scrubber as scrub
+from codellm_assets.core.monitoring.alerts import Alert, deliver
+from codellm_assets.core.monitoring.rollout import production_quality
+from codellm_assets.core.serving.store import utcnow
+from codellm_assets.defs.shared import CORPUS_SCHEMA, FEEDBACK_REPO
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, k8s_tags_for
 from codellm_assets.resources import MetricsStoreResource, SettingsResource
 

@@ -2,22 +2,18 @@
 
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
-from codellm_assets.core import registry
-from codellm_assets.core.model import get_preset, resolve_base_model
-from codellm_assets.core.train import TrainingError, train_lora
-from codellm_assets.defs.automation import RETRAIN_CHAIN
-from codellm_assets.defs.evaluation import EVAL_METRICS_TAG, markdown_table
+from codellm_assets.core.training import registry
+from codellm_assets.core.training.base_model import get_preset, resolve_base_model
+from codellm_assets.core.training.lora import TrainingError, train_lora
+from codellm_assets.defs.shared import EVAL_METRICS_TAG, RETRAIN_CHAIN, markdown_table
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
-
-MLFLOW_UI = os.environ.get("CODELLM_MLFLOW_UI", "http://127.0.0.1:5000")
 
 
 def make_mlflow_resource(settings: Settings) -> dg.ResourceDefinition:
@@ -41,7 +37,8 @@ def make_mlflow_resource(settings: Settings) -> dg.ResourceDefinition:
           description="The configured base model: `tiny` is a Llama-architecture model built from a config "
                       "on the dataset's tokenizer and briefly pre-trained on the corpus (cached: rebuilt only "
                       "when its settings or tokenizer change); real presets resolve to a local path.")
-def base_model(context: dg.AssetExecutionContext, settings: SettingsResource, training_dataset: dict) -> dg.Output[dict]:
+def base_model(context: dg.AssetExecutionContext, settings: SettingsResource,
+               training_dataset: dict) -> dg.Output[dict]:
     s = settings.get()
     path = resolve_base_model(s.model, tokenizer_dir=Path(training_dataset["tokenizer_dir"]),
                               dataset_dir=Path(training_dataset["dataset_dir"]), cache_dir=s.models_dir / "base",
@@ -100,7 +97,7 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
         artifacts_dirs={"adapter": result.adapter_dir, "tokenizer": training_dataset["tokenizer_dir"]})
     mlflow.end_run()  # under dg.materialize no hook ends it
     exp = mlflow.get_experiment_by_name(s.registry.experiment)
-    url = registry.mlflow_ui_url(MLFLOW_UI, exp.experiment_id if exp else "0", run_id)
+    url = registry.mlflow_ui_url(s.registry.ui_url, exp.experiment_id if exp else "0", run_id)
     value = {"adapter_dir": result.adapter_dir, "base_model_dir": base_model["path"], "mlflow_run_id": run_id,
              "val_loss_adapter": result.val_loss_adapter, "val_loss_base": result.val_loss_base,
              "manifest_hash": training_dataset["manifest_hash"], "commits": training_dataset["commits"],

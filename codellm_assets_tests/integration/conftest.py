@@ -28,7 +28,8 @@ def write_config(tmp_path: Path, repos: list[dict], **overrides) -> Path:
 
 def resources_for(config: Path) -> dict:
     s = SettingsResource(config_path=str(config))
-    return {"settings": s, "io_manager": CodellmIOManager(settings=s), "metrics_store": MetricsStoreResource(settings=s),
+    return {"settings": s, "io_manager": CodellmIOManager(settings=s),
+            "metrics_store": MetricsStoreResource(settings=s),
             "gateway": GatewayResource(settings=s)}
 
 

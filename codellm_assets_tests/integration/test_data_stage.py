@@ -16,8 +16,9 @@ PER_REPO = [ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus, c
 DATA = PER_REPO + [corpus.deduped_corpus, checks.deduped_corpus_sane]
 
 
-WORDS = ("alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega river stone cloud maple "
-         "cedar falcon otter badger raven copper silver amber indigo velvet quartz ember harbor summit").split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma", "omega",
+         "river", "stone", "cloud", "maple", "cedar", "falcon", "otter", "badger", "raven", "copper", "silver",
+         "amber", "indigo", "velvet", "quartz", "ember", "harbor", "summit"]
 
 
 def module(name: str, body_lines: int = 12, extra: str = "") -> str:
@@ -79,7 +80,8 @@ def test_data_stage_end_to_end(tmp_path, two_repos, instance):
     clean = _meta(res_a, "clean_files")
     assert clean["dropped_by_reason"].get("EXCLUDED_BY_MASK") == 1   # app.min.js
     scrubbed = _meta(res_a, "scrubbed_corpus")
-    assert scrubbed["redactions_by_type"].get("aws_access_key") == 1 and scrubbed["redactions_by_type"].get("email") == 1
+    by_type = scrubbed["redactions_by_type"]
+    assert by_type.get("aws_access_key") == 1 and by_type.get("email") == 1
     stored = pl.read_parquet(tmp_path / "home/data/scrubbed_corpus/alpha.parquet")
     config_py = stored.filter(pl.col("path") == "src/config.py")["content"][0]
     assert AWS_ID not in config_py and "<SECRET:aws_access_key>" in config_py and "<EMAIL>" in config_py
@@ -138,7 +140,8 @@ def test_bad_repo_fails_its_partition_only(tmp_path, two_repos, instance):
     bad = _materialize([ingest.repo_snapshots], config, instance, "ghost")
     assert not bad.success
     failure = next(e for e in bad.all_events if e.is_step_failure)
-    assert "ghost" in failure.event_specific_data.error.message and "codellm.yaml" in failure.event_specific_data.error.message
+    message = failure.event_specific_data.error.message
+    assert "ghost" in message and "codellm.yaml" in message
     wrong = _materialize([ingest.repo_snapshots], config, instance, "wrongbranch")
     assert not wrong.success
     assert _materialize([ingest.repo_snapshots], config, instance, "alpha").success
@@ -168,7 +171,8 @@ def test_leftover_secret_blocks_downstream(tmp_path, make_git_repo, instance):
 
 def test_repo_removed_from_settings_stops_flowing(tmp_path, two_repos, instance):
     a, b = two_repos
-    repos = [{"name": "alpha", "path": str(a), "branches": ["main"]}, {"name": "beta", "path": str(b), "branches": ["main"]}]
+    repos = [{"name": "alpha", "path": str(a), "branches": ["main"]},
+             {"name": "beta", "path": str(b), "branches": ["main"]}]
     config = write_config(tmp_path, repos)
     instance.add_dynamic_partitions("repos", ["alpha", "beta"])
     for repo in ("alpha", "beta"):

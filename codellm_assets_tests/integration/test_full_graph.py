@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 from datasets import load_from_disk
 
-from codellm_assets.core import registry
-from codellm_assets.core.store import Store
+from codellm_assets.core.serving.store import Store
+from codellm_assets.core.training import registry
 from codellm_assets.runner import run_graph
 from codellm_assets.settings import load_settings
 from codellm_assets_tests.integration.conftest import write_config

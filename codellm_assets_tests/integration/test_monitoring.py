@@ -9,8 +9,9 @@ import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
 
-from codellm_assets.core import registry
-from codellm_assets.core.store import RequestRecord, Route, Store
+from codellm_assets.core.serving.routes import Route
+from codellm_assets.core.serving.store import RequestRecord, Store
+from codellm_assets.core.training import registry
 from codellm_assets.defs import deployment, monitoring
 from codellm_assets.settings import load_settings
 from codellm_assets_tests.integration.conftest import resources_for, write_config

@@ -4,7 +4,7 @@ find nothing in it, or `make run` would stop at the blocking check on a fresh cl
 import subprocess
 from pathlib import Path
 
-from codellm_assets.core.scrub import find_leftovers, scrub_text
+from codellm_assets.core.data.scrub.scrubber import find_leftovers, scrub_text
 from codellm_assets.settings import PROJECT_ROOT
 
 

@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from codellm_assets.core.store import Route, Store
+from codellm_assets.core.serving.routes import Route
+from codellm_assets.core.serving.store import Store
 from codellm_assets.settings import ServingSettings
-from codellm_assets_tests.serving.tiny_model import build_tiny_adapter, build_tiny_model
+from codellm_assets.testing.tiny_model import build_tiny_adapter, build_tiny_model
 
 
 def pick_port() -> int:
@@ -120,7 +121,7 @@ def standin() -> Iterator[Callable[..., StandIn]]:
     def start(tag: str = "standin", *, delay_ms: float = 0, token_delay_ms: float = 0,
               loras: tuple[str, ...] = ()) -> StandIn:
         port = pick_port()
-        cmd = [sys.executable, "-m", "codellm_assets.core.serving.standin", "--port", str(port), "--tag", tag,
+        cmd = [sys.executable, "-m", "codellm_assets.testing.standin", "--port", str(port), "--tag", tag,
                "--delay-ms", str(delay_ms), "--token-delay-ms", str(token_delay_ms)]
         for name in loras:
             cmd += ["--lora", name]

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from codellm_assets.cli import app
-from codellm_assets.core.store import Store
+from codellm_assets.core.serving.store import Store
 from codellm_assets_tests.serving.conftest import TinyModel, pick_port
 
 
@@ -108,7 +108,7 @@ def test_vllm_doc_covers_every_preset_with_its_context_length() -> None:
 
     root = Path(__file__).resolve().parents[2]
     doc = (root / "docs" / "vllm.md").read_text()
-    presets = yaml.safe_load((root / "codellm_assets" / "core" / "presets.yaml").read_text())
+    presets = yaml.safe_load((root / "codellm_assets" / "core" / "training" / "presets.yaml").read_text())
     for name, preset in presets.items():
         row = next((line for line in doc.splitlines() if line.startswith(f"| {name} |")), None)
         assert row is not None, f"docs/vllm.md has no row for preset {name}"

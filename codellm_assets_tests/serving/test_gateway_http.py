@@ -15,7 +15,8 @@ import pytest
 
 from codellm_assets.core.serving.app import create_app
 from codellm_assets.core.serving.backends.transformers_backend import TransformersBackend
-from codellm_assets.core.store import Route, Store
+from codellm_assets.core.serving.routes import Route
+from codellm_assets.core.serving.store import Store
 from codellm_assets_tests.serving.conftest import TinyModel, make_gateway, serve_app, wait_ready
 
 

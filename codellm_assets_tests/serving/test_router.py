@@ -22,7 +22,7 @@ from codellm_assets.core.serving.protocol import (
     validation_message,
 )
 from codellm_assets.core.serving.router import Router, RoutingTable, sticky_bucket
-from codellm_assets.core.store import Route
+from codellm_assets.core.serving.routes import Route
 
 PROD = Route("production", "base", "/m", None, 95)
 CANARY = Route("canary", "v2", "/m", "/a", 5)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from codellm_assets.core.store import RequestRecord, Route, ShadowResult, Store, validate_routes
-from codellm_assets.core.store_schema import metadata
+from codellm_assets.core.serving.routes import Route, validate_routes
+from codellm_assets.core.serving.store import RequestRecord, ShadowResult, Store
+from codellm_assets.core.serving.store_schema import metadata
 
 PG_URL = os.environ.get("CODELLM_TEST_POSTGRES_URL")   # e.g. postgresql+psycopg2://postgres@127.0.0.1/db
 
@@ -219,7 +220,7 @@ def test_api_keys_hashed_listed_revoked(url: str) -> None:
 
 def test_routes_compare_and_set(any_store: Store) -> None:
     """A writer that decided on a stale table loses instead of undoing a deployment that landed meanwhile."""
-    from codellm_assets.core.store import RoutesChanged
+    from codellm_assets.core.serving.routes import RoutesChanged
 
     v1 = [Route("production", "base", "/m/base", None, 95), Route("canary", "codellm/1", "/m/base", "/a/1", 5)]
     any_store.set_routes(v1)

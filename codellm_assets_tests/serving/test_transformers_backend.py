@@ -11,7 +11,7 @@ import pytest
 
 from codellm_assets.core.serving.backends.base import BackendError, GenerationParams, Preempted
 from codellm_assets.core.serving.backends.transformers_backend import TransformersBackend
-from codellm_assets.core.store import Route
+from codellm_assets.core.serving.routes import Route
 from codellm_assets_tests.serving.conftest import TinyModel
 
 PROMPTS = ["def add(a, b):\n", "import os\n", "class Foo:\n    def __init__(self):\n", "x = ["]

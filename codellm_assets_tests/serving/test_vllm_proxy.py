@@ -16,7 +16,8 @@ import pytest
 
 from codellm_assets.core.serving.app import create_app
 from codellm_assets.core.serving.backends.vllm_backend import VllmBackend, lora_name
-from codellm_assets.core.store import Route, Store
+from codellm_assets.core.serving.routes import Route
+from codellm_assets.core.serving.store import Store
 from codellm_assets_tests.serving.conftest import StandIn, TinyModel, make_gateway, serve_app, wait_ready
 
 

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codellm_assets.core.serving.auth import bearer_key
-from codellm_assets.core.serving.backends.base import GenerationParams
 from codellm_assets.core.serving.gateway import Gateway, PromptSpec, RequestContext, Served
 from codellm_assets.core.serving.protocol import (
     ApiError,
@@ -32,8 +31,9 @@ from codellm_assets.core.serving.protocol import (
     error_body,
     validation_message,
 )
+from codellm_assets.core.serving.routes import Route
+from codellm_assets.core.serving.store import ApiKey
 from codellm_assets.core.serving.streaming import StreamSession
-from codellm_assets.core.store import ApiKey, Route
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -65,12 +65,6 @@ def _headers(cid: str, slot: str, version: str) -> dict[str, str]:
 
 def _fingerprint(slot: str, version: str) -> str:
     return f"codellm:{version}:{slot}"
-
-
-def _params(body: CompletionRequest | ChatCompletionRequest, max_tokens: int) -> GenerationParams:
-    return GenerationParams(version="", max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                            stop=list(body.stop), n=body.n, seed=body.seed,
-                            presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -154,7 +148,7 @@ def create_app(gw: Gateway) -> FastAPI:
         ctx = RequestContext(user=body.user or key.prefix, team=key.team, model=body.model,
                              language=body.language, kind="completion")
         spec = PromptSpec(prompts=body.prompts, suffix=body.suffix)
-        params = _params(body, body.max_tokens)
+        params = body.to_generation_params()
         if body.stream and len(body.prompts) == 1 and body.n == 1:
             session = await StreamSession(gw, ctx, spec, params).open()
             echo = body.prompts[0] if body.echo else ""
@@ -179,7 +173,7 @@ def create_app(gw: Gateway) -> FastAPI:
                              language=body.language, kind="chat")
         explicit = body.max_tokens is not None or body.max_completion_tokens is not None
         spec = PromptSpec(messages=messages, max_tokens_explicit=explicit)
-        params = _params(body, body.effective_max_tokens)
+        params = body.to_generation_params()
         if body.stream and body.n == 1:
             session = await StreamSession(gw, ctx, spec, params).open()
             return _StreamResponse(session, _chat_events(session, body))

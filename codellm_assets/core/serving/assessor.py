@@ -1,5 +1,5 @@
 """The buggy-code detector, run OFF the request path: a background thread with a bounded queue assesses
-completions (``codellm_assets.core.buggy.assess_code``), stores the verdict on the request row and counts
+completions (``codellm_assets.core.evaluation.buggy.assess_code``), stores the verdict on the request row and counts
 ``codellm_buggy_code_total`` / ``codellm_assessed_completions_total``. When the queue is full a completion
 is simply not assessed (the rate is a sample). Detection yields to serving: the thread runs at a lower CPU
 priority (Linux per-thread nice, inherited by the ruff subprocess) and keeps to a CPU budget (after an
@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from codellm_assets.core.serving.metrics import GatewayMetrics
-from codellm_assets.core.store import Store
+from codellm_assets.core.serving.store import Store
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -107,7 +107,7 @@ class Assessor:
 
     @staticmethod
     def _assess(code: str, prompt: str | None, language: str | None) -> Any:
-        from codellm_assets.core.buggy import assess_code
+        from codellm_assets.core.evaluation.buggy import assess_code
 
         return assess_code(code, language or "python", run_ruff=True, execute=False, prompt=prompt)
 

@@ -8,7 +8,7 @@ import threading
 import time
 
 from codellm_assets.core.serving.protocol import ApiError
-from codellm_assets.core.store import ApiKey, Store
+from codellm_assets.core.serving.store import ApiKey, Store
 
 _CACHE_MAX = 10_000
 

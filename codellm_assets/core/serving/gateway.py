@@ -26,7 +26,8 @@ from codellm_assets.core.serving.backends.base import (
 from codellm_assets.core.serving.metrics import GatewayMetrics
 from codellm_assets.core.serving.protocol import ApiError
 from codellm_assets.core.serving.router import Decision, Router, RoutingTable
-from codellm_assets.core.store import RequestRecord, Route, ShadowResult, Store, validate_routes
+from codellm_assets.core.serving.routes import Route, validate_routes
+from codellm_assets.core.serving.store import RequestRecord, ShadowResult, Store
 from codellm_assets.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class Gateway:
     """Holds the store, backend, router, metrics, auth and detector of one serving process."""
 
     def __init__(self, settings: ServingSettings, store: Store, backend: Backend, *,
-                 default_routes: list[Route] | Callable[[], list[Route]], public_model: str = "codellm", key_cache_s: float = 2.0,
+                 default_routes: list[Route] | Callable[[], list[Route]], public_model: str = "codellm",
+                 key_cache_s: float = 2.0,
                  owns_store: bool = False, shadow_max_inflight: int = 4) -> None:
         self.settings, self.store, self.backend = settings, store, backend
         self.default_routes, self.public_model, self.owns_store = default_routes, public_model, owns_store

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from codellm_assets.core.store_schema import FEEDBACK_EVENTS, SLOTS
+from codellm_assets.core.serving.backends.base import GenerationParams
+from codellm_assets.core.serving.routes import SLOTS
+from codellm_assets.core.serving.store_schema import FEEDBACK_EVENTS
 
 MAX_N = 8
 MAX_STOP = 4
@@ -75,6 +77,13 @@ class _Sampling(_Request):
             raise ValueError("stop must be a string or a list of strings")
         return _check_stop(v)
 
+    def to_generation_params(self) -> GenerationParams:
+        """The backend's sampling parameters for this request (like vLLM's ``to_sampling_params``); the
+        router fills in the version. ``effective_max_tokens``: each request shape's own property."""
+        return GenerationParams(version="", max_tokens=self.effective_max_tokens, temperature=self.temperature,
+                                top_p=self.top_p, stop=list(self.stop), n=self.n, seed=self.seed,
+                                presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty)
+
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
@@ -82,6 +91,10 @@ class CompletionRequest(_Sampling):
     max_tokens: int = Field(16, ge=1)
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5, description="accepted, answered as null")
+
+    @property
+    def effective_max_tokens(self) -> int:
+        return self.max_tokens
 
     @field_validator("prompt")
     @classmethod

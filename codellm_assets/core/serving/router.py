@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from codellm_assets.core.store import Route
+from codellm_assets.core.serving.routes import Route
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codellm_assets.core.store import Route
+from codellm_assets.core.serving.routes import Route
 
 
 class BackendError(Exception):
@@ -69,10 +69,10 @@ class Backend(abc.ABC):
 
     name: str = "backend"
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook: most backends have nothing to start
         """Start worker threads / HTTP clients. Called once from the event loop."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop workers, close clients."""
 
     @abc.abstractmethod

@@ -38,7 +38,7 @@ from codellm_assets.core.serving.backends.base import (
     detect_fim,
     trim_at_stop,
 )
-from codellm_assets.core.store import Route
+from codellm_assets.core.serving.routes import Route
 
 log = logging.getLogger(__name__)
 _seq = itertools.count()

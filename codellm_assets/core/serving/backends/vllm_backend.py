@@ -38,7 +38,7 @@ from codellm_assets.core.serving.backends.base import (
     detect_fim,
     load_local_tokenizer,
 )
-from codellm_assets.core.store import Route
+from codellm_assets.core.serving.routes import Route
 
 log = logging.getLogger(__name__)
 

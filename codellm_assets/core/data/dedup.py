@@ -1,0 +1,355 @@
+"""Exact and near-duplicate removal across all repositories (MinHash LSH, verified with exact Jaccard).
+
+Pipeline, in order:
+
+1. **Exact**: files whose text is equal after whitespace normalisation (every run of whitespace -> one
+   space) are one group; one file of the group is kept.
+2. **Near**: the survivors are shingled (``shingle_size``-grams of word tokens; a token is a run of
+   ``\\w`` characters, i.e. BigCode's "split on non-alphanumerics"), MinHashed (``num_perm``
+   permutations, rensa or datasketch) and indexed in an LSH whose bands are chosen so that a pair at
+   exactly ``threshold`` becomes a candidate with probability >= 0.97.
+3. **Verify**: every LSH candidate pair is checked with the Jaccard similarity of the *exact* shingle
+   sets (after a cheap MinHash estimate has ruled out the obvious misses); only pairs with exact
+   Jaccard >= ``threshold`` are edges. LSH false positives therefore never drop a file.
+4. **Cluster**: union-find over the verified edges gives components. Inside a component the kept file
+   is the *centre*: the file with the most verified near duplicates among the files still unassigned;
+   it removes every unassigned file within ``threshold`` of it (star clustering), and the rest of the
+   component is clustered again the same way. So a file is never dropped merely because of a
+   transitive chain A~B~C: every removed file has exact Jaccard >= ``threshold`` with the file kept in
+   its place. Keeping the centre rather than, say, the longest copy matters for recall: two edited
+   copies of one original are each close to it but often not to each other (measured on the labelled
+   set in ``benchmarks/dedup.py``).
+
+Which file is kept: in an exact group, and among near-duplicate candidates with the same number of
+neighbours, **the longest text (in characters), ties broken by the smallest (repo, path, id)**. The
+rules use only the documents' content and names, so the result does not depend on the input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from codellm_assets.core.data.decontam import build_decontam_index, decontaminate, humaneval_items
+from codellm_assets.core.data.minhash import (  # noqa: F401  (re-exported: the dedup API)
+    SIGNATURE_BATCH,
+    candidate_pairs,
+    digest,
+    jaccard,
+    lsh_bands,
+    minhash_signatures,
+    shingles,
+    sketcher,
+    tokens,
+)
+from codellm_assets.settings import DedupSettings
+
+# The MinHash estimate only pre-filters candidates before the exact check: its standard error at
+# 256 permutations is ~0.03, so pairs estimated more than 0.15 below the threshold are hopeless.
+ESTIMATE_MARGIN = 0.15
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One file to deduplicate. ``repo`` and ``path`` only take part in choosing which copy is kept."""
+
+    id: str
+    text: str
+    repo: str = ""
+    path: str = ""
+
+
+@dataclass
+class DedupResult:
+    """What dedup kept and why it removed the rest. Removed ids map to the id of the file kept in their
+    place (always a kept id, also for an exact copy of a file that was itself a near duplicate)."""
+
+    kept_ids: list[str]
+    exact_duplicates: dict[str, str]
+    near_duplicates: dict[str, str]
+    near_jaccard: dict[str, float]
+    cluster_sizes: list[int]
+    dedup_ratio: float
+    timings: dict[str, float]
+    candidate_pairs: int = 0
+    verified_pairs: int = 0
+
+    @property
+    def removed(self) -> int:
+        return len(self.exact_duplicates) + len(self.near_duplicates)
+
+
+# ---- text features ---------------------------------------------------------------------------------
+def normalize_whitespace(text: str) -> str:
+    """Collapse every run of whitespace to one space and strip the ends (the exact-dedup key)."""
+    return " ".join(text.split())
+
+
+def exact_hash(text: str) -> str:
+    """Hex digest of the whitespace-normalised text."""
+    return hashlib.blake2b(
+        normalize_whitespace(text).encode("utf-8", "surrogatepass"), digest_size=16
+    ).hexdigest()
+
+
+# ---- clustering ----------------------------------------------------------------------------------
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def preference_key(doc: Doc) -> tuple[int, str, str, str]:
+    """Sort key of the keep rule: longest first, then the smallest (repo, path, id)."""
+    return (-len(doc.text), doc.repo, doc.path, doc.id)
+
+
+def _exact_groups(docs: Sequence[Doc]) -> tuple[list[int], dict[int, int]]:
+    """Indices of exact-group representatives (in preference order) and removed index -> kept index."""
+    by_hash: dict[str, list[int]] = {}
+    for i, d in enumerate(docs):
+        by_hash.setdefault(exact_hash(d.text), []).append(i)
+    reps: list[int] = []
+    removed: dict[int, int] = {}
+    for members in by_hash.values():
+        members.sort(key=lambda i: preference_key(docs[i]))
+        reps.append(members[0])
+        removed.update({m: members[0] for m in members[1:]})
+    reps.sort(key=lambda i: preference_key(docs[i]))
+    return reps, removed
+
+
+class _ShingleCache:
+    """Shingle sets recomputed on demand, so only files in candidate pairs are held in memory."""
+
+    def __init__(self, docs: Sequence[Doc], k: int) -> None:
+        self.docs, self.k, self.cache = docs, k, {}
+
+    def __getitem__(self, i: int) -> set[str]:
+        if i not in self.cache:
+            self.cache[i] = shingles(self.docs[i].text, self.k)
+        return self.cache[i]
+
+
+def dedup_documents(
+    docs: Sequence[Doc], settings: DedupSettings, progress: Callable[[str], None] | None = None
+) -> DedupResult:
+    """Exact then near-duplicate removal over ``docs`` (see the module docstring for the rules).
+
+    ``progress`` (optional) is called with the name of each phase as it starts.
+    Raises ValueError when two documents share an id.
+    """
+    say = progress or (lambda _phase: None)
+    _check_unique_ids(docs)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    say("exact")
+    reps, exact_removed = _exact_groups(docs)
+    timings["exact"] = time.perf_counter() - t0
+
+    say("signatures")
+    t = time.perf_counter()
+    shingled, sketches = _sketch_docs(docs, reps, settings)
+    timings["signatures"] = time.perf_counter() - t
+
+    say("lsh")
+    t = time.perf_counter()
+    pairs = candidate_pairs(sketches, settings) if len(sketches) > 1 else set()
+    timings["lsh"] = time.perf_counter() - t
+
+    say("verify")
+    t = time.perf_counter()
+    cache = _ShingleCache(docs, settings.shingle_size)
+    edges = _verify(pairs, shingled, sketches, cache, settings)
+    timings["verify"] = time.perf_counter() - t
+
+    say("cluster")
+    t = time.perf_counter()
+    near_removed, near_j = _cluster(edges, docs, cache, settings.threshold)
+    timings["cluster"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    return _result(docs, exact_removed, near_removed, near_j, timings, len(pairs), len(edges))
+
+
+def _sketch_docs(
+    docs: Sequence[Doc], indices: list[int], settings: DedupSettings
+) -> tuple[list[int], list[Any]]:
+    """MinHash sketches of the docs at ``indices`` that have shingles; shingle sets are dropped after
+    each batch to bound memory. Returns (doc indices that were sketched, sketches), aligned."""
+    sketch = sketcher(settings.backend)
+    sketched: list[int] = []
+    sketches: list[Any] = []
+    for start in range(0, len(indices), SIGNATURE_BATCH):
+        batch = [
+            (i, shingles(docs[i].text, settings.shingle_size))
+            for i in indices[start : start + SIGNATURE_BATCH]
+        ]
+        batch = [(i, sh) for i, sh in batch if sh]
+        sketched.extend(i for i, _ in batch)
+        sketches.extend(sketch([sh for _, sh in batch], settings.num_perm))
+    return sketched, sketches
+
+
+def _verify(
+    pairs: set[tuple[int, int]],
+    shingled: list[int],
+    sketches: list[Any],
+    cache: _ShingleCache,
+    settings: DedupSettings,
+) -> dict[tuple[int, int], float]:
+    """Candidate pairs (positions in ``shingled``) whose exact Jaccard reaches the threshold, as
+    (doc index, doc index) -> Jaccard. The MinHash estimate skips the exact check for clear misses."""
+    if not pairs:
+        return {}
+    ordered = np.array(sorted(pairs), dtype=np.int64)
+    sigs = np.vstack([digest(s) for s in sketches])
+    estimates = np.concatenate(
+        [
+            (sigs[chunk[:, 0]] == sigs[chunk[:, 1]]).mean(axis=1)
+            for chunk in np.array_split(ordered, max(1, len(ordered) // 50_000))
+        ]
+    )
+    edges: dict[tuple[int, int], float] = {}
+    for (a, b), estimate in zip(ordered.tolist(), estimates.tolist()):
+        if estimate < settings.threshold - ESTIMATE_MARGIN:
+            continue
+        i, j = shingled[a], shingled[b]
+        similarity = jaccard(cache[i], cache[j])
+        if similarity >= settings.threshold:
+            edges[(min(i, j), max(i, j))] = similarity
+    return edges
+
+
+def _cluster(
+    edges: dict[tuple[int, int], float], docs: Sequence[Doc], cache: _ShingleCache, threshold: float
+) -> tuple[dict[int, int], dict[int, float]]:
+    """Removed doc index -> kept doc index (and their Jaccard), by star clustering of each component."""
+    uf = _UnionFind(len(docs))
+    neighbours: dict[int, set[int]] = {}
+    for a, b in edges:
+        uf.union(a, b)
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    components: dict[int, list[int]] = {}
+    for i in sorted(neighbours):
+        components.setdefault(uf.find(i), []).append(i)
+
+    def similarity(a: int, b: int) -> float:
+        known = edges.get((min(a, b), max(a, b)))
+        return known if known is not None else jaccard(cache[a], cache[b])
+
+    removed: dict[int, int] = {}
+    jaccards: dict[int, float] = {}
+    for members in components.values():
+        remaining = set(members)
+        while len(remaining) > 1:
+            keeper = min(remaining, key=lambda i: (-len(neighbours[i] & remaining), preference_key(docs[i])))
+            remaining.discard(keeper)
+            for m in sorted(remaining, key=lambda i: preference_key(docs[i])):
+                j = similarity(keeper, m)
+                if j >= threshold:
+                    removed[m], jaccards[m] = keeper, j
+            remaining -= removed.keys()
+    return removed, jaccards
+
+
+def _result(
+    docs: Sequence[Doc],
+    exact_removed: dict[int, int],
+    near_removed: dict[int, int],
+    near_j: dict[int, float],
+    timings: dict[str, float],
+    candidates: int,
+    verified: int,
+) -> DedupResult:
+    def final(i: int) -> int:  # an exact copy of a near duplicate points at the near cluster's keeper
+        return near_removed.get(i, i)
+
+    exact = {docs[r].id: docs[final(k)].id for r, k in exact_removed.items()}
+    near = {docs[r].id: docs[k].id for r, k in near_removed.items()}
+    removed_idx = set(exact_removed) | set(near_removed)
+    kept = sorted(d.id for i, d in enumerate(docs) if i not in removed_idx)
+    sizes: dict[str, int] = {}
+    for kept_id in list(exact.values()) + list(near.values()):
+        sizes[kept_id] = sizes.get(kept_id, 1) + 1
+    return DedupResult(
+        kept_ids=kept,
+        exact_duplicates=exact,
+        near_duplicates=near,
+        near_jaccard={docs[i].id: round(j, 4) for i, j in near_j.items()},
+        cluster_sizes=sorted(sizes.values(), reverse=True),
+        dedup_ratio=(len(exact) + len(near)) / len(docs) if docs else 0.0,
+        timings={k: round(v, 4) for k, v in timings.items()},
+        candidate_pairs=candidates,
+        verified_pairs=verified,
+    )
+
+
+def _check_unique_ids(docs: Sequence[Doc]) -> None:
+    seen: set[str] = set()
+    for d in docs:
+        if d.id in seen:
+            raise ValueError(
+                f"duplicate document id {d.id!r}: every Doc passed to dedup needs a unique id "
+                "(e.g. '<repo>/<path>')"
+            )
+        seen.add(d.id)
+
+
+@dataclass
+class CorpusResult:
+    """The whole stage: decontamination first (so a contaminated file is never the copy kept for a
+    cluster), then dedup of the clean files."""
+
+    kept_ids: list[str]
+    dedup: DedupResult
+    decontam_hits: dict[str, list[str]]
+    eval_items: int
+    decontam_seconds: float
+
+
+def dedup_and_decontaminate(
+    docs: Sequence[Doc],
+    settings: DedupSettings,
+    extra_eval_items: Iterable[str | tuple[str, str]] = (),
+    progress: Callable[[str], None] | None = None,
+) -> CorpusResult:
+    """Drop files containing HumanEval or ``extra_eval_items`` text (when ``settings.decontaminate``),
+    then exact + near dedup the rest. ``kept_ids`` is sorted."""
+    say = progress or (lambda _phase: None)
+    hits: dict[str, list[str]] = {}
+    n_items = 0
+    t = time.perf_counter()
+    clean = list(docs)
+    if settings.decontaminate:
+        say("decontaminate")
+        index = build_decontam_index([*humaneval_items(), *extra_eval_items], settings.decontam_ngram)
+        n_items = index.size
+        kept, hits = decontaminate(docs, index)
+        keep = set(kept)
+        clean = [d for d in docs if d.id in keep]
+    decontam_seconds = time.perf_counter() - t
+    result = dedup_documents(clean, settings, progress)
+    return CorpusResult(
+        kept_ids=result.kept_ids,
+        dedup=result,
+        decontam_hits=hits,
+        eval_items=n_items,
+        decontam_seconds=round(decontam_seconds, 4),
+    )

@@ -1,0 +1,407 @@
+"""Base-model presets, the tiny from-scratch base, and loading/generation for inference.
+
+* Presets (``presets.yaml``): ``tiny`` (the embedded default: a Llama-architecture model built from a
+  ``LlamaConfig`` on the dataset's own tokenizer, briefly pre-trained on the corpus) and real code models
+  (StarCoder2, CodeLlama, DeepSeek-Coder, Qwen2.5-Coder, Mistral) with LoRA/serving recommendations.
+* Nothing downloads: real presets load from ``model.path`` (a local directory), always with
+  ``local_files_only=True``.
+* The base_model asset writes builds under ``<models_dir>/base/<cache key>/`` and names the active one in
+  ``<models_dir>/base/current`` (a text file: a directory name relative to ``base/``, or an absolute path
+  for a real preset). :func:`ensure_base_model` serves that, or builds a quick fallback when it is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from codellm_assets.core.data.tokenization import (
+    encode_documents,
+    pack_sequences,
+    tokenizer_file_hash,
+    train_bpe_tokenizer,
+)
+from codellm_assets.core.fsutil import replace_dir
+from codellm_assets.core.training.inference import (  # noqa: F401  (re-exported: the eval asset imports these here)
+    HUMANEVAL_STOP,
+    generate_completions,
+    load_for_inference,
+)
+
+if TYPE_CHECKING:
+    from codellm_assets.settings import ModelSettings, Settings
+
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+TINY = "tiny"
+TINY_MAX_POSITIONS = 2048
+PRETRAIN_BATCH, PRETRAIN_SEQ_LEN, PRETRAIN_LR = 8, 256, 3e-3
+FALLBACK_PRETRAIN_STEPS = 10  # ~2 s on 2 idle cores
+FALLBACK_TIME_BUDGET_S = 6.0  # on a busy machine a step can take seconds: the fallback must stay < ~20 s
+POINTER = "current"
+
+
+class ModelError(ValueError):
+    """A base model that cannot be resolved; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A selectable base model with its training and serving recommendations."""
+    name: str
+    family: str
+    hf_id: str | None
+    params_b: float
+    context_length: int
+    vllm_max_model_len: int
+    lora_target_modules: tuple[str, ...]
+    lora_r: int
+    lora_alpha: int
+    qlora: bool
+    fim: dict[str, str] | None = None
+
+    @property
+    def is_real(self) -> bool:
+        return self.hf_id is not None
+
+    def fim_tokens(self) -> tuple[str, str, str] | None:
+        """(prefix, middle, suffix) token names, or None if the model has no infilling."""
+        return (self.fim["prefix"], self.fim["middle"], self.fim["suffix"]) if self.fim else None
+
+
+@dataclass
+class BaseModelInfo:
+    """What ``base_info.json`` holds for a built tiny base."""
+    path: str
+    preset: str
+    params: int
+    vocab_size: int
+    pretrain_steps: int
+    initial_loss: float | None
+    final_loss: float | None
+    losses: list[float] = field(default_factory=list)
+    cache_key: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.cache
+def _load_presets() -> dict[str, ModelPreset]:
+    raw = yaml.safe_load(PRESETS_FILE.read_text())
+    return {name: ModelPreset(name=name, lora_target_modules=tuple(p.pop("lora_target_modules")), **p)
+            for name, p in ((n, dict(v)) for n, v in raw.items())}
+
+
+def preset_names() -> list[str]:
+    return list(_load_presets())
+
+
+def get_preset(name: str) -> ModelPreset:
+    """The preset called ``name``; a clear error listing the valid names otherwise."""
+    presets = _load_presets()
+    if name not in presets:
+        raise ModelError(f"unknown model preset '{name}' (model.preset in codellm.yaml); valid presets: "
+                         f"{', '.join(presets)}")
+    return presets[name]
+
+
+def real_model_path(settings_model: ModelSettings, *, base_dir: str | Path | None = None) -> Path:
+    """The local directory of a real preset's weights, checked; a clear error with the fix if missing."""
+    preset = get_preset(settings_model.preset)
+    hf_id = preset.hf_id or "<hf id>"
+    how = (f"On a machine with hub access run `huggingface-cli download {hf_id} --local-dir "
+           f"models/{preset.name}`, copy that directory here, and set `model.path: models/{preset.name}` "
+           "in codellm.yaml (or CODELLM__MODEL__PATH=...).")
+    if not settings_model.path:
+        raise ModelError(f"model preset '{preset.name}' needs its weights on local disk but `model.path` in "
+                         f"codellm.yaml is not set; nothing is downloaded here. {how}")
+    path = Path(os.path.expanduser(settings_model.path))
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model.path in codellm.yaml is {path}, which has no config.json (not a downloaded "
+                         f"model). {how}")
+    return path.resolve()
+
+
+def dataset_tokenizer_args(settings_model: ModelSettings, *, base_dir: str | Path | None = None
+                           ) -> dict[str, Any]:
+    """Keyword arguments for ``build_training_dataset`` that depend on the base model.
+
+    tiny: ``tokenizer=None`` (a byte-level BPE is trained on the train split). A real preset (or
+    ``model.path``): the model's own tokenizer from the local path and the preset's FIM token names.
+    """
+    from codellm_assets.core.data.tokenization import load_tokenizer
+
+    preset = get_preset(settings_model.preset)
+    if not (preset.is_real or settings_model.path):
+        return {"tokenizer": None, "tokenizer_source": None, "fim_tokens": None}
+    path = real_model_path(settings_model, base_dir=base_dir)
+    return {"tokenizer": load_tokenizer(path), "tokenizer_source": f"{preset.hf_id or preset.name} ({path})",
+            "fim_tokens": preset.fim_tokens()}
+
+
+# ---- building the tiny base ----------------------------------------------------------------------
+
+def _tiny_config(tokenizer, hidden_size: int, layers: int, heads: int):
+    from transformers import LlamaConfig
+
+    if hidden_size % heads:
+        raise ModelError(f"model.tiny_hidden_size={hidden_size} must be divisible by model.tiny_heads={heads}")
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=TINY_MAX_POSITIONS, tie_word_embeddings=False,  # measured: lower loss
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+
+
+def _pretrain_sequences(source: Any, tokenizer, seq_len: int, *, max_rows: int, seed: int):
+    """Token windows for pre-training from texts, a ``datasets`` Dataset/DatasetDict, or its directory.
+
+    A dataset is sampled down to ``max_rows`` windows first (a short pre-training sees few of them).
+    """
+    import numpy as np
+    import torch
+
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        import datasets
+        source = datasets.load_from_disk(str(source))
+    if hasattr(source, "keys") and "train" in source:  # DatasetDict
+        source = source["train"]
+    if hasattr(source, "column_names"):  # Dataset
+        if len(source) > max_rows:
+            rows = np.random.default_rng(seed).choice(len(source), size=max_rows, replace=False)
+            source = source.select(np.sort(rows))
+        ids = np.asarray(source.with_format("numpy")["input_ids"], dtype=np.int64)
+        return torch.from_numpy(ids.reshape(len(source), -1))
+    ids = encode_documents(tokenizer, [t for t in source if t])
+    seqs = pack_sequences(ids, seq_len, tokenizer.eos_token_id, pad_id=tokenizer.eos_token_id)
+    return torch.tensor(seqs, dtype=torch.long)
+
+
+def pretrain(model, sequences, *, steps: int, batch_size: int = PRETRAIN_BATCH, lr: float = PRETRAIN_LR,
+             seed: int = 0, time_budget_s: float | None = None) -> list[float]:
+    """A short from-scratch pre-training: plain AdamW on random windows; returns the loss per step.
+
+    With ``time_budget_s`` it stops early once that much time has passed (a busy machine stays fast).
+    """
+    import torch
+
+    if steps <= 0 or len(sequences) == 0:
+        return []
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    model.train()
+    losses: list[float] = []
+    deadline = time.monotonic() + time_budget_s if time_budget_s is not None else None
+    for _ in range(steps):
+        if deadline is not None and losses and time.monotonic() > deadline:
+            break
+        batch = sequences[torch.randint(len(sequences), (batch_size,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(float(loss.detach()), 4))
+    model.eval()
+    return losses
+
+
+def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers: int = 2, heads: int = 4,
+                    pretrain_texts_or_dataset: Any = (), pretrain_steps: int = 60, seed: int = 0,
+                    threads: int = 2, cache_key: str = "", time_budget_s: float | None = None
+                    ) -> BaseModelInfo:
+    """Build the tiny Llama base from a config, pre-train it briefly, save it atomically to ``out_dir``.
+
+    ``pretrain_texts_or_dataset``: texts, a ``datasets`` Dataset/DatasetDict (its "train" split) with
+    ``input_ids``, or the directory of one. ``out_dir`` gets the model (safetensors), the tokenizer and
+    ``base_info.json``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    started = time.monotonic()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(_tiny_config(tokenizer, hidden_size, layers, heads))
+        seqs = _pretrain_sequences(pretrain_texts_or_dataset, tokenizer, PRETRAIN_SEQ_LEN, seed=seed,
+                                   max_rows=pretrain_steps * PRETRAIN_BATCH) if pretrain_steps > 0 else []
+        losses = pretrain(model, seqs, steps=pretrain_steps, seed=seed, time_budget_s=time_budget_s)
+    finally:
+        torch.set_num_threads(old_threads)
+    out_dir = Path(out_dir)
+    info = BaseModelInfo(
+        path=str(out_dir), preset=TINY, params=sum(p.numel() for p in model.parameters()),
+        vocab_size=len(tokenizer), pretrain_steps=len(losses), initial_loss=losses[0] if losses else None,
+        final_loss=losses[-1] if losses else None, losses=losses, cache_key=cache_key,
+        seconds=round(time.monotonic() - started, 2))
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "base_info.json").write_text(json.dumps(info.to_json(), indent=2))
+        replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return info
+
+
+
+# ---- cache and the `current` pointer -------------------------------------------------------------
+
+def base_cache_key(settings_model: ModelSettings, tokenizer_dir: Path) -> str:
+    """Hash of the model settings and the tokenizer's files: the base is rebuilt when either changes."""
+    dumped = json.dumps(settings_model.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(f"{dumped}|{tokenizer_file_hash(tokenizer_dir)}".encode()).hexdigest()[:16]
+
+
+def read_current(cache_dir: Path) -> Path | None:
+    """The directory named by ``cache_dir/current`` if it holds a model, else None."""
+    pointer = Path(cache_dir) / POINTER
+    if not pointer.is_file():
+        return None
+    target = Path(pointer.read_text().strip())
+    target = target if target.is_absolute() else Path(cache_dir) / target
+    return target if (target / "config.json").is_file() else None
+
+
+def write_current(cache_dir: Path, target: Path) -> None:
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = Path(target)
+    value = target.name if target.parent.resolve() == cache_dir.resolve() else str(target.resolve())
+    tmp = cache_dir / f".{POINTER}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(value + "\n")
+    os.replace(tmp, cache_dir / POINTER)
+
+
+def read_base_info(model_dir: Path) -> dict[str, Any] | None:
+    f = Path(model_dir) / "base_info.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def resolve_base_model(settings_model: ModelSettings, *, tokenizer_dir: Path, dataset_dir: Path | None,
+                       cache_dir: Path, base_dir: str | Path | None = None, seed: int = 0,
+                       threads: int = 2) -> Path:
+    """The base model directory for these settings, built only on a cache miss; updates ``current``.
+
+    tiny: ``cache_dir/<key>/`` where key = :func:`base_cache_key` (model settings + tokenizer files),
+    pre-trained on ``dataset_dir`` (the training_dataset's ``dataset/`` directory, train split).
+    Real presets (or ``model.path`` set): the checked local path (relative: against ``base_dir``).
+    """
+    preset = get_preset(settings_model.preset)
+    if preset.is_real or settings_model.path:  # `model.path` overrides the preset, tiny included
+        path = real_model_path(settings_model, base_dir=base_dir)
+        write_current(cache_dir, path)
+        return path
+    from transformers import AutoTokenizer
+
+    key = base_cache_key(settings_model, Path(tokenizer_dir))
+    target = Path(cache_dir) / key
+    info = read_base_info(target)
+    if not (info and info.get("cache_key") == key and (target / "config.json").is_file()):
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        build_tiny_base(tokenizer, target, hidden_size=settings_model.tiny_hidden_size,
+                        layers=settings_model.tiny_layers, heads=settings_model.tiny_heads,
+                        pretrain_texts_or_dataset=dataset_dir if dataset_dir is not None else (),
+                        pretrain_steps=settings_model.tiny_pretrain_steps if dataset_dir is not None else 0,
+                        seed=seed, threads=threads, cache_key=key)
+    write_current(cache_dir, target)
+    _prune_builds(Path(cache_dir), keep=target)
+    return target
+
+
+def _prune_builds(cache_dir: Path, keep: Path, max_builds: int = 3) -> None:
+    """Keep the newest ``max_builds`` builds (and ``keep``); tiny models are small but runs add up."""
+    builds = sorted((d for d in cache_dir.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in builds[max_builds:]:
+        if d.resolve() != keep.resolve():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- ensure: what serving calls on a fresh clone -------------------------------------------------
+
+def _fallback_texts(base_dir: Path) -> list[str]:
+    """The project's tracked Python files (``git ls-files '*.py'``), or this package's source."""
+    paths: list[Path] = []
+    try:
+        out = subprocess.run(["git", "-C", str(base_dir), "ls-files", "-z", "*.py"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout
+        paths = [base_dir / p for p in out.split("\0") if p]
+    except (OSError, subprocess.SubprocessError):
+        paths = []
+    texts = _read_texts(paths)
+    if sum(map(len, texts)) < 20_000:  # too little to learn merges from: add this package's own source
+        texts += _read_texts(sorted(Path(__file__).resolve().parents[2].rglob("*.py")))
+    return texts
+
+
+def _read_texts(paths: Iterable[Path]) -> list[str]:
+    texts = []
+    for p in paths:
+        try:
+            texts.append(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue  # unreadable file: skipped, the fallback only needs some Python
+    return texts
+
+
+def build_fallback_base(settings: Settings, *, pretrain_steps: int = FALLBACK_PRETRAIN_STEPS) -> Path:
+    """A tiny base for a fresh clone (no pipeline run yet), cached by the model settings; < ~20 s."""
+    root = settings.models_dir / "base-fallback"
+    key = hashlib.sha256(json.dumps([settings.model.model_dump(mode="json"),
+                                     settings.dataset.tokenizer_vocab_size, pretrain_steps],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    target = root / key
+    info = read_base_info(target)
+    if info and info.get("cache_key") == key and (target / "config.json").is_file():
+        return target
+    texts = _fallback_texts(Path(settings.base_dir))
+    tok_dir = root / f".tokenizer-{uuid.uuid4().hex[:8]}"
+    try:
+        tokenizer = train_bpe_tokenizer(texts, settings.dataset.tokenizer_vocab_size, tok_dir)
+        m = settings.model
+        build_tiny_base(tokenizer, target, hidden_size=m.tiny_hidden_size, layers=m.tiny_layers,
+                        heads=m.tiny_heads, pretrain_texts_or_dataset=texts, pretrain_steps=pretrain_steps,
+                        seed=0, threads=2, cache_key=key, time_budget_s=FALLBACK_TIME_BUDGET_S)
+    finally:
+        shutil.rmtree(tok_dir, ignore_errors=True)
+    return target
+
+
+def ensure_base_model(settings: Settings) -> Path:
+    """A directory loadable by ``AutoModelForCausalLM``/``AutoTokenizer.from_pretrained``, now.
+
+    Real preset (or any preset with ``model.path`` set): that local path (clear error if missing). tiny: the
+    materialized base_model
+    asset (``<models_dir>/base/current``) when it matches the preset, else a quick fallback base under
+    ``<models_dir>/base-fallback`` (tokenizer and model trained on the project's own Python files).
+    """
+    preset = get_preset(settings.model.preset)
+    if preset.is_real or settings.model.path:
+        return real_model_path(settings.model, base_dir=settings.base_dir)
+    current = read_current(settings.models_dir / "base")
+    if current is not None and (read_base_info(current) or {}).get("preset") == preset.name:
+        return current
+    return build_fallback_base(settings)
