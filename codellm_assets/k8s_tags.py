@@ -19,16 +19,14 @@ Usage (the lead wires it): ``@dg.asset(op_tags=k8s_tags_for("lora_adapter"), ...
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
+from codellm_assets.settings import ClusterEnv
+
 K8S_CONFIG_TAG = "dagster-k8s/config"
-EXECUTOR_ENV = "CODELLM_DAGSTER_EXECUTOR"   # "k8s" on the cluster; anything else: the default executor
-GPU_IMAGE_ENV = "CODELLM_GPU_IMAGE"         # e.g. registry.example.com/codellm/gpu-train:0.1.0
-MAX_CONCURRENT_STEPS_ENV = "CODELLM_K8S_MAX_CONCURRENT_STEPS"
 
 # GPU nodes: the label NVIDIA's GPU feature discovery (GPU operator) puts on them, and the taint most managed
 # GPU node pools carry so that CPU pods stay off the expensive nodes.
@@ -105,7 +103,7 @@ def k8s_tags_for(asset_name: str, environ: Mapping[str, str] | None = None) -> d
         raise KeyError(f"no Kubernetes step settings for asset '{asset_name}'; "
                        f"add it to K8S_OP_TAGS in {__name__} (known: {sorted(K8S_OP_TAGS)})")
     config = copy.deepcopy(K8S_OP_TAGS[asset_name])
-    gpu_image = (os.environ if environ is None else environ).get(GPU_IMAGE_ENV, "").strip()
+    gpu_image = ClusterEnv.from_environ(environ).gpu_image
     if asset_name in GPU_ASSETS and gpu_image:
         config["container_config"]["image"] = gpu_image
     return {K8S_CONFIG_TAG: config}
@@ -118,18 +116,12 @@ def dagster_executor(environ: Mapping[str, str] | None = None) -> dg.ExecutorDef
     Step pods inherit the run's image, env, secrets and volumes from the K8sRunLauncher and the code location
     (``includeConfigInLaunchedRuns``); the per-asset tags above add resources and GPU placement.
     """
-    env = os.environ if environ is None else environ
-    choice = env.get(EXECUTOR_ENV, "").strip().lower()
-    if choice in ("", "default", "multiprocess", "in_process"):
+    env = ClusterEnv.from_environ(environ)
+    if env.executor == "default":
         return None
-    if choice != "k8s":
-        raise ValueError(f"{EXECUTOR_ENV}={choice!r}: expected 'k8s' or unset (the default executor)")
     from dagster_k8s import k8s_job_executor  # imported here: laptops never need the kubernetes client
 
     config: dict[str, Any] = {}
-    raw_max = env.get(MAX_CONCURRENT_STEPS_ENV, "").strip()
-    if raw_max:
-        if not raw_max.isdigit() or int(raw_max) < 1:
-            raise ValueError(f"{MAX_CONCURRENT_STEPS_ENV}={raw_max!r}: expected a positive integer")
-        config["max_concurrent"] = int(raw_max)
+    if env.max_concurrent_steps:
+        config["max_concurrent"] = env.max_concurrent_steps
     return k8s_job_executor.configured(config, name="k8s_job_executor") if config else k8s_job_executor

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -344,3 +345,36 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str,
     settings.base_dir = str(cfg_path.parent)
     settings.config_file = str(cfg_path)
     return settings
+
+
+class ClusterEnv(BaseModel):
+    """The cluster facts the Helm chart sets as environment variables on the code location and its step pods
+    (k8s/helm/dagster-values.yaml). They are read while the asset definitions are being declared, before any
+    settings file is chosen, so they are not keys of codellm.yaml; this is the one place that reads them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executor: Literal["default", "k8s"] = Field("default", description="CODELLM_DAGSTER_EXECUTOR: 'k8s' = "
+                                                "dagster-k8s's k8s_job_executor, one pod per step")
+    gpu_image: str | None = Field(None, description="CODELLM_GPU_IMAGE: the CUDA image for GPU steps")
+    max_concurrent_steps: int | None = Field(None, ge=1, description="CODELLM_K8S_MAX_CONCURRENT_STEPS")
+
+    ENV_NAMES: ClassVar[dict[str, str]] = {"executor": "CODELLM_DAGSTER_EXECUTOR", "gpu_image": "CODELLM_GPU_IMAGE",
+                 "max_concurrent_steps": "CODELLM_K8S_MAX_CONCURRENT_STEPS"}
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> ClusterEnv:
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for field, name in cls.ENV_NAMES.items():
+            value = (env.get(name) or "").strip()
+            if value:
+                raw[field] = value.lower() if field == "executor" else value
+        if raw.get("executor") in ("multiprocess", "in_process"):
+            raw["executor"] = "default"
+        try:
+            return cls(**raw)
+        except ValidationError as e:
+            bad = "; ".join(f"{cls.ENV_NAMES[str(err['loc'][0])]}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"cluster environment: {bad}") from None
+

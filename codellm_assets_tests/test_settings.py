@@ -51,3 +51,51 @@ def test_bad_settings_name_the_key(tmp_path, text, needle):
 def test_missing_file_named_by_env_is_an_error(tmp_path):
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(environ={"CODELLM_CONFIG": str(tmp_path / "nope.yaml")})
+
+
+def test_default_file_is_the_one_in_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "codellm.yaml").write_text("home: here\n")
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(environ={})
+    assert s.config_file == str(tmp_path / "codellm.yaml") and s.home_dir == tmp_path / "here"
+
+
+def test_no_settings_file_is_a_clear_error_not_another_checkouts_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)      # the source checkout has a codellm.yaml; it must not be picked up
+    with pytest.raises(SettingsError, match="CODELLM_CONFIG") as e:
+        load_settings(environ={})
+    assert str(tmp_path / "codellm.yaml") in str(e.value)
+
+
+def test_summary_names_the_settings_file_and_home(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "codellm.yaml"
+    cfg.write_text(f"home: {tmp_path / 'state'}\nrepos: []\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dh"), "COLUMNS": "300"}
+    out = subprocess.run([sys.executable, "-m", "codellm_assets.cli", "summary"], cwd=tmp_path, text=True,
+                         capture_output=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    said = out.stdout + out.stderr     # rich prints to stderr
+    assert f"Settings:    {cfg}" in said and f"home {tmp_path / 'state'}" in said
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, ("default", None, None)),
+    ({"CODELLM_DAGSTER_EXECUTOR": " K8S ", "CODELLM_GPU_IMAGE": "r/gpu:1",
+      "CODELLM_K8S_MAX_CONCURRENT_STEPS": "4"}, ("k8s", "r/gpu:1", 4)),
+])
+def test_cluster_environment_is_read_in_settings(environ, expected):
+    from codellm_assets.settings import ClusterEnv
+
+    env = ClusterEnv.from_environ(environ)
+    assert (env.executor, env.gpu_image, env.max_concurrent_steps) == expected
+
+
+def test_a_bad_cluster_variable_names_itself():
+    from codellm_assets.settings import ClusterEnv
+
+    with pytest.raises(ValueError, match="CODELLM_K8S_MAX_CONCURRENT_STEPS"):
+        ClusterEnv.from_environ({"CODELLM_K8S_MAX_CONCURRENT_STEPS": "0"})
