@@ -144,12 +144,8 @@ def test_a_version_logged_before_the_stage_packages_still_loads(run_id, trained,
     v = registry.register_adapter(tracking_uri=store["uri"], model_name="codellm-before-move",
                                   adapter_dir=trained.adapter_dir, base_model_dir=tiny_setup.base_dir,
                                   run_id=run_id, dataset_manifest=MANIFEST, tokenizer_dir=tiny_setup.base_dir)
-    with _mlflow_at(store["uri"]):
-        import mlflow.pyfunc
-
-        (tmp_path / "pyfunc").mkdir()
-        model = mlflow.pyfunc.load_model(f"models:/codellm-before-move/{v.version}", dst_path=str(tmp_path / "pyfunc"))
-    out = model.predict(["def acme_post_ledger("], params={"max_new_tokens": 2})
+    out = _load_and_predict(store["uri"], f"models:/codellm-before-move/{v.version}", tmp_path / "pyfunc",
+                            max_new_tokens=2)
     assert len(out) == 1 and isinstance(out[0], str)
 
 
@@ -182,12 +178,8 @@ def test_register_adapter_creates_a_challenger_version_that_downloads_and_predic
         assert (got / name).read_bytes() == (Path(trained.adapter_dir) / name).read_bytes()
     assert registry.validate_adapter(got, tiny_setup.base_dir).base_verified == "fingerprint"
 
-    with _mlflow_at(uri):  # the version is a working model: base by reference + adapter
-        import mlflow.pyfunc
-
-        (tmp_path / "pyfunc").mkdir()
-        model = mlflow.pyfunc.load_model("models:/codellm@challenger", dst_path=str(tmp_path / "pyfunc"))
-    out = model.predict(["def acme_post_ledger("], params={"max_new_tokens": 4})
+    # the version is a working model: base by reference + adapter
+    out = _load_and_predict(uri, "models:/codellm@challenger", tmp_path / "pyfunc", max_new_tokens=4)
     assert len(out) == 1 and isinstance(out[0], str)
 
     v2 = registry.register_adapter(
@@ -202,6 +194,16 @@ def test_register_adapter_creates_a_challenger_version_that_downloads_and_predic
     assert registry.get_alias(uri, "codellm", "champion") is None
     with pytest.raises(RegistryError, match="no alias 'champion'"):
         registry.download_adapter(uri, "codellm", "champion", tmp_path / "none")
+
+
+def _load_and_predict(uri: str, model_uri: str, dst: Path, *, max_new_tokens: int) -> list[str]:
+    """Load a registered version as MLflow pyfunc (a fresh download) and complete one prompt."""
+    with _mlflow_at(uri):
+        import mlflow.pyfunc
+
+        dst.mkdir()
+        model = mlflow.pyfunc.load_model(model_uri, dst_path=str(dst))
+    return model.predict(["def acme_post_ledger("], params={"max_new_tokens": max_new_tokens})
 
 
 @contextlib.contextmanager
