@@ -31,6 +31,7 @@ from codellm_assets.core.data.minhash import (
     sketch_rensa,
 )
 from codellm_assets.settings import DedupSettings
+from codellm_assets.testing.hard_near_dups import build_hard_near_dup_set
 from codellm_assets.testing.near_dups import build_near_dup_set, score, source_paths
 
 DEFAULT = DedupSettings()
@@ -130,6 +131,22 @@ def sweep(set_size: int, seeds: int) -> None:
             )
 
 
+def hard(originals: int, seeds: int) -> None:
+    print(f"\n== 2b. Hard near-duplicate set ({originals} originals x 6 kinds of copy, plus siblings and files "
+          "sharing scaffolding; held-out = other seeds, phrasings, vendor header, rename suffixes): raw words "
+          "vs code-aware (comments dropped)")
+    print(f"{'slice':>9} {'seed':>4} {'mode':>10} {'recall':>6} {'false drops':>11}  missed by kind")
+    for held_out in (False, True):
+        for seed in range(seeds):
+            files = build_hard_near_dup_set(originals, seed=seed + (100 if held_out else 0), held_out=held_out)
+            docs = [Doc(f.id, f.text, f.repo, f.path) for f in files]
+            for aware in (False, True):
+                r = dedup_documents(docs, DedupSettings(code_aware=aware))
+                s = score(files, {**r.exact_duplicates, **r.near_duplicates})
+                print(f"{'held-out' if held_out else 'tune':>9} {seed:>4} {'code' if aware else 'raw':>10} "
+                      f"{s['recall']:>6.3f} {len(s['false_drops']):>11}  {s['missed_by_edit']}")
+
+
 def decontam(docs: list[Doc]) -> None:
     print(f"\n== 3. Decontamination (HumanEval, {DEFAULT.decontam_ngram}-grams + signatures/docstrings)")
     t = time.perf_counter()
@@ -180,6 +197,7 @@ def main() -> None:
     docs = load_real_files(args.files)
     speed(docs)
     sweep(args.set_size, args.seeds)
+    hard(40, args.seeds)
     decontam(docs)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 

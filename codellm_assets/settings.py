@@ -78,6 +78,8 @@ class DedupSettings(_Model):
     num_perm: int = Field(256, ge=16)
     shingle_size: int = Field(3, ge=1, description="word-token shingle length; 3 measured best (benchmarks/dedup.py)")
     threshold: float = Field(0.7, gt=0, lt=1)
+    code_aware: bool = Field(True, description="compare files without their comments (a copy with reworded "
+                             "comments or a new comment header is still a copy)")
     decontaminate: bool = True
     decontam_ngram: int = Field(13, ge=4, description="token n-gram length for eval-prompt overlap")
 

@@ -221,3 +221,33 @@ def test_score_counts_false_drops_and_recall():
     figures = score(files, {variant.id: variant.group, stranger.id: variant.group})
     assert figures["false_drops"] == [stranger.id]
     assert figures["correct"] == 1 and figures["recall"] == pytest.approx(1 / figures["removable"])
+
+
+def test_a_copy_with_reworded_comments_and_a_new_header_is_still_a_copy():
+    code = [f"def step_{i}(value, scale={i}):\n    total = value * scale + {i * 7}\n    return total - {i}\n"
+            for i in range(40)]
+    original = "".join(f"# step {i} keeps the running total in range\n{c}" for i, c in enumerate(code))
+    copy = "# Vendored by acme-platform at 3f2a9c1; do not edit.\n# Patch upstream instead.\n" + "".join(
+        f"# {'why ' * (i % 4)}we scale the value here, then subtract again\n{c}" for i, c in enumerate(code))
+    docs = [Doc("a", original, "r1", "pkg/steps.py"), Doc("b", copy, "r2", "vendor/steps.py")]
+    aware = dedup_documents(docs, DedupSettings())
+    raw = dedup_documents(docs, DedupSettings(code_aware=False))
+    assert aware.near_duplicates in ({"b": "a"}, {"a": "b"})
+    assert raw.near_duplicates == {}      # on raw words the comments hide the copy
+
+
+@pytest.fixture(scope="module")
+def hard_set():
+    from codellm_assets.testing.hard_near_dups import build_hard_near_dup_set
+
+    return build_hard_near_dup_set(20, seed=1, held_out=True)
+
+
+def test_code_aware_dedup_finds_more_hard_copies_and_drops_no_distinct_file(hard_set):
+    docs = [Doc(f.id, f.text, f.repo, f.path) for f in hard_set]
+    aware = dedup_documents(docs, DedupSettings())
+    raw = dedup_documents(docs, DedupSettings(code_aware=False))
+    got = score(hard_set, {**aware.exact_duplicates, **aware.near_duplicates})
+    before = score(hard_set, {**raw.exact_duplicates, **raw.near_duplicates})
+    assert got["false_drops"] == [] and before["false_drops"] == []
+    assert got["recall"] >= before["recall"] + 0.05, (got["recall"], before["recall"])

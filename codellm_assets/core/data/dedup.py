@@ -5,7 +5,8 @@ Pipeline, in order:
 1. **Exact**: files whose text is equal after whitespace normalisation (every run of whitespace -> one
    space) are one group; one file of the group is kept.
 2. **Near**: the survivors are shingled (``shingle_size``-grams of word tokens; a token is a run of
-   ``\\w`` characters, i.e. BigCode's "split on non-alphanumerics"), MinHashed (``num_perm``
+   ``\\w`` characters, i.e. BigCode's "split on non-alphanumerics"; with ``code_aware`` the comments are
+   dropped first, :mod:`codellm_assets.core.data.code_text`), MinHashed (``num_perm``
    permutations, rensa or datasketch) and indexed in an LSH whose bands are chosen so that a pair at
    exactly ``threshold`` becomes a candidate with probability >= 0.97.
 3. **Verify**: every LSH candidate pair is checked with the Jaccard similarity of the *exact* shingle
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from codellm_assets.core.data.code_text import code_only_for_path
 from codellm_assets.core.data.decontam import build_decontam_index, decontaminate, humaneval_items
 from codellm_assets.core.data.minhash import (  # noqa: F401  (re-exported: the dedup API)
     SIGNATURE_BATCH,
@@ -134,15 +136,22 @@ def _exact_groups(docs: Sequence[Doc]) -> tuple[list[int], dict[int, int]]:
     return reps, removed
 
 
+def doc_shingles(doc: Doc, settings: DedupSettings) -> set[str]:
+    """The shingles near-dedup compares: of the code without its comments when ``settings.code_aware``, so
+    reworded comments or a replaced comment header do not hide a copy."""
+    text = code_only_for_path(doc.text, doc.path) if settings.code_aware else doc.text
+    return shingles(text, settings.shingle_size)
+
+
 class _ShingleCache:
     """Shingle sets recomputed on demand, so only files in candidate pairs are held in memory."""
 
-    def __init__(self, docs: Sequence[Doc], k: int) -> None:
-        self.docs, self.k, self.cache = docs, k, {}
+    def __init__(self, docs: Sequence[Doc], settings: DedupSettings) -> None:
+        self.docs, self.settings, self.cache = docs, settings, {}
 
     def __getitem__(self, i: int) -> set[str]:
         if i not in self.cache:
-            self.cache[i] = shingles(self.docs[i].text, self.k)
+            self.cache[i] = doc_shingles(self.docs[i], self.settings)
         return self.cache[i]
 
 
@@ -175,7 +184,7 @@ def dedup_documents(
 
     say("verify")
     t = time.perf_counter()
-    cache = _ShingleCache(docs, settings.shingle_size)
+    cache = _ShingleCache(docs, settings)
     edges = _verify(pairs, shingled, sketches, cache, settings)
     timings["verify"] = time.perf_counter() - t
 
@@ -196,10 +205,7 @@ def _sketch_docs(
     sketched: list[int] = []
     sketches: list[Any] = []
     for start in range(0, len(indices), SIGNATURE_BATCH):
-        batch = [
-            (i, shingles(docs[i].text, settings.shingle_size))
-            for i in indices[start : start + SIGNATURE_BATCH]
-        ]
+        batch = [(i, doc_shingles(docs[i], settings)) for i in indices[start : start + SIGNATURE_BATCH]]
         batch = [(i, sh) for i, sh in batch if sh]
         sketched.extend(i for i, _ in batch)
         sketches.extend(sketch([sh for _, sh in batch], settings.num_perm))
