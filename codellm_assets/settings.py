@@ -78,6 +78,8 @@ class DedupSettings(_Model):
     num_perm: int = Field(256, ge=16)
     shingle_size: int = Field(3, ge=1, description="word-token shingle length; 3 measured best (benchmarks/dedup.py)")
     threshold: float = Field(0.7, gt=0, lt=1)
+    lsh_shards: int = Field(1, ge=1, description="split the LSH bands into this many independent shards "
+                            "(same result; each shard needs only the signatures)")
     code_aware: bool = Field(True, description="compare files without their comments (a copy with reworded "
                              "comments or a new comment header is still a copy)")
     decontaminate: bool = True

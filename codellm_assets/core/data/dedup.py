@@ -38,6 +38,7 @@ import numpy as np
 
 from codellm_assets.core.data.code_text import code_only_for_path
 from codellm_assets.core.data.decontam import build_decontam_index, decontaminate, humaneval_items
+from codellm_assets.core.data.lsh_shards import band_keys, shard_bands, shard_pairs
 from codellm_assets.core.data.minhash import (  # noqa: F401  (re-exported: the dedup API)
     SIGNATURE_BATCH,
     candidate_pairs,
@@ -179,13 +180,20 @@ def dedup_documents(
 
     say("lsh")
     t = time.perf_counter()
-    pairs = candidate_pairs(sketches, settings) if len(sketches) > 1 else set()
+    sigs = np.vstack([digest(s) for s in sketches]) if sketches else np.zeros((0, settings.num_perm), np.uint64)
+    bands, rows = lsh_bands(settings.num_perm, settings.threshold)
+    keys = band_keys(sigs, bands, rows)
     timings["lsh"] = time.perf_counter() - t
 
-    say("verify")
+    say("verify")      # shard by shard: only signatures are shared, each pair comes from exactly one shard
     t = time.perf_counter()
     cache = _ShingleCache(docs, settings)
-    edges = _verify(pairs, shingled, sketches, cache, settings)
+    edges: dict[tuple[int, int], float] = {}
+    n_pairs = 0
+    for band_ids in shard_bands(bands, settings.lsh_shards):
+        for left, right in shard_pairs(keys, band_ids):
+            n_pairs += len(left)
+            edges.update(_verify(left, right, sigs, shingled, cache, settings))
     timings["verify"] = time.perf_counter() - t
 
     say("cluster")
@@ -193,7 +201,7 @@ def dedup_documents(
     near_removed, near_j = _cluster(edges, docs, cache, settings.threshold)
     timings["cluster"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    return _result(docs, exact_removed, near_removed, near_j, timings, len(pairs), len(edges))
+    return _result(docs, exact_removed, near_removed, near_j, timings, n_pairs, len(edges))
 
 
 def _sketch_docs(
@@ -213,26 +221,19 @@ def _sketch_docs(
 
 
 def _verify(
-    pairs: set[tuple[int, int]],
+    left: np.ndarray,
+    right: np.ndarray,
+    sigs: np.ndarray,
     shingled: list[int],
-    sketches: list[Any],
     cache: _ShingleCache,
     settings: DedupSettings,
 ) -> dict[tuple[int, int], float]:
-    """Candidate pairs (positions in ``shingled``) whose exact Jaccard reaches the threshold, as
-    (doc index, doc index) -> Jaccard. The MinHash estimate skips the exact check for clear misses."""
-    if not pairs:
-        return {}
-    ordered = np.array(sorted(pairs), dtype=np.int64)
-    sigs = np.vstack([digest(s) for s in sketches])
-    estimates = np.concatenate(
-        [
-            (sigs[chunk[:, 0]] == sigs[chunk[:, 1]]).mean(axis=1)
-            for chunk in np.array_split(ordered, max(1, len(ordered) // 50_000))
-        ]
-    )
+    """Candidate pairs (rows of ``sigs``, i.e. positions in ``shingled``) whose exact Jaccard reaches the
+    threshold, as (doc index, doc index) -> Jaccard. The MinHash estimate skips the exact check for clear
+    misses."""
+    estimates = (sigs[left] == sigs[right]).mean(axis=1)
     edges: dict[tuple[int, int], float] = {}
-    for (a, b), estimate in zip(ordered.tolist(), estimates.tolist()):
+    for a, b, estimate in zip(left.tolist(), right.tolist(), estimates.tolist()):
         if estimate < settings.threshold - ESTIMATE_MARGIN:
             continue
         i, j = shingled[a], shingled[b]
