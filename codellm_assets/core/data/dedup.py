@@ -7,8 +7,9 @@ Pipeline, in order:
 2. **Near**: the survivors are shingled (``shingle_size``-grams of word tokens; a token is a run of
    ``\\w`` characters, i.e. BigCode's "split on non-alphanumerics"; with ``code_aware`` the comments are
    dropped first, :mod:`codellm_assets.core.data.code_text`), MinHashed (``num_perm``
-   permutations, rensa or datasketch) and indexed in an LSH whose bands are chosen so that a pair at
-   exactly ``threshold`` becomes a candidate with probability >= 0.97.
+   permutations, rensa or datasketch) and banded (bands chosen so that a pair at exactly ``threshold``
+   becomes a candidate with probability >= 0.97) in ``lsh_shards`` independent shards of bands that share
+   only the signatures (:mod:`codellm_assets.core.data.lsh_shards`).
 3. **Verify**: every LSH candidate pair is checked with the Jaccard similarity of the *exact* shingle
    sets (after a cheap MinHash estimate has ruled out the obvious misses); only pairs with exact
    Jaccard >= ``threshold`` are edges. LSH false positives therefore never drop a file.
