@@ -148,6 +148,9 @@ class EvalSettings(_Model):
     company_tasks_file: str | None = Field(None, description="hand-written tasks (JSONL, seed format), relative "
                                            "to this settings file; also fed to decontamination")
     company_max_tasks: int = Field(20, ge=0)
+    isolation: Literal["full", "reduced", "any"] = Field(
+        "full", description="sandbox for generated code: full (namespaces; refuse to score without them), "
+        "reduced (no namespaces, on purpose), any (the strongest the machine gives)")
 
 
 class ServingSettings(_Model):
