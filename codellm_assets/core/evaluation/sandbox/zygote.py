@@ -63,7 +63,8 @@ from codellm_assets.core.evaluation.sandbox.namespaces import (
 
 # Pre-imported so children start warm (fork shares them); the programs use these a lot.
 for _module in ("bisect", "collections", "functools", "hashlib", "heapq", "itertools", "math", "random",
-                "re", "statistics", "string", "typing", "fractions", "decimal", "copy", "operator"):
+                "re", "statistics", "string", "typing", "fractions", "decimal", "copy", "operator",
+                "faulthandler", "shutil", "subprocess"):  # the last three: what reliability_guard imports
     __import__(_module)
 
 TAIL_BYTES = 4096
