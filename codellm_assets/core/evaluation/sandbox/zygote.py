@@ -174,8 +174,9 @@ def _guard(features: dict) -> None:
     import posix
 
     for name in ("fork", "forkpty", "vfork", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
-        if hasattr(posix, name):
-            setattr(posix, name, None)
+        for module in (posix, os):  # `os` holds its own references to the posix functions
+            if hasattr(module, name):
+                setattr(module, name, None)
     _posixsubprocess.fork_exec = None
     if not features["netns"]:
         for name in ("socket", "_socket", "ssl", "_ssl", "urllib.request", "http.client"):
