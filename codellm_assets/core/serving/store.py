@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import queue
 import secrets
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from codellm_assets.core.serving.routes import SLOTS, Route, RoutesChanged, validate_routes
+from codellm_assets.core.serving.store_queries import feedback_counts, last_outcomes, p95_latency, p95_latency_per_token
 from codellm_assets.core.serving.store_schema import (
     ERROR_STATUSES,
     api_keys_t,
@@ -313,10 +313,10 @@ class Store:
                 sa.func.sum(sa.case((requests_t.c.buggy.is_(True), 1), else_=0)),
                 sa.func.sum(sa.case((requests_t.c.syntax_error.is_(True), 1), else_=0)),
                 sa.func.count(sa.distinct(requests_t.c.user))).where(*conds)).one()
-            p95 = _p95_latency(conn, conds)
-            p95_per_token = _p95_latency_per_token(conn, conds)
-            events = _feedback_counts(conn, slot, version, since)
-            judged_events = _last_outcomes(conn, slot, version, since)
+            p95 = p95_latency(conn, conds)
+            p95_per_token = p95_latency_per_token(conn, conds)
+            events = feedback_counts(conn, slot, version, since)
+            judged_events = last_outcomes(conn, slot, version, since)
         errors, buggy, syntax = int(errors or 0), int(buggy or 0), int(syntax or 0)
         judged = sum(judged_events.values())   # one outcome per completion: its last accept/modify/reject
         return WindowStats(
@@ -431,56 +431,3 @@ def _apply(conn: sa.Connection, items: list[Any]) -> None:
         conn.execute(sa.insert(table), rows)
     for values in updates:   # few per batch; grouped by column set they could be executemany'd
         conn.execute(sa.update(requests_t).where(requests_t.c.id == values.pop("b_id")).values(**values))
-
-
-def _p95_latency(conn: sa.Connection, conds: list[Any]) -> float:
-    have = conds + [requests_t.c.latency_s.is_not(None)]
-    n = conn.execute(sa.select(sa.func.count()).select_from(requests_t).where(*have)).scalar_one()
-    if not n:
-        return 0.0
-    rank = max(math.ceil(0.95 * n) - 1, 0)          # nearest-rank percentile, portable SQL
-    q = sa.select(requests_t.c.latency_s).where(*have).order_by(requests_t.c.latency_s).offset(rank).limit(1)
-    return float(conn.execute(q).scalar_one())
-
-
-def _p95_latency_per_token(conn: sa.Connection, conds: list[Any]) -> float | None:
-    """Nearest-rank p95 of latency / generated tokens over requests that generated at least one."""
-    have = conds + [requests_t.c.latency_s.is_not(None), requests_t.c.completion_tokens > 0]
-    n = conn.execute(sa.select(sa.func.count()).select_from(requests_t).where(*have)).scalar_one()
-    if not n:
-        return None
-    per_token = requests_t.c.latency_s / sa.cast(requests_t.c.completion_tokens, sa.Float)
-    rank = max(math.ceil(0.95 * n) - 1, 0)
-    return float(conn.execute(sa.select(per_token).where(*have).order_by(per_token).offset(rank).limit(1))
-                 .scalar_one())
-
-
-def _last_outcomes(conn: sa.Connection, slot: str | None, version: str | None,
-                   since: datetime | None) -> dict[str, int]:
-    """accept/modify/reject counts, one per completion: its latest such event (by id) wins, so a client
-    repeating "accept" (or changing its mind) counts once."""
-    outcome = feedback_t.c.event.in_(("accept", "modify", "reject"))
-    conds = [outcome]
-    if version:
-        conds.append(feedback_t.c.version == version)
-    if since:
-        conds.append(feedback_t.c.time >= since)
-    last = sa.select(sa.func.max(feedback_t.c.id).label("id")).where(*conds)
-    if slot:
-        last = last.join(requests_t, requests_t.c.id == feedback_t.c.completion_id).where(requests_t.c.slot == slot)
-    last = last.group_by(feedback_t.c.completion_id).subquery()
-    q = (sa.select(feedback_t.c.event, sa.func.count()).join(last, last.c.id == feedback_t.c.id)
-         .group_by(feedback_t.c.event))
-    return {event: int(count) for event, count in conn.execute(q).all()}
-
-
-def _feedback_counts(conn: sa.Connection, slot: str | None, version: str | None,
-                     since: datetime | None) -> dict[str, int]:
-    q = sa.select(feedback_t.c.event, sa.func.count()).group_by(feedback_t.c.event)
-    if slot:
-        q = q.join(requests_t, requests_t.c.id == feedback_t.c.completion_id).where(requests_t.c.slot == slot)
-    if version:
-        q = q.where(feedback_t.c.version == version)
-    if since:
-        q = q.where(feedback_t.c.time >= since)
-    return {event: int(count) for event, count in conn.execute(q).all()}
