@@ -31,8 +31,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/codellm serve --detach   # first: deployed_endpoint verifies a completion through it
 	$(BIN)/codellm run
-	$(BIN)/codellm serve --detach
 	$(BIN)/codellm summary
 
 test: install

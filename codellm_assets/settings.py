@@ -153,6 +153,9 @@ class EvalSettings(_Model):
     company_tasks_file: str | None = Field(None, description="hand-written tasks (JSONL, seed format), relative "
                                            "to this settings file; also fed to decontamination")
     company_max_tasks: int = Field(20, ge=0)
+    isolation: Literal["full", "reduced", "any"] = Field(
+        "full", description="sandbox for generated code: full (namespaces; refuse to score without them), "
+        "reduced (no namespaces, on purpose), any (the strongest the machine gives)")
 
 
 class ServingSettings(_Model):
@@ -179,10 +182,16 @@ class ServingSettings(_Model):
 
 class CanaryThresholds(_Model):
     max_error_rate: float = 0.05
-    max_p95_latency_s: float = 3.0
+    max_p95_latency_s: float = Field(3.0, description="p95 per request: only for requests without a token count")
+    max_p95_latency_per_token_s: float = Field(0.25, gt=0, description="p95 of latency / generated tokens")
     max_buggy_code_rate: float = 0.10
-    min_requests: int = 50
+    min_requests: int = Field(50, ge=1, description="also the evidence a rollback needs (bar hard failures)")
     min_users: int = 3
+    hard_error_rate: float = Field(0.5, gt=0, le=1, description="error rate that rolls back at once ...")
+    hard_min_errors: int = Field(5, ge=1, description="... once at least this many requests failed")
+    no_traffic_alert_minutes: int = Field(30, ge=1, description="alert when a canary served nothing this long")
+    verify_timeout_s: float = Field(120.0, gt=0, description="deployment: how long a real completion through "
+                                    "the gateway may take to come from the new version before it fails")
 
 
 class ProductionThresholds(_Model):

@@ -60,6 +60,15 @@ def test_humaneval_bad_k_is_refused(tmp_path):
     assert proc.returncode != 0 and "--k" in proc.stderr
 
 
+def test_humaneval_isolation_comes_from_the_flag_or_the_env(tmp_path, monkeypatch):
+    samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    pass\n"}])
+    proc = codellm("eval", "humaneval", "--completions", str(samples), "--isolation", "chroot")
+    assert proc.returncode == 2 and "--isolation must be full, reduced or any" in proc.stderr
+    monkeypatch.setenv("CODELLM__EVAL__ISOLATION", "nothing")
+    proc = codellm("eval", "humaneval", "--completions", str(samples))
+    assert proc.returncode == 2 and "'nothing'" in proc.stderr
+
+
 def test_isolation_command_reports_the_mode():
     proc = codellm("eval", "isolation")
     assert proc.returncode == 0, proc.stderr

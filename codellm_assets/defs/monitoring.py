@@ -4,7 +4,6 @@ volume, the quality monitor that requests retraining, and alerts on failed check
 
 import hashlib
 import json
-import time
 from datetime import timedelta
 
 import dagster as dg
@@ -136,31 +135,56 @@ def _check_alert(record, base_url: str, recovered: bool) -> Alert:
                  figures=figures, run_url=_run_url(base_url, record.run_id))
 
 
-def check_alerts(instance, check_keys, cursor: dict, base_url: str) -> tuple[list[Alert], dict]:
-    """New failed evaluations alert once; a pass after a failure announces the recovery."""
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as St
+PAGE = 100
 
+
+def _records_after(instance, key, floor_id: int) -> list:
+    """Every execution record of ``key`` with id > ``floor_id`` (oldest first), paging by storage id: not
+    only the last page."""
+    out, cursor = [], None
+    while True:
+        page = instance.event_log_storage.get_asset_check_execution_history(key, limit=PAGE, cursor=cursor)
+        out += [r for r in page if r.id > floor_id]
+        if len(page) < PAGE or page[-1].id <= floor_id:
+            return sorted(out, key=lambda r: r.id)
+        cursor = page[-1].id
+
+
+def _run_ended(instance, run_id: str | None) -> bool:
+    run = instance.get_run_by_id(run_id) if run_id else None
+    return run is None or run.is_finished
+
+
+def check_alerts(instance, check_keys, cursor: dict, base_url: str) -> tuple[list[Alert], dict]:
+    """Every failed evaluation alerts exactly once (however many partitions failed at once); the first pass
+    after a failure of a partition announces its recovery. The cursor is the storage id of the last record
+    handled; records still planned are kept aside (``pending``) instead of holding the cursor back, and
+    dropped once their run ended without evaluating them."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as St
     alerts = []
     for key in check_keys:
         name = key.to_user_string()
-        seen = cursor.get(name, {"last_id": 0, "failing": {}})
-        records = instance.event_log_storage.get_asset_check_execution_history(key, limit=50)
-        for rec in sorted((r for r in records if r.id > seen["last_id"]), key=lambda r: r.id):
-            if rec.status not in (St.SUCCEEDED, St.FAILED) or rec.evaluation is None:
-                # Still planned (its run is going): the cursor must not pass it, or its result never alerts.
-                # A run that died leaves it planned forever: give up on it after a day.
-                if time.time() - rec.create_timestamp < 86400:
-                    break
-                seen["last_id"] = rec.id
+        seen = {"last_id": 0, "failing": {}, "pending": [], **cursor.get(name, {})}
+        pending = set(seen["pending"])
+        floor = min(pending, default=seen["last_id"] + 1) - 1
+        for rec in _records_after(instance, key, min(floor, seen["last_id"])):
+            if rec.id <= seen["last_id"] and rec.id not in pending:
                 continue
             part = rec.partition or ""
-            failed = not rec.evaluation.passed
-            if failed and not seen["failing"].get(part):
-                alerts.append(_check_alert(rec, base_url, recovered=False))
-            elif not failed and seen["failing"].get(part):
-                alerts.append(_check_alert(rec, base_url, recovered=True))
-            seen["failing"][part] = failed
-            seen["last_id"] = rec.id
+            if rec.status not in (St.SUCCEEDED, St.FAILED) or rec.evaluation is None:
+                # Its run is going: look again next tick. Its run ended (crashed, or failed before the
+                # check): nothing more will come; the run failure has its own alert (run_failure_alert).
+                (pending.discard if _run_ended(instance, rec.run_id) else pending.add)(rec.id)
+            else:
+                failed = not rec.evaluation.passed
+                if failed:
+                    alerts.append(_check_alert(rec, base_url, recovered=False))
+                elif seen["failing"].get(part):
+                    alerts.append(_check_alert(rec, base_url, recovered=True))
+                seen["failing"][part] = failed
+                pending.discard(rec.id)
+            seen["last_id"] = max(seen["last_id"], rec.id)
+        seen["pending"] = sorted(pending)
         cursor[name] = seen
     return alerts, cursor
 

@@ -3,7 +3,9 @@ roll back (with the MLflow champion alias at 100 %), the quality monitor, and fe
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -31,13 +33,14 @@ def setup(tmp_path, instance):
 
 
 def traffic(store: Store, slot: str, version: str, n: int, users: int, *, error_every: int = 0,
-            latency_s: float = 0.2) -> list[str]:
+            latency_s: float = 0.2, completion_tokens: int | None = 8) -> list[str]:
     ids = []
     for i in range(n):
         cid = f"cmpl-{uuid.uuid4().hex}"
         status = "error" if error_every and i % error_every == 0 else "ok"
         store.record_request(RequestRecord(id=cid, slot=slot, version=version, status=status, user=f"dev{i % users}",
-                                           latency_s=latency_s, prompt="def f():\n", completion="    return 1\n"))
+                                           latency_s=latency_s, prompt="def f():\n", completion="    return 1\n",
+                                           completion_tokens=completion_tokens))
         ids.append(cid)
     store.flush()
     return ids
@@ -82,6 +85,45 @@ def test_canary_holds_or_rolls_back(setup, n, users, error_every, expected):
     assert decision == ("rollback" if expected[1] == 0 else "hold")
     if expected[1] == 0:
         assert weights(store)["production"] == ("base", 100)
+
+
+@pytest.mark.parametrize("n,users,kw,expected", [
+    (1, 1, {"latency_s": 10.0}, ("codellm/1", 5)),                      # one slow request of one: no evidence
+    (3, 2, {"error_every": 3}, ("codellm/1", 5)),                         # one failure of three: no evidence
+    (30, 5, {"latency_s": 6.0, "completion_tokens": 200}, ("codellm/1", 25)),  # long, not slow: 30 ms/token
+    (30, 5, {"latency_s": 6.0, "completion_tokens": 8}, ("codellm/1", 0)),     # 750 ms/token: slow
+    (6, 1, {"error_every": 1}, ("codellm/1", 0)),                         # hard failure: 6 of 6, at once
+])
+def test_rollback_needs_evidence_except_hard_failures(setup, n, users, kw, expected):
+    settings, store, resources, instance = setup
+    traffic(store, "canary", "codellm/1", n, users=users, **kw)
+    tick(deployment.canary_guard, resources, instance)
+    assert weights(store)["canary"] == expected
+
+
+def test_a_canary_that_serves_nothing_raises_an_alert_once(tmp_path, instance, webhook_receiver):
+    url, bodies = webhook_receiver
+    config = write_config(tmp_path, [], monitoring={"canary": {"no_traffic_alert_minutes": 10}},
+                          alerts={"webhook_url": url})
+    settings = load_settings(config)
+    resources = resources_for(config)
+    with Store(settings.store_url) as store:
+        store.set_routes([Route("production", "base", "/models/base", None, 95),
+                          Route("canary", "codellm/1", "/models/base", "/adapters/1", 5)])
+        def guard(cursor):
+            with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
+                deployment.canary_guard(ctx)
+                return ctx.cursor
+
+        cursor = json.loads(guard(None))
+        assert bodies == []                                  # just deployed: not idle yet
+        cursor["first_seen"] = (datetime.fromisoformat(cursor["first_seen"]) - timedelta(minutes=11)).isoformat()
+        cursor = guard(json.dumps(cursor))                   # 11 minutes later, still nothing served
+        assert [b["codellm"]["kind"] for b in bodies] == ["canary_idle"]
+        assert bodies[0]["codellm"]["figures"]["version"] == "codellm/1"
+        guard(cursor)
+        assert len(bodies) == 1                              # once per stage
+        assert weights(store)["canary"] == ("codellm/1", 5)  # an alert, not a decision
 
 
 def test_quality_monitor_requests_retraining_once_per_cooldown(setup):

@@ -21,6 +21,12 @@ class S:
     acceptance_rate: float | None = 0.9
     distinct_users: int = 10
     feedback_events: int = 50
+    p95_latency_per_token_s: float | None = 0.02
+    errors: int = -1
+
+    def __post_init__(self):
+        if self.errors < 0:
+            self.errors = round(self.error_rate * self.requests)
 
 
 @pytest.mark.parametrize("stats,weight,action,next_weight", [
@@ -32,10 +38,17 @@ class S:
     (S(requests=500, distinct_users=1), 5, "hold", 5),               # one user's spike decides nothing
     (S(requests=49), 5, "hold", 5),
     (S(error_rate=0.06), 25, "rollback", 0),
-    (S(p95_latency_s=3.5), 5, "rollback", 0),
+    (S(p95_latency_s=3.5, p95_latency_per_token_s=None), 5, "rollback", 0),  # no token counts: per request
+    (S(p95_latency_per_token_s=0.3), 5, "rollback", 0),
+    (S(p95_latency_s=12.0, p95_latency_per_token_s=0.05), 5, "promote", 25),  # long completions, fast tokens
     (S(buggy_code_rate=0.11), 5, "rollback", 0),
-    (S(requests=10, distinct_users=1, error_rate=0.5), 5, "rollback", 0),  # failing is failing, at any volume
-    (S(error_rate=0.05, p95_latency_s=3.0, buggy_code_rate=0.10), 5, "promote", 25),  # thresholds inclusive
+    (S(requests=10, distinct_users=1, error_rate=0.5), 5, "rollback", 0),  # hard failure: 5 errors of 10
+    (S(requests=4, distinct_users=1, error_rate=1.0), 5, "hold", 5),       # 4 errors: below the hard minimum
+    (S(requests=3, distinct_users=2, error_rate=1 / 3, errors=1), 5, "hold", 5),  # one failure of three
+    (S(requests=1, distinct_users=1, p95_latency_s=9.0, p95_latency_per_token_s=2.0), 5, "hold", 5),  # 1 slow
+    (S(requests=49, buggy_code_rate=0.5), 5, "hold", 5),                   # breach below the sample size
+    (S(requests=50, buggy_code_rate=0.5), 5, "rollback", 0),               # ... and at it
+    (S(error_rate=0.05, p95_latency_per_token_s=0.25, buggy_code_rate=0.10), 5, "promote", 25),  # inclusive
 ])
 def test_decide_canary(stats, weight, action, next_weight):
     d = decide_canary(stats, weight, STEPS, LIMITS)

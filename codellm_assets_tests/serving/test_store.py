@@ -233,3 +233,52 @@ def test_routes_compare_and_set(any_store: Store) -> None:
     assert {r.version for r in any_store.routes()} == {"base", "codellm/2"}
     any_store.set_routes(promoted, expected=any_store.routes())   # decided on the current table: applies
     assert {r.slot: r.weight for r in any_store.routes()} == {"production": 75, "canary": 25}
+
+
+def test_p95_latency_is_per_generated_token(any_store: Store) -> None:
+    store = any_store
+    for i in range(20):           # long completions (100 tokens, 4 s) and one slow short one (1 token, 3 s)
+        long = i < 19
+        store.record_request(_req(i, slot="canary", latency_s=4.0 if long else 3.0,
+                                  completion_tokens=100 if long else 1))
+    store.record_request(_req(50, slot="canary", latency_s=9.0, completion_tokens=0))  # no tokens: not per token
+    store.flush()
+    stats = store.window_stats(slot="canary")
+    assert stats.p95_latency_per_token_s == pytest.approx(0.04)   # 19th of 20 rates: 4 s / 100
+    assert stats.p95_latency_s == pytest.approx(4.0)
+    assert store.window_stats(slot="production").p95_latency_per_token_s is None
+
+
+def test_acceptance_counts_one_outcome_per_completion_last_event_wins(any_store: Store) -> None:
+    store = any_store
+    for i in range(3):
+        store.record_request(_req(i, slot="canary", version="v2"))
+    for _ in range(10):           # a client repeating "accept" for one completion counts once
+        store.record_feedback("cmpl-0", "accept", version="v2")
+    store.record_feedback("cmpl-1", "accept", version="v2")
+    store.record_feedback("cmpl-1", "reject", version="v2")      # changed its mind: the last event wins
+    store.record_feedback("cmpl-2", "reject", version="v2")
+    store.record_feedback("cmpl-2", "view", version="v2")        # a view is no outcome
+    store.flush()
+    stats = store.window_stats(slot="canary", version="v2")
+    assert stats.acceptance_rate == pytest.approx(1 / 3)
+    assert stats.feedback_events == 14
+
+
+def test_user_claims_column_is_added_to_an_existing_store(tmp_path: Path) -> None:
+    """A store created before keys could vouch for users gains the column; old keys cannot."""
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE api_keys (id INTEGER PRIMARY KEY, team VARCHAR(200) NOT NULL, salt VARCHAR(64) "
+                     "NOT NULL, hash VARCHAR(64) NOT NULL, prefix VARCHAR(20) NOT NULL, admin BOOLEAN NOT NULL, "
+                     "created DATETIME NOT NULL, revoked DATETIME)")
+        conn.execute("INSERT INTO api_keys VALUES (1, 'old', 's', 'h', 'cl-old', 0, '2026-01-01', NULL)")
+    s = Store(f"sqlite:///{db}")
+    try:
+        proxy = s.create_api_key("ide-proxy", claims_users=True)
+        assert s.api_key_info(proxy).claims_users
+        assert [k["team"] for k in s.list_api_keys()] == ["old", "ide-proxy"]
+        with s.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT claims_users FROM api_keys WHERE id = 1")).scalar_one() in (0, False)
+    finally:
+        s.close()

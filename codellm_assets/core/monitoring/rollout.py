@@ -17,8 +17,10 @@ class Stats(Protocol):
     """The shape of `core.store.WindowStats` the decisions need."""
 
     requests: int
+    errors: int
     error_rate: float
     p95_latency_s: float
+    p95_latency_per_token_s: float | None
     buggy_code_rate: float | None
     acceptance_rate: float | None
     distinct_users: int
@@ -40,16 +42,32 @@ class CanaryDecision:
 def _figures(stats: Stats) -> dict:
     return {"requests": stats.requests, "distinct_users": stats.distinct_users,
             "error_rate": round(stats.error_rate, 4), "p95_latency_s": round(stats.p95_latency_s, 4),
+            "p95_latency_per_token_s": None if stats.p95_latency_per_token_s is None
+            else round(stats.p95_latency_per_token_s, 4),
             "buggy_code_rate": None if stats.buggy_code_rate is None else round(stats.buggy_code_rate, 4),
             "acceptance_rate": None if stats.acceptance_rate is None else round(stats.acceptance_rate, 4)}
 
 
+def hard_failure(stats: Stats, limits: CanaryThresholds) -> str | None:
+    """A canary failing outright (>= ``hard_min_errors`` errors at >= ``hard_error_rate``): no need to
+    wait for the full sample."""
+    if stats.errors >= limits.hard_min_errors and stats.error_rate >= limits.hard_error_rate:
+        return f"hard failure: {stats.errors} errors, error rate {stats.error_rate:.1%} >= {limits.hard_error_rate:.1%}"
+    return None
+
+
 def canary_breaches(stats: Stats, limits: CanaryThresholds) -> list[str]:
-    """Threshold breaches of the canary; any one rolls it back."""
+    """Threshold breaches of the canary; any one rolls it back once the sample is big enough."""
     out = []
     if stats.error_rate > limits.max_error_rate:
         out.append(f"error rate {stats.error_rate:.1%} > {limits.max_error_rate:.1%}")
-    if stats.p95_latency_s > limits.max_p95_latency_s:
+    # Latency per generated token: a long completion is not a slow one. Per request only when no
+    # request in the window has a token count.
+    per_token = stats.p95_latency_per_token_s
+    if per_token is not None and per_token > limits.max_p95_latency_per_token_s:
+        out.append(f"p95 latency {per_token * 1000:.0f} ms/token > {limits.max_p95_latency_per_token_s * 1000:.0f}"
+                   " ms/token")
+    elif per_token is None and stats.p95_latency_s > limits.max_p95_latency_s:
         out.append(f"p95 latency {stats.p95_latency_s:.2f}s > {limits.max_p95_latency_s:.2f}s")
     if stats.buggy_code_rate is not None and stats.buggy_code_rate > limits.max_buggy_code_rate:
         out.append(f"buggy-code rate {stats.buggy_code_rate:.1%} > {limits.max_buggy_code_rate:.1%}")
@@ -59,12 +77,16 @@ def canary_breaches(stats: Stats, limits: CanaryThresholds) -> list[str]:
 def decide_canary(stats: Stats, current_weight: int, steps: list[int], limits: CanaryThresholds) -> CanaryDecision:
     """Promote along `steps` when the canary held for the window with enough requests AND users.
 
-    Breaches roll back whatever the volume (a canary failing 10 of 10 requests is failing). Promotion
-    needs `min_requests` and `min_users` distinct users: one developer's burst decides nothing, and no
-    data never promotes.
+    Rollback needs the same evidence as promotion (`min_requests`): one slow or failed request out of
+    three decides nothing. The exception is a hard failure (`hard_min_errors` errors at
+    `hard_error_rate` or more), which rolls back at once. Promotion also needs `min_users` distinct
+    users (identities from API keys): one developer's burst decides nothing, and no data never promotes.
     """
     figures = _figures(stats)
-    breaches = canary_breaches(stats, limits) if stats.requests else []
+    hard = hard_failure(stats, limits)
+    if hard:
+        return CanaryDecision("rollback", hard, current_weight, 0, figures)
+    breaches = canary_breaches(stats, limits) if stats.requests >= limits.min_requests else []
     if breaches:
         return CanaryDecision("rollback", "; ".join(breaches), current_weight, 0, figures)
     if current_weight >= 100:

