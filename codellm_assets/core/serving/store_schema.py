@@ -34,7 +34,11 @@ requests_t = sa.Table(
     sa.Column("risk_score", sa.Float),
     sa.Column("buggy", sa.Boolean),
     sa.Column("syntax_error", sa.Boolean),
+    sa.Column("protocol", sa.String(20), index=True),        # openai | tabby | llamacpp | fim: the client's wire shape
 )
+
+# Columns added after a table first shipped: created on an existing database by create_tables.
+ADDED_COLUMNS = {"requests": ("protocol",)}
 
 feedback_t = sa.Table(
     "feedback", metadata,
@@ -118,8 +122,23 @@ def create_tables(engine: sa.Engine) -> None:
     for attempt in range(3):            # two processes creating the same file at once: one loses, retries
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except sa.exc.OperationalError:
             if attempt == 2:
                 raise
             time.sleep(0.2)
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for ADDED_COLUMNS an older database lacks (create_all never alters)."""
+    inspector = sa.inspect(engine)
+    for table_name, columns in ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(table_name)}
+        table = metadata.tables[table_name]
+        for name in columns:
+            if name not in have:
+                col = table.c[name]
+                ddl = f"ALTER TABLE {table_name} ADD COLUMN {name} {col.type.compile(engine.dialect)}"
+                with engine.begin() as conn:
+                    conn.execute(sa.text(ddl))

@@ -92,6 +92,7 @@ class TransformersBackend(Backend):
         self._worker: threading.Thread | None = None
         self.batches_run = 0
         self.jobs_run = 0
+        self.decode_steps = 0                  # generate() steps run, all batches: shows a cancel stopped work
         self.running: list[_Job] = []          # the batch on the worker now (observability, tests)
         self._last_batch_size = 1
 
@@ -326,6 +327,7 @@ class TransformersBackend(Backend):
         if preempted.is_set():
             raise Preempted("background job preempted by user traffic")
         new = out[:, enc["input_ids"].shape[1]:]
+        self.decode_steps += int(new.shape[1])
         return [self._decode(tok, new[i * p.n:(i + 1) * p.n], int(enc["attention_mask"][i].sum()), p)
                 for i in range(len(batch))]
 
