@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -17,6 +18,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_SCRIPTS = Path(__file__).resolve().parent / "node"
+DOC = REPO / "docs" / "ide.md"
+DOC_URL, DOC_KEY = "http://codellm.internal:8000", "cl-YOUR-TEAM-KEY"
+
+
+def doc_config(name: str, url: str, key: str) -> str:
+    """The config block ``<!-- ide-config: NAME -->`` of docs/ide.md, pointed at ``url`` with ``key``."""
+    m = re.search(rf"<!-- ide-config: {re.escape(name)} -->\n```\w*\n(.*?)```", DOC.read_text(), re.S)
+    assert m, f"docs/ide.md has no '<!-- ide-config: {name} -->' block"
+    assert DOC_URL in m.group(1), f"the {name} block in docs/ide.md does not use {DOC_URL}"
+    return m.group(1).replace(DOC_URL, url).replace(DOC_KEY, key)
 
 
 def node_dir() -> Path:
@@ -39,11 +50,12 @@ def node_dir() -> Path:
 
 
 def write_tabby_config(home: Path, endpoint: str, token: str) -> Path:
-    """The agent's config, as docs/ide.md gives it (usage tracking off: it would post outside)."""
+    """The agent's config from docs/ide.md (usage tracking off there: it would post outside)."""
     cfg = home / ".tabby-client" / "agent" / "config.toml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(f'[server]\nendpoint = "{endpoint}"\ntoken = "{token}"\n\n'
-                   '[anonymousUsageTracking]\ndisable = true\n')
+    text = doc_config("tabby-agent", endpoint, token)
+    assert "[anonymousUsageTracking]\ndisable = true" in text
+    cfg.write_text(text)
     return cfg
 
 
@@ -138,8 +150,17 @@ class TabbyJsonLines(_Proc):
         return q.get(timeout=timeout)
 
 
+def continue_models(url: str, key: str) -> dict[str, dict[str, Any]]:
+    """Continue's config.yaml from docs/ide.md: the model of each role (autocomplete, chat)."""
+    import yaml
+
+    cfg = yaml.safe_load(doc_config("continue", url, key))
+    return {role: m for m in cfg["models"] for role in m["roles"] if role in ("autocomplete", "chat")}
+
+
 def run_continue(node: Path, url: str, key: str) -> dict[str, Any]:
-    r = subprocess.run(["node", str(NODE_SCRIPTS / "continue_client.mjs"), str(node), url, key],
+    models = json.dumps(continue_models(url, key))
+    r = subprocess.run(["node", str(NODE_SCRIPTS / "continue_client.mjs"), str(node), models],
                        capture_output=True, text=True, timeout=180,
                        env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1"})
     assert r.returncode == 0, f"continue_client.mjs rc={r.returncode}: {r.stderr[-2000:]}"

@@ -78,7 +78,9 @@ class InfillRequest(BaseModel):
 
 
 def _answer(session: StreamSession, content: str, t0: float) -> dict[str, Any]:
-    predicted = session.completion_tokens or 0
+    predicted = session.completion_tokens       # None when the answer was cut (t_max_predict_ms): count it
+    if predicted is None:
+        predicted = session.gw.backend.count_tokens(session.version, "".join(session.parts)) or 0
     ms = (time.perf_counter() - t0) * 1000
     return {"content": content, "stop": True, "id": session.id, "model": session.version,
             "tokens_predicted": predicted, "tokens_evaluated": session.prompt_tokens or 0,
