@@ -34,7 +34,7 @@ requests_t = sa.Table(
     sa.Column("risk_score", sa.Float),
     sa.Column("buggy", sa.Boolean),
     sa.Column("syntax_error", sa.Boolean),
-    sa.Column("protocol", sa.String(20), index=True),        # openai | tabby | llamacpp | fim: the client's wire shape
+    sa.Column("protocol", sa.String(20)),        # openai | tabby | llamacpp | fim: the client's wire shape
 )
 
 # Columns added after a table first shipped: created on an existing database by create_tables.
