@@ -38,6 +38,7 @@ from codellm_assets.core.serving.backends.base import (
     detect_fim,
     trim_at_stop,
 )
+from codellm_assets.core.serving.backends.markup import encode_batch, fim_markup
 from codellm_assets.core.serving.routes import Route
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class _Loaded:
     fim: FimTokens | None
     max_positions: int | None
     adapters: dict[str, str] = field(default_factory=dict)   # adapter name -> path
+    markup: dict[str, int] = field(default_factory=dict)      # FIM literals the tokenizer does not match
 
 
 class _Job:
@@ -295,7 +297,7 @@ class TransformersBackend(Backend):
         base_path, adapter = self._versions[p.version]
         loaded = self._bases[base_path]
         tok = loaded.gen_tok
-        enc = tok([j.prompt for j in batch], return_tensors="pt", padding=True)
+        enc = encode_batch(tok, [j.prompt for j in batch], loaded.markup)
         eos = tok.eos_token_id
         cfg = GenerationConfig(max_new_tokens=p.max_tokens, do_sample=p.temperature > 0,
                                num_return_sequences=p.n, pad_token_id=tok.pad_token_id, eos_token_id=eos)
@@ -384,8 +386,10 @@ class TransformersBackend(Backend):
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
         model.eval()
-        loaded = _Loaded(model=model, gen_tok=gen_tok, loop_tok=loop_tok, fim=detect_fim(loop_tok),
-                         max_positions=getattr(model.config, "max_position_embeddings", None))
+        fim = detect_fim(loop_tok)
+        loaded = _Loaded(model=model, gen_tok=gen_tok, loop_tok=loop_tok, fim=fim,
+                         max_positions=getattr(model.config, "max_position_embeddings", None),
+                         markup=fim_markup(loop_tok, fim))
         self._bases[path] = loaded
         return loaded
 
