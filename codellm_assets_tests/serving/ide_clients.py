@@ -11,6 +11,9 @@ import re
 import shutil
 import subprocess
 import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,51 @@ def write_tabby_config(home: Path, endpoint: str, token: str) -> Path:
     assert "[anonymousUsageTracking]\ndisable = true" in text
     cfg.write_text(text)
     return cfg
+
+
+class RecordingProxy:
+    """A pass-through HTTP proxy in front of the gateway that records every exchange (method, path, status,
+    response headers and body), so a test sees what the client was answered - version header included."""
+
+    def __init__(self, target: str) -> None:
+        self.target, self.seen = target.rstrip("/"), []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hop = {"host", "connection", "content-length", "accept-encoding", "transfer-encoding"}
+                req = urllib.request.Request(proxy.target + self.path, data=body or None, method=self.command,
+                                             headers={k: v for k, v in self.headers.items() if k.lower() not in hop})
+                try:
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        status, headers, data = r.status, dict(r.headers), r.read()
+                except urllib.error.HTTPError as e:
+                    status, headers, data = e.code, dict(e.headers), e.read()
+                proxy.seen.append({"method": self.command, "path": self.path, "status": status,
+                                   "headers": {k.lower(): v for k, v in headers.items()}, "body": data})
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() not in hop:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class _Proc:

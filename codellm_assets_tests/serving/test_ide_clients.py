@@ -5,6 +5,7 @@ The configs are docs/ide.md's."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from codellm_assets.core.serving.store import Store
 from codellm_assets.core.serving.store_schema import feedback_t, requests_t
 from codellm_assets_tests.serving.conftest import TinyModel, make_gateway, serve_app, wait_ready
 from codellm_assets_tests.serving.ide_clients import (
+    RecordingProxy,
     TabbyJsonLines,
     TabbyLsp,
     node_dir,
@@ -82,7 +84,8 @@ def _item_text(item: dict[str, Any]) -> str:
 
 def test_tabby_agent_lsp_completion_comes_from_the_gateway(served: Served, node: Path, tmp_path: Path) -> None:
     agent = node / "node_modules" / "tabby-agent" / "dist" / "cli.js"
-    write_tabby_config(tmp_path / "home", served.url, served.key)
+    proxy = RecordingProxy(served.url)
+    write_tabby_config(tmp_path / "home", proxy.url, served.key)
     proj = tmp_path / "proj"
     proj.mkdir()
     lsp = TabbyLsp(agent, tmp_path / "home", tmp_path / "lsp.log")
@@ -108,7 +111,14 @@ def test_tabby_agent_lsp_completion_comes_from_the_gateway(served: Served, node:
                 break
     finally:
         lsp.close()
+        proxy.close()
     time.sleep(0.5)
+    calls = [(x["method"], x["path"].split("?")[0], x["status"]) for x in proxy.seen]
+    assert ("GET", "/v1/health", 200) in calls and ("GET", "/v1beta/server_setting", 200) in calls, calls
+    answers = [x for x in proxy.seen if x["path"] == "/v1/completions" and x["status"] == 200]
+    assert answers, calls
+    assert all(a["headers"]["x-codellm-version"] == "base" for a in answers)
+    answered = {json.loads(a["body"])["id"]: json.loads(a["body"])["choices"][0]["text"] for a in answers}
     rows = served.rows("tabby")
     assert rows, f"the gateway logged no Tabby request; agent log: {(tmp_path / 'lsp.log').read_text()[-1500:]}"
     assert all(r["status"] == "ok" and r["version"] == "base" and r["team"] == "bars" for r in rows)
@@ -116,6 +126,7 @@ def test_tabby_agent_lsp_completion_comes_from_the_gateway(served: Served, node:
     name, item = found[0]
     # the agent may trim the answer (to the line / indentation scope): the item is a piece of what we sent
     assert any(item.strip() in r["completion"] for r in rows), (item, [r["completion"] for r in rows])
+    assert {r["id"]: r["completion"] for r in rows} == answered    # the log holds what the agent was answered
     assert any(r["prompt"].startswith("<fim_prefix>") for r in rows)
 
 
