@@ -157,10 +157,11 @@ def test_continue_adapter_completion_stream_chat_and_fim(served: Served, node: P
     out = run_continue(node, served.url, served.key)
     assert out["models"][:2] == [{"id": "codellm", "max_model_len": 512},
                                  {"id": "codellm-starcoder", "max_model_len": 512}], out["models"]
-    for name in ("completion", "stream", "chat", "fim"):
+    for name in ("completion", "stream", "chat", "fim", "vllm"):
         assert "error" not in out[name], (name, out[name])
         assert out[name]["id"], (name, out[name])
-    assert out["completion"]["text"] == out["stream"]["text"]
+    assert out["completion"]["text"] == out["stream"]["text"] == out["vllm"]["text"]
+    assert "error" not in out["vllm"] and out["vllm"]["max_model_len"] == 512, out["vllm"]
     # Continue's FIM template in `prompt` is the same prompt as our rendering of prefix + suffix
     assert out["completion"]["text"] == out["fim"]["text"]
     logged = {p: served.rows(p) for p in ("openai", "fim")}

@@ -52,4 +52,12 @@ await run("fim", async () => {
   }
   return { id, text };
 });
+// Continue's `vllm` provider: the same adapter with provider "vllm"; Continue reads data[0].max_model_len
+await run("vllm", async () => {
+  const v = llm({ ...models.autocomplete, provider: "vllm" });
+  const first = (await v.list())[0];
+  const r = await v.completionNonStream({ model: models.autocomplete.model, prompt: fimPrompt, max_tokens: 12,
+                                         temperature: 0, stop }, signal());
+  return { id: r.id, max_model_len: first.max_model_len, text: r.choices[0].text };
+});
 console.log(JSON.stringify(out));
