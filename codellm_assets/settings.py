@@ -178,6 +178,8 @@ class ServingSettings(_Model):
                                    "detector checks, off the request path")
     readiness_interval_s: float = Field(30.0, gt=0, description="/readyz re-checks a tiny generation this often")
     route_refresh_s: float = Field(1.0, gt=0, description="re-read the routing table from the store this often")
+    ide_context_chars: int = Field(1536, ge=0, description="IDE protocols (Tabby segments, llama.cpp "
+                                   "input_extra): characters of declarations/snippets put before the prefix")
 
 
 class CanaryThresholds(_Model):

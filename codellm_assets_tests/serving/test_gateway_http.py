@@ -50,7 +50,7 @@ def srv(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def test_openai_client_completion_chat_and_models(srv: Served) -> None:
     c = srv.client()
-    assert [m.id for m in c.models.list().data] == ["codellm", "base"]
+    assert [m.id for m in c.models.list().data] == ["codellm", "codellm-starcoder", "base"]   # + FIM-family alias
     raw = c.completions.with_raw_response.create(model="codellm", prompt="def add(a, b):\n", max_tokens=8,
                                                  temperature=0)
     r = raw.parse()

@@ -1,8 +1,9 @@
 """The HTTP face of the gateway: an OpenAI-compatible FastAPI app (``/v1/completions``,
 ``/v1/chat/completions``, ``/v1/models``) plus ``/v1/feedback``, ``/v1/admin/routing``, ``/metrics``,
-``/healthz``, ``/readyz``. Order per request: API key (401) -> rate limit (429) -> body validation (400)
--> routing and prompt checks (400) -> generation. Every answer names its completion id and the version
-that served it (``x-codellm-version`` header, ``model`` and ``system_fingerprint`` fields)."""
+``/healthz``, ``/readyz``, and the IDE clients' own shapes (core/serving/protocols: Tabby's API, llama.cpp's
+``/infill``, Continue's ``/v1/fim/completions``). Order per request: API key (401) -> rate limit (429) ->
+body validation (400) -> routing and prompt checks (400) -> generation. Every answer names its completion id
+and the version that served it (``x-codellm-version`` header, ``model`` and ``system_fingerprint`` fields)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from codellm_assets.core.serving.protocol import (
     error_body,
     validation_message,
 )
+from codellm_assets.core.serving.protocols import Deps, include_ide_routes, tabby
+from codellm_assets.core.serving.protocols.openai_extras import model_list
 from codellm_assets.core.serving.routes import Route
 from codellm_assets.core.serving.store import ApiKey
 from codellm_assets.core.serving.streaming import StreamSession
@@ -133,17 +136,14 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         await authenticate(request)
-        now = int(time.time())
-        data = [{"id": gw.public_model, "object": "model", "created": now, "owned_by": "codellm",
-                 "root": gw.public_model, "parent": None}]
-        data += [{"id": r.version, "object": "model", "created": now, "owned_by": f"codellm:{r.slot}",
-                  "root": r.version, "parent": gw.public_model}
-                 for r in gw.router.table.routes() if r.slot != "shadow"]
-        return {"object": "list", "data": data}
+        return model_list(gw)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         key = await authenticate(request)
+        small = int(request.headers.get("content-length") or 0) <= MAX_BODY_BYTES     # else parse() says 413
+        if small and tabby.is_tabby_body(await request.body()):   # Tabby's agent posts its shape to this path
+            return await tabby.complete(deps, request, key)
         body = await parse(request, CompletionRequest)
         ctx = RequestContext(user=request_identity(key, body.user), team=key.team, model=body.model,
                              language=body.language, kind="completion")
@@ -215,6 +215,8 @@ def create_app(gw: Gateway) -> FastAPI:
         await gw.set_routes([Route(**r.model_dump()) for r in body.routes])
         return _routing_json(gw)
 
+    deps = Deps(gw, authenticate, parse)
+    include_ide_routes(app, deps)
     return app
 
 

@@ -55,6 +55,7 @@ class RequestContext:
     model: str | None = None
     language: str | None = None
     kind: str = "completion"          # completion | chat
+    protocol: str = "openai"          # the client's wire shape (request log column): openai | tabby | llamacpp | fim
 
 
 @dataclass
@@ -334,7 +335,8 @@ class Gateway:
         self.metrics.requests.labels(version=route.version, slot="canary", status=status).inc()
         self.store.record_request(RequestRecord(
             id=f"{cid}:canary", slot="canary", version=route.version, status=status, user=ctx.user,
-            team=ctx.team, latency_s=time.perf_counter() - t0, error=repr(error)[:2000], prompt=prompt))
+            team=ctx.team, latency_s=time.perf_counter() - t0, error=repr(error)[:2000], prompt=prompt,
+            protocol=ctx.protocol))
         log.warning("canary %s failed (%s); answered by production", route.version, status)
 
     def record_failure(self, cid: str, ctx: RequestContext, decision: Decision, prompt: str,
@@ -343,7 +345,8 @@ class Gateway:
         self.metrics.requests.labels(version=decision.route.version, slot=decision.slot, status=status).inc()
         self.store.record_request(RequestRecord(
             id=cid, slot=decision.slot, version=decision.route.version, status=status, user=ctx.user,
-            team=ctx.team, latency_s=time.perf_counter() - t0, error=repr(error)[:2000], prompt=prompt))
+            team=ctx.team, latency_s=time.perf_counter() - t0, error=repr(error)[:2000], prompt=prompt,
+            protocol=ctx.protocol))
 
     def record_success(self, ctx: RequestContext, cid: str, decision: Decision, prompt: str, text: str,
                        latency_s: float, prompt_tokens: int, completion_tokens: int, spec: PromptSpec,
@@ -353,7 +356,7 @@ class Gateway:
         self.store.record_request(RequestRecord(
             id=cid, slot=slot, version=version, status=status, user=ctx.user, team=ctx.team,
             latency_s=latency_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            prompt=prompt, completion=text))
+            prompt=prompt, completion=text, protocol=ctx.protocol))
         m = self.metrics
         m.requests.labels(version=version, slot=slot, status=status).inc()
         m.latency.labels(version=version, slot=slot).observe(latency_s)

@@ -78,6 +78,7 @@ class RequestRecord:
     risk_score: float | None = None
     buggy: bool | None = None
     syntax_error: bool | None = None
+    protocol: str | None = None      # the client's wire shape: openai | tabby | llamacpp | fim
 
 
 @dataclass

@@ -34,7 +34,11 @@ requests_t = sa.Table(
     sa.Column("risk_score", sa.Float),
     sa.Column("buggy", sa.Boolean),
     sa.Column("syntax_error", sa.Boolean),
+    sa.Column("protocol", sa.String(20)),        # openai | tabby | llamacpp | fim: the client's wire shape
 )
+
+# Columns added after a table first shipped: created on an existing database by create_tables.
+ADDED_COLUMNS = {"requests": ("protocol",), "api_keys": ("claims_users",)}
 
 feedback_t = sa.Table(
     "feedback", metadata,
@@ -129,9 +133,22 @@ def create_tables(engine: sa.Engine) -> None:
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:
-    """Columns added after a store was created (create_all adds tables, not columns)."""
-    have = {c["name"] for c in sa.inspect(engine).get_columns("api_keys")}
-    if "claims_users" not in have:
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN claims_users BOOLEAN NOT NULL DEFAULT "
-                                 + ("0" if engine.dialect.name == "sqlite" else "false")))
+    """``ALTER TABLE ... ADD COLUMN`` for ADDED_COLUMNS an older database lacks (create_all never alters)."""
+    inspector = sa.inspect(engine)
+    for table_name, columns in ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(table_name)}
+        table = metadata.tables[table_name]
+        for name in columns:
+            if name not in have:
+                ddl = f"ALTER TABLE {table_name} ADD COLUMN {_column_ddl(table.c[name], engine.dialect)}"
+                with engine.begin() as conn:
+                    conn.execute(sa.text(ddl))
+
+
+def _column_ddl(col: sa.Column, dialect: Any) -> str:
+    ddl = f"{col.name} {col.type.compile(dialect)}"
+    if col.server_default is not None:      # NOT NULL needs the default for the rows already there
+        ddl += f" DEFAULT {col.server_default.arg.compile(dialect=dialect)}"
+        if not col.nullable:
+            ddl += " NOT NULL"
+    return ddl

@@ -49,7 +49,9 @@ class StreamSession:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.finish_reason: str | None = None
+        self.parts: list[str] = []          # the text handed out so far (recorded however the stream ends)
         self._finalized = False
+        self._stop_requested = False
 
     @property
     def slot(self) -> str:
@@ -106,7 +108,7 @@ class StreamSession:
     async def deltas(self) -> AsyncIterator[StreamDelta]:
         """The answer's pieces. On a backend failure after production took over, ``error`` is set and the
         iteration ends (the caller reports it in-stream)."""
-        parts: list[str] = []
+        parts = self.parts
         status = "ok"
         pending = self.first
         try:
@@ -129,6 +131,9 @@ class StreamSession:
                 if delta.text:
                     parts.append(delta.text)
                     yield delta
+                    if self._stop_requested:        # the protocol's own limit (llama.cpp t_max_predict_ms)
+                        self.finish_reason = "length"
+                        break
                 if delta.finish_reason:
                     self.finish_reason = delta.finish_reason
                     self.prompt_tokens = delta.prompt_tokens
@@ -141,10 +146,15 @@ class StreamSession:
         finally:
             await self._finalize("".join(parts), status)
 
+    def stop(self) -> None:
+        """End the answer after the piece just handed out, as a normal (ok, ``length``) answer."""
+        self._stop_requested = True
+
     async def abandon(self) -> None:
-        """Called after the response, however it ended: a client that left before the first byte never
-        iterated ``deltas`` - close the backend stream, settle the gauge, record the request as cancelled."""
-        await self._finalize("", "cancelled")
+        """Called after the response, however it ended: a client that left (before the first byte, or
+        mid-stream: the server's send failed and ``deltas`` was never resumed) - close the backend stream so
+        generation stops, settle the gauge, record the request as cancelled with the text sent so far."""
+        await self._finalize("".join(self.parts), "cancelled")
 
     async def _finalize(self, text: str, status: str) -> None:
         if self._finalized:

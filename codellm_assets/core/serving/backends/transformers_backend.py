@@ -38,6 +38,7 @@ from codellm_assets.core.serving.backends.base import (
     detect_fim,
     trim_at_stop,
 )
+from codellm_assets.core.serving.backends.markup import encode_batch, fim_markup
 from codellm_assets.core.serving.routes import Route
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class _Loaded:
     fim: FimTokens | None
     max_positions: int | None
     adapters: dict[str, str] = field(default_factory=dict)   # adapter name -> path
+    markup: dict[str, int] = field(default_factory=dict)      # FIM literals the tokenizer does not match
 
 
 class _Job:
@@ -92,6 +94,7 @@ class TransformersBackend(Backend):
         self._worker: threading.Thread | None = None
         self.batches_run = 0
         self.jobs_run = 0
+        self.decode_steps = 0                  # generate() steps run, all batches: shows a cancel stopped work
         self.running: list[_Job] = []          # the batch on the worker now (observability, tests)
         self._last_batch_size = 1
 
@@ -294,7 +297,7 @@ class TransformersBackend(Backend):
         base_path, adapter = self._versions[p.version]
         loaded = self._bases[base_path]
         tok = loaded.gen_tok
-        enc = tok([j.prompt for j in batch], return_tensors="pt", padding=True)
+        enc = encode_batch(tok, [j.prompt for j in batch], loaded.markup)
         eos = tok.eos_token_id
         cfg = GenerationConfig(max_new_tokens=p.max_tokens, do_sample=p.temperature > 0,
                                num_return_sequences=p.n, pad_token_id=tok.pad_token_id, eos_token_id=eos)
@@ -326,6 +329,7 @@ class TransformersBackend(Backend):
         if preempted.is_set():
             raise Preempted("background job preempted by user traffic")
         new = out[:, enc["input_ids"].shape[1]:]
+        self.decode_steps += int(new.shape[1])
         return [self._decode(tok, new[i * p.n:(i + 1) * p.n], int(enc["attention_mask"][i].sum()), p)
                 for i in range(len(batch))]
 
@@ -382,8 +386,10 @@ class TransformersBackend(Backend):
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
         model.eval()
-        loaded = _Loaded(model=model, gen_tok=gen_tok, loop_tok=loop_tok, fim=detect_fim(loop_tok),
-                         max_positions=getattr(model.config, "max_position_embeddings", None))
+        fim = detect_fim(loop_tok)
+        loaded = _Loaded(model=model, gen_tok=gen_tok, loop_tok=loop_tok, fim=fim,
+                         max_positions=getattr(model.config, "max_position_embeddings", None),
+                         markup=fim_markup(loop_tok, fim))
         self._bases[path] = loaded
         return loaded
 
