@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from codellm_assets.core.training.packaging import (
-    SIDECAR_SUFFIX,
     PackagedArtifact,
     PackagingError,
     verify_artifact,
@@ -231,10 +229,3 @@ def read_gguf(path: str | os.PathLike[str], expected_sha256: str | None = None) 
                     for t in r.tensors},
     }
 
-
-def copy_gguf(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """Copy a GGUF file and its sidecar (e.g. out of a download folder)."""
-    src, dst = Path(src), Path(dst)
-    shutil.copyfile(src, dst)
-    shutil.copyfile(src.with_name(src.name + SIDECAR_SUFFIX), dst.with_name(dst.name + SIDECAR_SUFFIX))
-    return dst
