@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import dagster as dg
 
 from codellm_assets.defs import checks, corpus, dataset, deployment, evaluation, ingest, monitoring, training
+from codellm_assets.defs import packaging as packaging_defs
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, dagster_executor
 from codellm_assets.resources import CodellmIOManager, GatewayResource, MetricsStoreResource, SettingsResource
 from codellm_assets.settings import load_settings
@@ -21,6 +22,7 @@ ALL_ASSETS = [
     evaluation.eval_scores, training.registered_model, deployment.deployed_endpoint,
     monitoring.feedback_events, monitoring.feedback_dataset,
 ]
+ALL_ASSETS.append(packaging_defs.packaged_model)
 
 full_job = dg.define_asset_job("codellm_full", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
     "repo_snapshots", "clean_files", "scrubbed_corpus"),
@@ -35,7 +37,8 @@ def build_defs(config_path: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=[checks.repo_snapshots_schema, checks.clean_files_in_range, checks.no_leftover_secrets,
-                      checks.deduped_corpus_sane, checks.no_split_overlap, checks.eval_gate],
+                      checks.deduped_corpus_sane, checks.no_split_overlap, checks.eval_gate,
+                      packaging_defs.merged_matches_adapter],
         jobs=[full_job, monitoring.retrain_job],
         sensors=[ingest.git_heads_sensor, deployment.canary_guard, monitoring.quality_monitor,
                  monitoring.check_alert_sensor, monitoring.run_failure_alert, monitoring.automation_sensor,

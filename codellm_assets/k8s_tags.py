@@ -78,6 +78,8 @@ K8S_OP_TAGS: dict[str, dict] = {
     # bookkeeping steps: MLflow calls, routing-table writes, a query of the feedback store
     "registered_model": _cpu_step("250m", "1Gi", "4Gi"),
     "deployed_endpoint": _cpu_step("250m", "512Mi", "2Gi"),
+    # merges adapter into base and writes safetensors + GGUF: the whole model (fp16) in memory, twice at peak
+    "packaged_model": _cpu_step("2", "8Gi", "48Gi"),
     "feedback_dataset": _cpu_step("1", "2Gi", "4Gi"),
     # observations: a `git rev-parse` per repo, a count in the feedback store
     "git_heads": _cpu_step("250m", "256Mi", "1Gi"),

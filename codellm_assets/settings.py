@@ -182,6 +182,17 @@ class ServingSettings(_Model):
                                    "input_extra): characters of declarations/snippets put before the prefix")
 
 
+class PackagingSettings(_Model):
+    formats: list[Literal["merged", "gguf", "bnb4"]] = Field(
+        default_factory=lambda: ["merged", "gguf"], description="what `packaged_model` builds for each new "
+        "version: merged (safetensors, transformers/vLLM/TGI), gguf (llama.cpp/Ollama), bnb4 (4-bit NF4, needs "
+        "a CUDA GPU and bitsandbytes)")
+    gguf_type: Literal["f32", "f16", "q8_0"] = Field("q8_0", description="GGUF tensor type (norms stay f32)")
+    out_dir: str | None = Field(None, description="where artifacts are written; default: <home>/models/packaged")
+    upload: bool = Field(True, description="also upload each artifact into its version's MLflow run "
+                         "(off: only tag the version with the local path and sha256, e.g. for 14 GB merges)")
+
+
 class CanaryThresholds(_Model):
     max_error_rate: float = 0.05
     max_p95_latency_s: float = Field(3.0, description="p95 per request: only for requests without a token count")
@@ -247,6 +258,7 @@ class Settings(_Model):
     registry: RegistrySettings = RegistrySettings()
     eval: EvalSettings = EvalSettings()
     serving: ServingSettings = ServingSettings()
+    packaging: PackagingSettings = PackagingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
 
@@ -291,6 +303,10 @@ class Settings(_Model):
     def mlflow_artifact_root(self) -> Path:
         return self.resolve(self.registry.artifact_root) if self.registry.artifact_root else \
             self.home_dir / "mlflow" / "artifacts"
+
+    @property
+    def packaged_dir(self) -> Path:
+        return self.resolve(self.packaging.out_dir) if self.packaging.out_dir else self.models_dir / "packaged"
 
     @property
     def store_url(self) -> str:

@@ -69,7 +69,7 @@ def test_whole_graph_on_a_tiny_model(tmp_path, make_git_repo, monkeypatch, reque
     failed = [(r.name, r.partition, r.error) for r in results if not r.success]
     assert failed == []
     names = [r.name for r in results]
-    assert names[-3:] == ["eval_scores", "registered_model", "deployed_endpoint"]
+    assert names[-4:] == ["eval_scores", "registered_model", "deployed_endpoint", "packaged_model"]
 
     data = settings.data_dir
     ds = load_from_disk(json.loads((data / "training_dataset.json").read_text())["dataset_dir"])
@@ -79,6 +79,8 @@ def test_whole_graph_on_a_tiny_model(tmp_path, make_git_repo, monkeypatch, reque
     assert adapter["val_loss_adapter"] is not None and adapter["val_loss_base"] is not None
     challenger = registry.get_alias(settings.mlflow_tracking_uri, "codellm", "challenger")
     assert challenger is not None and challenger.version == "1"
+    for fmt in settings.packaging.formats:   # packaged_model: each artifact's checksum on the version
+        assert len(registry.package_tags(challenger, fmt)["sha256"]) == 64, fmt
     store = Store(settings.store_url)
     try:
         routes = {r.slot: (r.version, r.weight) for r in store.routes()}
@@ -90,6 +92,6 @@ def test_whole_graph_on_a_tiny_model(tmp_path, make_git_repo, monkeypatch, reque
     ev = instance.get_latest_materialization_event(dg.AssetKey("eval_scores"))
     assert "pass@1" in ev.asset_materialization.metadata
     again = run_graph(settings, config_path=str(config), selection="eval_scores*")
-    assert [r.name for r in again] == ["eval_scores", "registered_model", "deployed_endpoint"]
+    assert [r.name for r in again] == ["eval_scores", "registered_model", "deployed_endpoint", "packaged_model"]
     assert all(r.success for r in again)
     assert registry.get_alias(settings.mlflow_tracking_uri, "codellm", "challenger").version == "2"
