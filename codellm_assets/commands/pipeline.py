@@ -82,7 +82,7 @@ def summary(config: Path | None = typer.Option(None, "--config")) -> None:
     table.add_column("asset")
     table.add_column("latest materialization")
     for name in ("repo_snapshots", "deduped_corpus", "training_dataset", "lora_adapter", "eval_scores",
-                 "registered_model", "deployed_endpoint"):
+                 "registered_model", "deployed_endpoint", "packaged_model"):
         ev = instance.get_latest_materialization_event(dg.AssetKey(name))
         if ev is None and not instance.get_materialized_partitions(dg.AssetKey(name)):
             table.add_row(name, "[yellow]never[/yellow]")
@@ -90,7 +90,7 @@ def summary(config: Path | None = typer.Option(None, "--config")) -> None:
         meta = ev.asset_materialization.metadata if ev and ev.asset_materialization else {}
         shown = {k: v.value for k, v in meta.items() if k in (
             "files_kept", "dedup_ratio", "train_tokens", "val_loss_adapter", "val_loss_base", "pass@1",
-            "version", "canary_weight", "files")}
+            "version", "canary_weight", "files", "formats")}
         table.add_row(name, json.dumps(shown, default=str) if shown else "materialized")
     console.print(table)
     s = settings.serving

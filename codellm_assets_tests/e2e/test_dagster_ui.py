@@ -18,7 +18,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--no-first-run", "--disable-sync"]
 PIPELINE_ASSETS = ["repo_snapshots", "clean_files", "scrubbed_corpus", "deduped_corpus", "training_dataset",
-                   "lora_adapter", "eval_scores", "registered_model", "deployed_endpoint"]
+                   "lora_adapter", "eval_scores", "registered_model", "deployed_endpoint", "packaged_model"]
 PAGE_TIMEOUT_MS = 60_000
 
 
