@@ -6,12 +6,11 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core.data import decontam, dedup, filters
+from codellm_assets.core.data import dedup, filters
 from codellm_assets.core.data.scrub import scrubber as scrub
-from codellm_assets.defs.shared import CORPUS_SCHEMA, SNAPSHOT_SCHEMA, repos_partitions
+from codellm_assets.defs.shared import CORPUS_SCHEMA, SNAPSHOT_SCHEMA, company_eval_items, repos_partitions
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
-from codellm_assets.settings import Settings
 
 
 @dg.asset(op_tags=k8s_tags_for("clean_files"), partitions_def=repos_partitions, group_name="data",
@@ -98,18 +97,6 @@ def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> d
     """{partition: reason} for the partitions whose data must not flow on (see ``block_reason``)."""
     reasons = {p: block_reason(instance, p) for p in sorted(partitions)}
     return {p: r for p, r in reasons.items() if r is not None}
-
-
-def company_eval_items(settings: Settings) -> list[tuple[str, str]]:
-    """The hand-written company tasks (HumanEval is always included by the dedup stage itself)."""
-    tasks_file = settings.eval.company_tasks_file
-    if not tasks_file:
-        return []
-    path = settings.resolve(tasks_file)
-    if not path.exists():   # fail here, before hours of training, not at the benchmark
-        raise dg.Failure(f"eval.company_tasks_file {path} does not exist: fix the path (relative to the "
-                         f"settings file) or set it to null")
-    return decontam.load_eval_items(path)
 
 
 @dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data",

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -198,7 +199,7 @@ def create_app(gw: Gateway) -> FastAPI:
             body.completion_id, body.event, final_code=body.final_code, reason=body.reason,
             elapsed_ms=body.elapsed_ms, survival_after_s=survival.after_s if survival else None,
             survival_fraction=survival.fraction if survival else None, user=info.get("user"),
-            version=info.get("version"))
+            version=info.get("version"), api_key=key.prefix)
         gw.metrics.feedback.labels(event=body.event, version=info.get("version") or "").inc()
         return {"object": "feedback", "completion_id": body.completion_id, "event": body.event,
                 "status": "recorded"}
@@ -245,9 +246,12 @@ def _install_error_handlers(app: FastAPI, gw: Gateway) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(error_body(f"internal error: {e!r}", type="server_error", code="internal_error"),
-                            status_code=500)
+        # The exception stays in the log, under an id the client can quote: its text may hold paths,
+        # internal hosts or pieces of other requests, none of which a client may see.
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s", error_id)
+        return JSONResponse(error_body(f"internal error (id {error_id}); the gateway log has the details",
+                                       type="server_error", code="internal_error"), status_code=500)
 
 
 # ---- response bodies ------------------------------------------------------------------------------------

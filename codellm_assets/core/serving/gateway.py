@@ -350,10 +350,12 @@ class Gateway:
                        params: GenerationParams, status: str = "ok") -> None:
         """Store, metrics, detector, shadow: everything after an answer, none of it on the answer's path."""
         version, slot = decision.route.version, decision.slot
+        raw = ctx.kind == "completion" and bool(spec.prompts)   # the IDE's own text, without FIM markup
         self.store.record_request(RequestRecord(
             id=cid, slot=slot, version=version, status=status, user=ctx.user, team=ctx.team,
             latency_s=latency_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            prompt=prompt, completion=text))
+            prompt=prompt, completion=text, raw_prefix=spec.prompts[0] if raw else None,
+            raw_suffix=spec.suffix if raw else None))
         m = self.metrics
         m.requests.labels(version=version, slot=slot, status=status).inc()
         m.latency.labels(version=version, slot=slot).observe(latency_s)

@@ -29,8 +29,10 @@ requests_t = sa.Table(
     sa.Column("status", sa.String(20)),
     sa.Column("error", sa.Text),
     sa.Column("prompt_hash", sa.String(64)),
-    sa.Column("prompt", sa.Text),
+    sa.Column("prompt", sa.Text),                 # as rendered for the model (FIM markup, chat role tags)
     sa.Column("completion", sa.Text),
+    sa.Column("raw_prefix", sa.Text),             # what the IDE sent (completions): the source text before ...
+    sa.Column("raw_suffix", sa.Text),             # ... and after the cursor; None for chat
     sa.Column("risk_score", sa.Float),
     sa.Column("buggy", sa.Boolean),
     sa.Column("syntax_error", sa.Boolean),
@@ -49,6 +51,7 @@ feedback_t = sa.Table(
     sa.Column("survival_fraction", sa.Float),
     sa.Column("user", sa.String(200)),
     sa.Column("version", sa.String(200), index=True),
+    sa.Column("api_key", sa.String(20), index=True),   # prefix of the key that posted it (per-key caps)
 )
 
 routes_t = sa.Table(
@@ -114,10 +117,27 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+# columns added after a release: an existing store gets them on open (nullable, so old rows stay valid)
+ADDED_COLUMNS = {"requests": ("raw_prefix", "raw_suffix"), "feedback": ("api_key",)}
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    inspector = sa.inspect(engine)
+    for table_name, columns in ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(table_name)}
+        table = metadata.tables[table_name]
+        for name in columns:
+            if name not in have:
+                col_type = table.c[name].type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE {table_name} ADD COLUMN "{name}" {col_type}'))
+
+
 def create_tables(engine: sa.Engine) -> None:
     for attempt in range(3):            # two processes creating the same file at once: one loses, retries
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except sa.exc.OperationalError:
             if attempt == 2:
