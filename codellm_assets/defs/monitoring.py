@@ -108,16 +108,17 @@ def feedback_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         "decontaminated_examples": dg.MetadataValue.json(figures["decontaminated_examples"])})
 
 
-@dg.op(description="Deletes store rows (requests, feedback, shadow results) older than monitoring.retention_days.")
+@dg.op(out=dg.Out(dg.Nothing),     # nothing to store: the figures go into the step's metadata
+       description="Deletes store rows (requests, feedback, shadow results) older than monitoring.retention_days.")
 def delete_expired_store_rows(context: dg.OpExecutionContext, settings: SettingsResource,
-                              metrics_store: MetricsStoreResource) -> dg.Output[dict]:
+                              metrics_store: MetricsStoreResource):
     days = settings.get().monitoring.retention_days
     cutoff = utcnow() - timedelta(days=days)
     with metrics_store.open() as store:
         deleted = store.delete_older_than(cutoff)
     context.log.info(f"retention {days} days: deleted {deleted} (rows before {cutoff.isoformat()} UTC)")
-    return dg.Output(deleted, metadata={"retention_days": days, "cutoff": cutoff.isoformat(),
-                                        "deleted": dg.MetadataValue.json(deleted)})
+    return dg.Output(None, metadata={"retention_days": days, "cutoff": cutoff.isoformat(),
+                                     "deleted": dg.MetadataValue.json(deleted)})
 
 
 @dg.job(name="store_retention", description="Keeps the metrics store within monitoring.retention_days.")
