@@ -16,6 +16,7 @@ from codellm_assets.testing.secrets_labelled import FakeSecrets
 F = FakeSecrets(99)
 GITHUB = "ghp_" + F.chars(36)
 PASSWORD = F.password()
+CONTACTS = "owner: jane.doe@acme-corp.com\nhost: 10.4.2.9\n"
 
 
 def row(stdout: str, label: str) -> str:
@@ -32,7 +33,7 @@ def tree(tmp_path: Path) -> Path:
     src = tmp_path / "repo"
     (src / "app").mkdir(parents=True)
     (src / "app" / "config.py").write_text(f'TOKEN = "{GITHUB}"\nDB_PASSWORD = "{PASSWORD}"\n')
-    (src / "app" / "contacts.yaml").write_text("owner: jane.doe@acme-corp.com\nhost: 10.4.2.9\n")
+    (src / "app" / "contacts.yaml").write_text(CONTACTS)
     (src / "app" / "clean.py").write_text("def add(a, b):\n    return a + b\n")
     (src / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x01")
     (src / "notes.txt").write_bytes("résumé\n".encode("latin-1"))
@@ -65,7 +66,7 @@ def test_scrub_settings_come_from_config(tree, tmp_path):
     cfg.write_text(yaml.safe_dump({"scrub": {"redact_emails": False, "redact_ips": False}}))
     result = invoke(str(tree), str(tmp_path / "out"), "--config", str(cfg))
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "out" / "app" / "contacts.yaml").read_text() == "owner: jane.doe@acme-corp.com\nhost: 10.4.2.9\n"
+    assert (tmp_path / "out" / "app" / "contacts.yaml").read_text() == CONTACTS
 
 
 @pytest.mark.parametrize(("src", "dst", "message"), [

@@ -62,7 +62,7 @@ def _feedback(url: str, key: str, cid: str, event: str, final_code: str | None =
 def _decoded_training_text(value: dict) -> str:
     tok = PreTrainedTokenizerFast.from_pretrained(value["tokenizer_dir"])
     ds = datasets.load_from_disk(value["dataset_dir"])
-    parts = [tok.decode(ids) for split in ds.values() for ids in split["input_ids"]]
+    parts = ["".join(tok.decode(ids) for ids in split["input_ids"]) for split in ds.values()]
     parts += pl.read_parquet(value["holdout_path"])["content"].to_list()   # held-out files, as text
     return "\n".join(parts)
 
@@ -113,9 +113,15 @@ def test_feedback_reaches_training_as_clean_source_only(gateway, tmp_path, make_
                                          "over_per_key_cap": 1, "leftover_secret": 1, "decontaminated": 1}
     assert meta["examples"] == 3 + 5 and meta["by_event"] == {"accept": 7, "modify": 4, "reject": 1}
 
-    text = _decoded_training_text(result.output_for_node("training_dataset"))
-    assert "kept_module" in text and "chat_answer" in text and "<SECRET:github_token>" in text
-    assert GITHUB not in text and PASSWORD not in text
+    examples = "".join(result.output_for_node("feedback_dataset")["content"].to_list())
+    assert "kept_module" in examples and "chat_answer" in examples and "<SECRET:github_token>" in examples
+    value = result.output_for_node("training_dataset")
+    assert value["feedback_examples"] == 8
+    text = _decoded_training_text(value)
+    assert "<SECRET:github_token>" in text.replace("\n", "")        # a feedback example really is in there
+    for sep in ("", "\n"):                                           # sequences joined, and one per line
+        joined = text.replace("\n", sep)
+        assert GITHUB not in joined and PASSWORD not in joined
     assert "has_close_elements" not in text and "flood_5" not in text     # decontaminated; over the cap
     assert not [m for m in MARKUP if m in text]
 
