@@ -85,6 +85,7 @@ def test_excerpts_never_hold_the_secret():
     'secret_name = "prod/payments/stripe"', 'API_KEY_HEADER = "X-API-Key"', 'password = "changeme"',
     "if token == other.token:", 'request_id = "3f1c2b9e-8d7a-4c6b-9e5f-1a2b3c4d5e6f"',
     '"next_page_token": "eyJpbmRleCI6IDExfQ=="', "local = threading.local()",
+    "@app.internal", "return (Foo.internal)", "y = q@k.transpose(1, 2)", "# a@b.weight",
 ])
 def test_placeholders_public_addresses_and_lookalikes_never_count(line):
     assert find_leftovers(line + "\n", LeftoverPolicy(hosts=True)) == []

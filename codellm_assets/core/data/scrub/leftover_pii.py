@@ -71,6 +71,8 @@ def _not_an_address(text: str, hit: tuple[int, int, str], domain: str) -> bool:
     tld = domain.rsplit(".", 1)[-1]
     if _EXAMPLE_DOMAINS.search(domain) or tld.isdigit() or tld in _FILE_EXTENSIONS or _NOT_A_PERSON.search(low):
         return True
+    if text.startswith("(", hit[1]) or (len(low.split("@", 1)[0]) == 1 and len(domain.split(".", 1)[0]) == 1):
+        return True                  # q@k.transpose(...), a@b.weight: code, not a mailbox
     if domain.split(".", 1)[0] in _CODE_OWNERS or text.endswith("//", 0, start):
         return True                  # `x@self.weight` (matrix product), https://key@o1.ingest.sentry.io (user-info)
     if text.startswith(":", hit[1]) and low.startswith("git@"):
@@ -132,6 +134,11 @@ def _host_hits(text: str, lowered: str, domains: Iterable[str]) -> Iterator[tupl
             start += 1
         labels = lowered[start:m.start()].split(".")
         host = lowered[start:m.end()]
+        first = text[start:start + len(labels[0])]
+        if first != first.lower() and first != first.upper():
+            continue          # Foo.internal, MyApp.local: a CamelCase identifier, not a host
+        if start > 0 and text[start - 1] == "@" and (start == 1 or not text[start - 2].isalnum()):
+            continue          # @app.internal: a decorator (an address has a local part before the @)
         if not labels[0] or not labels[0][0].isalnum() or labels[0] in _CODE_OWNERS or _KEPT_HOSTS.search(host):
             continue
         if _IMPORT.match(lowered, lowered.rfind("\n", 0, start) + 1):
