@@ -4,6 +4,8 @@ it finds, what it must never flag (placeholders, look-alikes, public addresses),
 from __future__ import annotations
 
 import ast
+import base64
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from codellm_assets.core.data.scrub import leftovers
 from codellm_assets.core.data.scrub.leftovers import LeftoverPolicy, find_leftovers
 from codellm_assets.core.data.scrub.scrubber import scrub_text
 from codellm_assets.settings import ScrubSettings
-from codellm_assets.testing.secrets_labelled import FakeSecrets, build_labelled_set
+from codellm_assets.testing.secrets_labelled import ALNUM, B64, FakeSecrets, build_labelled_set
 
 F = FakeSecrets(7)
 PASSWORD = "Qm7#vT2pLx9wZr4k"
@@ -61,6 +63,11 @@ def test_finds_what_a_disabled_scrub_rule_lets_through(rule, line):
     '{"auths": {"ghcr.io": {"auth": "cm9ib3Q6MkZjR3otRUgwVW9hRTBf"}}}',
     f"HEROKU_API_KEY = '{F.uuid()}'",
     "hf = 'hf_" + F.chars(34, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") + "'",
+    "admin:" + "$2b$12$" + F.chars(53, ALNUM + "./") + ":19000:0:99999:7:::",
+    "hash = '$argon2id$v=19$m=65536,t=3,p=4$" + F.chars(22, B64) + "$" + F.chars(43, B64) + "'",
+    "  password: " + base64.b64encode(PASSWORD.encode()).decode(),
+    "  .dockerconfigjson: " + base64.b64encode(json.dumps({"auths": {"registry.acme.io": {"auth": base64.b64encode(
+        f"robot:{PASSWORD}".encode()).decode()}}}).encode()).decode(),
 ])
 def test_finds_keyword_header_url_and_provider_secrets(line):
     assert find_leftovers(line + "\n"), line

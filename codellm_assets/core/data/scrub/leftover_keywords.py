@@ -20,17 +20,18 @@ from detect_secrets.plugins.keyword import (
     QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP,
 )
 
-from codellm_assets.core.data.scrub.leftover_providers import candidate_lines
+from codellm_assets.core.data.scrub.leftover_providers import LiteralLines, candidate_lines
 from codellm_assets.core.data.scrub.leftover_values import decodes_to_text, is_dummy, looks_random
 
 SECRET_KEYWORD = "Secret Keyword"
 AUTH_HEADER = "Authorization Header"
 URL_CREDENTIALS = "URL Credentials"
 
-_TRIGGER = ("pass", "pwd", "secret", "token", "key", "auth", "credential", "contrase", "bearer", "identified", "://",
-            "-p'", '-p"', "sshpass")
+TRIGGER = ("pass", "pwd", "secret", "token", "key", "auth", "credential", "contrase", "bearer", "identified", "://",
+            "-p'", '-p"', "sshpass", "dockerc")
 # a secret-sounding name; the whole key is grown from it over [\w.-] both ways
-_KW = re.compile(r"token|secret|passw(?:or)?d|pwd|pass\b|\bauth\b|api[_\-]?key|access[_\-]?key|priv(?:ate)?[_\-]?key|"
+_KW = re.compile(r"token|secret|passw(?:or)?d|pwd|pass\b|\bauth\b|dockerconfigjson|dockercfg|"
+                 r"api[_\-]?key|access[_\-]?key|priv(?:ate)?[_\-]?key|"
                  r"client[_\-]?key|signing[_\-]?key|auth[_\-]?key|credentials?|contrase(?:ñ|n)a", re.IGNORECASE)
 _KEY_TAIL = re.compile(r"[\w.\-]*")
 _KEY_HEAD = re.compile(r"[\w.\-]*$")
@@ -71,8 +72,13 @@ def _secret_value(value: str, key: str, quoted: bool, line: str, depth: int = 0)
     if decoded is not None:   # base64 of text: a secret only if the text holds one (a docker config's auth)
         if _basic_credentials(v):
             return True
-        return depth < 2 and any(_secret_value(val, k, True, decoded, depth + 1)
-                                 for k, val in _DECODED_PAIR.findall(decoded))
+        if depth >= 2:
+            return False
+        if any(_secret_value(val, k, True, decoded, depth + 1) for k, val in _DECODED_PAIR.findall(decoded)):
+            return True
+        # a Kubernetes Secret's `password: <base64>`: under a secret's name, the decoded text is the value
+        return bool(key) and bool(_KW.search(key)) and "\n" not in decoded.strip() and _secret_value(
+            decoded.strip(), key, True, decoded, depth + 1)
     return looks_random(v)
 
 
@@ -148,9 +154,10 @@ def _headers(line: str) -> Iterator[tuple[int, int, str]]:
             yield m.start(1), m.end(1), m.group(1)
 
 
-def find_keyword_secrets(text: str, lowered: str) -> Iterator[tuple[int, int, int, str, str]]:
-    """(line start, start, end, type, value) of keyword-anchored secrets; offsets within the line."""
-    for line_start in candidate_lines(text, lowered, None, _TRIGGER):
+def find_keyword_secrets(text: str, lowered: str, literals: LiteralLines) -> Iterator[tuple[int, int, int, str, str]]:
+    """(line start, start, end, type, value) of keyword-anchored secrets; offsets within the line.
+    ``literals``: the shared trigger index, built with ``TRIGGER`` among its lower-case literals."""
+    for line_start in candidate_lines(text, lowered, None, TRIGGER, literals):
         line_end = text.find("\n", line_start)
         line = text[line_start:line_end if line_end >= 0 else len(text)]
         if len(line) > 4000:        # minified / data lines: keyword forms there are noise, and regexes slow

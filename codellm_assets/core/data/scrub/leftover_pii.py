@@ -88,8 +88,9 @@ def _is_private(addr: str) -> bool:
         return False
     if ip.version == 4 and ip in ipaddress.ip_network("100.64.0.0/10"):
         return True          # carrier-grade NAT: internal to a network
+    # link-local (169.254.169.254, the cloud metadata server; fe80::) is every machine's, not the company's
     return ip.is_private and not (ip.is_loopback or ip.is_unspecified or ip.is_reserved or ip.is_multicast
-                                  or _is_documentation(ip))
+                                  or ip.is_link_local or _is_documentation(ip))
 
 
 _DOC_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]

@@ -8,8 +8,9 @@ looks at those lines. Nothing here comes from the scrubber's rule table: it is t
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from detect_secrets.filters.heuristic import (
     is_prefixed_with_dollar_sign,
@@ -88,6 +89,17 @@ PLUGINS: tuple[tuple[RegexBasedDetector | _Signature, _Trigger, _Trigger], ...] 
     (_Signature("Stripe Test Key", r"[sr]k_test_[A-Za-z0-9]{24,}"), ("k_test_",), None),
     (_Signature("Hugging Face Token", r"hf_[A-Za-z]{34}(?![A-Za-z0-9])"), ("hf_",), None),
     (_Signature("Mailgun API Key", r"key-[0-9a-f]{32}(?![0-9a-f])"), ("key-",), None),
+    # password hashes: offline-crackable, and a company's own users' -- never training text
+    (_Signature("Password Hash", r"\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}"), ("$2a$", "$2b$", "$2y$"), None),
+    (_Signature("Password Hash", r"\$argon2(?:id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]{8,}"
+                                 r"\$[A-Za-z0-9+/]{16,}"), ("$argon2",), None),
+    (_Signature("Password Hash", r"\$[56]\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}"),
+     ("$5$", "$6$"), None),
+    (_Signature("Password Hash", r"pbkdf2_sha(?:1|256|512)\$\d+\$[A-Za-z0-9+/=.]+\$[A-Za-z0-9+/=]{20,}"),
+     ("pbkdf2_sha",), None),
+    (_Signature("Password Hash", r"(?:scrypt|pbkdf2):[\w:]+\$[A-Za-z0-9+/=.]{8,}\$[A-Fa-f0-9]{32,}"),
+     ("scrypt:", "pbkdf2:"), None),
+    (_Signature("Password Hash", r"\{S?SHA(?:256|512)?\}[A-Za-z0-9+/]{20,}={0,2}"), ("{SSHA", "{SHA"), None),
     (_Signature("Shopify Token", r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"), ("shpat_", "shpca_", "shppa_", "shpss_"),
      None),
 )
@@ -111,7 +123,9 @@ def _has_key_material(text: str, start: int) -> bool:
 
 
 def is_false_positive(kind: str, secret: str, line: str, text: str, line_start: int) -> bool:
-    if is_placeholder_token(secret) or is_templated_secret(secret) or is_prefixed_with_dollar_sign(secret):
+    if is_placeholder_token(secret) or is_templated_secret(secret):
+        return True
+    if is_prefixed_with_dollar_sign(secret) and kind != "Password Hash":   # hashes start with $2b$, $6$, ...
         return True
     if len(secret) >= 8 and is_sequential_string(secret):
         return True
@@ -146,32 +160,63 @@ def _jwt_hits(text: str) -> Iterator[int]:
         pos = text.find("eyJ", end)
 
 
-def _literal_hits(literal: str, haystack: str) -> Iterator[int]:
-    pos = haystack.find(literal)
-    while pos >= 0:
-        yield pos
-        line_end = haystack.find("\n", pos)     # one hit per line is enough
-        if line_end < 0:
-            return
-        pos = haystack.find(literal, line_end)
+@functools.lru_cache(maxsize=8)
+def _alternation(literals: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, tuple[str, ...]]]:
+    """One regex over all literals (longest first) and, per literal, the literals it contains: one pass over
+    the text finds every trigger (one str.find per literal costs a full pass each)."""
+    ordered = sorted(set(literals), key=len, reverse=True)
+    contains = {lit: tuple(o for o in ordered if o in lit) for lit in ordered}
+    return re.compile("|".join(map(re.escape, ordered))), contains
+
+
+class LiteralLines:
+    """Line starts per trigger literal, from one pass over the text and one over its lower-cased copy."""
+
+    def __init__(self, text: str, lowered: str, on_text: Iterable[str], on_lower: Iterable[str]) -> None:
+        self.lines: dict[tuple[bool, str], set[int]] = {}
+        for lower, haystack, literals in ((False, text, on_text), (True, lowered, on_lower)):
+            pattern, contains = _alternation(tuple(sorted(set(literals))))
+            line_start, line_end = -1, -1
+            for m in pattern.finditer(haystack):
+                pos = m.start()
+                if not line_start <= pos <= line_end:
+                    line_start = text.rfind("\n", 0, pos) + 1
+                    line_end = text.find("\n", pos)
+                    line_end = len(text) if line_end < 0 else line_end
+                for lit in contains[m.group(0)]:
+                    self.lines.setdefault((lower, lit), set()).add(line_start)
+
+    def starts(self, lower: bool, literals: tuple[str, ...]) -> set[int]:
+        out: set[int] = set()
+        for lit in literals:
+            out |= self.lines.get((lower, lit), set())
+        return out
+
+
+def all_literals(extra_lower: Iterable[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(literals run on the text, literals run on the lower-cased text) of every plugin, plus ``extra_lower``."""
+    on_text = tuple(lit for _, t, _ in PLUGINS if isinstance(t, tuple) for lit in t)
+    on_lower = tuple(lit for _, _, t in PLUGINS if isinstance(t, tuple) for lit in t) + tuple(extra_lower)
+    return on_text, on_lower
 
 
 def _trigger_hits(trigger: _Trigger, haystack: str) -> Iterator[int]:
-    if isinstance(trigger, tuple):
-        for literal in trigger:
-            yield from _literal_hits(literal, haystack)
-    elif trigger == "jwt":
+    if trigger == "jwt":
         yield from _jwt_hits(haystack)
     elif isinstance(trigger, re.Pattern):
         yield from (m.start() for m in trigger.finditer(haystack))
 
 
-def candidate_lines(text: str, lowered: str, on_text: _Trigger, on_lower: _Trigger) -> list[int]:
+def candidate_lines(text: str, lowered: str, on_text: _Trigger, on_lower: _Trigger,
+                    literals: LiteralLines) -> list[int]:
     """Start offsets of the lines a plugin's triggers hit, in order. Each line is located once, however
     many hits it holds (a minified line with thousands of URLs stays linear)."""
     starts: set[int] = set()
-    for trigger, haystack in ((on_text, text), (on_lower, lowered)):
+    for lower, trigger, haystack in ((False, on_text, text), (True, on_lower, lowered)):
         if trigger is None:
+            continue
+        if isinstance(trigger, tuple):
+            starts |= literals.starts(lower, trigger)
             continue
         line_start, line_end = -1, -1
         for hit in _trigger_hits(trigger, haystack):

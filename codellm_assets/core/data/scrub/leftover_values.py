@@ -28,6 +28,7 @@ _COMMON = frozenset({"password", "passwd", "secret", "token", "none", "null", "n
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[.\-][A-Za-z_][A-Za-z0-9_]*)*")
 _B64 = re.compile(r"[A-Za-z0-9+/\-_]+={0,2}")
 _WORD_PARTS = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+_TYPE_EXPR = re.compile(r"[A-Za-z_][\w.]*[\[(][\w., \[\]()]*[\])]")
 _URL = re.compile(r"[a-z][a-z0-9+.\-]*://[^\s]*$", re.IGNORECASE)
 _NAME_PATH = re.compile(r"[/:]?(?:[A-Za-z_][\w.\-]*[/:])+[A-Za-z_][\w.\-]*/?")
 
@@ -95,6 +96,8 @@ def looks_random(value: str, *, min_len: int = 8) -> bool:
         return False
     if _IDENTIFIER.fullmatch(v) and _is_wordy(v):
         return False
+    if _TYPE_EXPR.fullmatch(v):
+        return False          # 'list[V1LocalObjectReference]', 'dict(str, str)': a type, in generated models
     if _URL.match(v) or (_NAME_PATH.fullmatch(v) and all(_is_wordy(p) for p in re.split(r"[/:.]", v) if p)):
         return False          # a URL (credentials in one are Basic Auth's), a path or a secret's NAME
     return classes >= 3 or any(c.isdigit() for c in v) or len(v) >= 20

@@ -16,12 +16,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from codellm_assets.core.data.scrub.leftover_keywords import find_keyword_secrets
+from codellm_assets.core.data.scrub.leftover_keywords import TRIGGER, find_keyword_secrets
 from codellm_assets.core.data.scrub.leftover_pii import PRIVATE_TLDS, find_pii
-from codellm_assets.core.data.scrub.leftover_providers import PLUGINS, candidate_lines, is_false_positive, matches
+from codellm_assets.core.data.scrub.leftover_providers import (
+    PLUGINS,
+    LiteralLines,
+    all_literals,
+    candidate_lines,
+    is_false_positive,
+    matches,
+)
 from codellm_assets.core.data.scrub.leftover_values import PLACEHOLDER
 from codellm_assets.settings import ScrubSettings
 
+_LITERALS = all_literals(TRIGGER)
 # length-preserving lower case (str.lower() changes the length of a few non-ASCII characters)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -89,17 +97,18 @@ def _raw_findings(text: str, lowered: str, policy: LeftoverPolicy) -> list[tuple
     """(line start, start, end, type) with start/end relative to the line."""
     hits: list[tuple[int, int, int, str]] = []
     lines = _Lines(text)
+    literals = LiteralLines(text, lowered, *_LITERALS)   # every literal trigger, in one pass per case
     cache: dict[tuple[int, int], list[int]] = {}     # plugins sharing a trigger share its pass over the text
     for plugin, on_text, on_lower in PLUGINS:
         key = (id(on_text), id(on_lower))
         if key not in cache:
-            cache[key] = candidate_lines(text, lowered, on_text, on_lower)
+            cache[key] = candidate_lines(text, lowered, on_text, on_lower, literals)
         for line_start in cache[key]:
             line = lines.line(line_start)
             for start, end, secret in matches(plugin, line):
                 if not is_false_positive(plugin.secret_type, secret, line, text, line_start):
                     hits.append((line_start, start, end, plugin.secret_type))
-    hits.extend((ls, s, e, kind) for ls, s, e, kind, _ in find_keyword_secrets(text, lowered))
+    hits.extend((ls, s, e, kind) for ls, s, e, kind, _ in find_keyword_secrets(text, lowered, literals))
     for start, end, kind, _ in find_pii(text, lowered, emails=policy.emails, ips=policy.ips, hosts=policy.hosts,
                                         internal_domains=(*policy.private_tlds, *policy.internal_domains)):
         ls = lines.start_of(start)
