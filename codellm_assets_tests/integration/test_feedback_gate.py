@@ -143,6 +143,26 @@ def test_an_unexpected_error_never_reaches_the_client(gateway, monkeypatch):
         assert leak not in r.text
 
 
+def test_a_failed_generation_answers_503_without_the_backend_detail(gateway, monkeypatch):
+    """A dead model server (which the in-process tiny model cannot be): 503 with a generic message and an id,
+    never the backend's address or the exception repr the backend error carries."""
+    from codellm_assets.core.serving.backends.base import BackendError
+
+    url, (key, _), _store, gw, _config = gateway
+
+    async def dead(*_a, **_k):
+        raise BackendError("vLLM at http://10.20.30.40:8000 unreachable: ConnectError('[Errno 111] refused')")
+
+    monkeypatch.setattr(gw.backend, "generate", dead)
+    r = httpx.post(f"{url}/v1/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                   json={"model": "codellm", "prompt": "def f():\n", "max_tokens": 4})
+    assert r.status_code == 503
+    error = r.json()["error"]
+    assert error["code"] == "backend_unavailable" and error["message"].startswith("generation failed; retry")
+    for leak in ("10.20.30.40", "ConnectError", "Errno", "vLLM at"):
+        assert leak not in r.text
+
+
 def test_old_feedback_without_the_raw_prompt_is_never_trained_on(tmp_path: Path):
     """Rows stored before the raw prefix was kept hold only the rendered prompt: they are dropped, not used."""
     from codellm_assets.defs.monitoring import feedback_examples_frame

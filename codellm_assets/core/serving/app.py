@@ -232,6 +232,9 @@ def _routing_json(gw: Gateway) -> dict[str, Any]:
 def _install_error_handlers(app: FastAPI, gw: Gateway) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, e: ApiError) -> JSONResponse:
+        if e.status >= 500:     # a server-side failure: its text (backend URLs, exception reprs) stays in the log
+            body = error_body(_server_message(e.code, e.message), e.type, e.code, e.param)
+            return JSONResponse(body, status_code=e.status, headers=e.headers)
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -252,6 +255,18 @@ def _install_error_handlers(app: FastAPI, gw: Gateway) -> None:
         log.exception("unhandled error %s", error_id)
         return JSONResponse(error_body(f"internal error (id {error_id}); the gateway log has the details",
                                        type="server_error", code="internal_error"), status_code=500)
+
+
+_SERVER_MESSAGES = {"backend_unavailable": "generation failed; retry shortly",
+                    "model_not_ready": "the model is still loading; retry shortly"}
+
+
+def _server_message(code: str | None, detail: str) -> str:
+    """What a client sees of a server-side failure: what happened in general and an id; the detail (which
+    may name internal hosts or hold an exception's repr) goes to the log under that id."""
+    error_id = uuid.uuid4().hex[:12]
+    log.warning("server error %s (%s): %s", error_id, code, detail)
+    return f"{_SERVER_MESSAGES.get(code or '', 'the server could not answer')} (id {error_id}; see the gateway log)"
 
 
 # ---- response bodies ------------------------------------------------------------------------------------
@@ -315,7 +330,8 @@ async def _chat_events(session: StreamSession, body: ChatCompletionRequest) -> A
 
 async def _stream_end(session: StreamSession, body: Any, final_chunk: str, obj: str) -> AsyncIterator[str]:
     if session.error:       # the openai client raises APIError on an in-stream error event
-        yield _sse(error_body(session.error, type="server_error", code="backend_unavailable"))
+        message = _server_message("backend_unavailable", session.error)
+        yield _sse(error_body(message, type="server_error", code="backend_unavailable"))
     else:
         yield final_chunk
         if _include_usage(body):
