@@ -113,7 +113,8 @@ class MetricsStoreResource(dg.ConfigurableResource):
         """The store for the duration of a block; closed (its write queue drained) on the way out."""
         from codellm_assets.core.serving.store import Store
 
-        store = Store(self.url or self.settings.get().store_url)
+        s = self.settings.get()
+        store = Store(self.url or s.store_url, scrub=s.scrub)
         try:
             yield store
         finally:

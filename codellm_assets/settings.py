@@ -223,6 +223,11 @@ class MonitoringSettings(_Model):
     retrain_cooldown_minutes: int = Field(360, ge=0)
     feedback_volume_threshold: int = Field(1000, ge=1)
     sensor_interval_s: int = Field(60, ge=5)
+    retention_days: int = Field(30, ge=1, description="requests, feedback and shadow results older than this are "
+                                "deleted from the store by the store_retention job (daily)")
+    feedback_max_examples_per_key: int = Field(200, ge=1, description="training examples one API key may "
+                                               "contribute per feedback_cap_window_hours; the rest are dropped")
+    feedback_cap_window_hours: int = Field(24, ge=1)
 
     @field_validator("canary_steps")
     @classmethod

@@ -33,7 +33,7 @@ def _store(settings: Settings) -> Any:
     from codellm_assets.core.serving.store import Store
 
     try:
-        return Store(settings.store_url)
+        return Store(settings.store_url, scrub=settings.scrub)
     except Exception as e:  # noqa: BLE001 - a bad URL or unwritable path: say which
         console.print(f"[red]cannot open the store {settings.store_url}: {e}[/red]\n"
                       "Set serving.store_url in the settings file to a writable SQLite path or a Postgres URL.")

@@ -6,12 +6,11 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core.data import decontam, dedup, filters
+from codellm_assets.core.data import dedup, filters
 from codellm_assets.core.data.scrub import scrubber as scrub
-from codellm_assets.defs.shared import CORPUS_SCHEMA, SNAPSHOT_SCHEMA, repos_partitions
+from codellm_assets.defs.shared import CORPUS_SCHEMA, SNAPSHOT_SCHEMA, company_eval_items, repos_partitions
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
-from codellm_assets.settings import Settings
 
 
 @dg.asset(op_tags=k8s_tags_for("clean_files"), partitions_def=repos_partitions, group_name="data",
@@ -55,33 +54,49 @@ def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResourc
     })
 
 
-def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> list[str]:
-    """Partitions whose latest `no_leftover_secrets` evaluation did not pass (failed, or the check itself
-    crashed): their data must not flow on."""
+LEFTOVER_CHECK = dg.AssetCheckKey(dg.AssetKey("scrubbed_corpus"), "no_leftover_secrets")
+
+
+def _latest_materialization(instance: dg.DagsterInstance, partition: str):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("scrubbed_corpus"), asset_partitions=[partition]), limit=1).records
+    return records[0] if records else None
+
+
+def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
+    """Why a partition's scrubbed files may not flow on, or None when its LATEST materialization passed the
+    leftover check. Fails closed: no evaluation, a failed one, one that never finished (the check crashed, or
+    its run died) and one of an older materialization all block."""
     from dagster._core.event_api import PartitionKeyFilter
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as St
 
-    key = dg.AssetCheckKey(dg.AssetKey("scrubbed_corpus"), "no_leftover_secrets")
-    blocked = []
-    for p in partitions:
-        history = instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=1, partition_filter=PartitionKeyFilter(key=p))
-        # FAILED, or still PLANNED because the check itself crashed (or has not finished): not passed.
-        if history and history[0].status != St.SUCCEEDED:
-            blocked.append(p)
-    return sorted(blocked)
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        LEFTOVER_CHECK, limit=1, partition_filter=PartitionKeyFilter(key=partition))
+    if not history:
+        return "no no_leftover_secrets evaluation"
+    record = history[0]
+    evaluation = record.evaluation
+    if record.status == St.PLANNED or evaluation is None:
+        return "no_leftover_secrets did not finish (crashed or still running)"
+    if record.status != St.SUCCEEDED or not evaluation.passed:
+        leftovers = evaluation.metadata.get("leftovers")
+        return f"no_leftover_secrets failed ({getattr(leftovers, 'value', '?')} leftovers)"
+    latest = _latest_materialization(instance, partition)
+    target = evaluation.target_materialization_data
+    if latest is None:
+        return "no materialization"
+    if target is not None:
+        if target.storage_id != latest.storage_id:
+            return "no_leftover_secrets evaluated an older materialization"
+    elif record.create_timestamp < latest.timestamp:
+        return "no_leftover_secrets is older than the latest materialization"
+    return None
 
 
-def company_eval_items(settings: Settings) -> list[tuple[str, str]]:
-    """The hand-written company tasks (HumanEval is always included by the dedup stage itself)."""
-    tasks_file = settings.eval.company_tasks_file
-    if not tasks_file:
-        return []
-    path = settings.resolve(tasks_file)
-    if not path.exists():   # fail here, before hours of training, not at the benchmark
-        raise dg.Failure(f"eval.company_tasks_file {path} does not exist: fix the path (relative to the "
-                         f"settings file) or set it to null")
-    return decontam.load_eval_items(path)
+def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, str]:
+    """{partition: reason} for the partitions whose data must not flow on (see ``block_reason``)."""
+    reasons = {p: block_reason(instance, p) for p in sorted(partitions)}
+    return {p: r for p, r in reasons.items() if r is not None}
 
 
 @dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data",
@@ -98,7 +113,8 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
     scrubbed_corpus = {p: df for p, df in scrubbed_corpus.items() if p in configured}
     blocked = blocked_partitions(context.instance, list(scrubbed_corpus))
     if blocked:
-        context.log.warning(f"excluding partitions whose leftover-secret check did not pass: {blocked}")
+        context.log.warning(f"leaving out partitions without a passed leftover-secret check on their latest "
+                            f"materialization: {blocked}")
     frames = [df for p, df in sorted(scrubbed_corpus.items()) if len(df) and p not in blocked]
     corpus = pl.concat(frames) if frames else pl.DataFrame(schema=CORPUS_SCHEMA)
     corpus = corpus.with_columns((pl.col("repo") + ":" + pl.col("branch") + ":" + pl.col("path")).alias("doc_id"))
@@ -123,6 +139,6 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
         "bytes": int(out["bytes"].sum()) if len(out) else 0,
         "backend": s.dedup.backend,
         "repos": dg.MetadataValue.json(sorted(p for p in scrubbed_corpus if p not in blocked)),
-        "blocked_partitions": dg.MetadataValue.json(blocked),
+        "blocked_partitions": dg.MetadataValue.json(blocked),    # {partition: why}
         "removed_repos_left_out": dg.MetadataValue.json(removed),
     })

@@ -4,18 +4,20 @@ volume, the quality monitor that requests retraining, and alerts on failed check
 
 import hashlib
 import json
+from collections import Counter
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core.data.scrub import scrubber as scrub
 from codellm_assets.core.monitoring.alerts import Alert, deliver
+from codellm_assets.core.monitoring.feedback_examples import example_text, select_feedback, through_the_corpus_gate
 from codellm_assets.core.monitoring.rollout import production_quality
 from codellm_assets.core.serving.store import utcnow
-from codellm_assets.defs.shared import CORPUS_SCHEMA, FEEDBACK_REPO
+from codellm_assets.defs.shared import CORPUS_SCHEMA, FEEDBACK_REPO, company_eval_items
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, k8s_tags_for
 from codellm_assets.resources import MetricsStoreResource, SettingsResource
+from codellm_assets.settings import Settings
 
 
 def feedback_data_version(feedback_count: int, threshold: int) -> str:
@@ -55,37 +57,78 @@ def feedback_observer(context: dg.SensorEvaluationContext, settings: SettingsRes
         asset_key="feedback_events", metadata=observed.metadata, tags={"dagster/data_version": version})])
 
 
-def feedback_examples_frame(rows: list[dict], scrub_settings=None) -> pl.DataFrame:
-    """Accepted / modified completions -> corpus-shaped rows (the code the developer kept), scrubbed."""
-    out = []
-    for r in rows:
-        code = (r.get("prompt") or "") + (r["final_code"] if r.get("final_code") else (r.get("completion") or ""))
-        if not code.strip():
+def feedback_examples_frame(rows: list[dict], settings: Settings, extra_eval_items=()) -> tuple[pl.DataFrame, dict]:
+    """Feedback rows (``Store.feedback_examples``) -> corpus-shaped training examples that passed the corpus's
+    own gate, and the figures (dropped by reason, last events, redactions, decontamination hits)."""
+    m = settings.monitoring
+    chosen = select_feedback(rows, max_per_key=m.feedback_max_examples_per_key,
+                             window=timedelta(hours=m.feedback_cap_window_hours))
+    dropped = Counter(chosen.dropped)
+    records = []
+    for r in chosen.rows:
+        text, why = example_text(r)
+        if text is None:
+            dropped[why] += 1
             continue
-        res = scrub.scrub_text(code, scrub_settings)
-        digest = hashlib.sha1(res.text.encode()).hexdigest()
-        out.append({"repo": FEEDBACK_REPO, "branch": r.get("version") or "unknown",
-                    "commit": f"feedback-{r['feedback_id']}", "path": f"feedback/{r['feedback_id']}.py",
-                    "language": "python", "bytes": len(res.text.encode()), "content": res.text,
-                    "blob_sha": digest, "redactions": sum(res.counts.values())})
-    return pl.DataFrame(out, schema=CORPUS_SCHEMA)
+        cid = r["completion_id"]
+        records.append({"repo": FEEDBACK_REPO, "branch": r.get("version") or "unknown", "commit": f"feedback-{cid}",
+                        "path": f"feedback/{cid}.py", "language": "python", "bytes": len(text.encode()),
+                        "content": text, "blob_sha": hashlib.sha1(text.encode()).hexdigest()})
+    gate = through_the_corpus_gate(records, settings, extra_eval_items)
+    dropped.update(gate.dropped)
+    figures = {"events_read": len(rows), "last_events": dict(chosen.last_events),
+               "dropped_by_reason": {k: v for k, v in sorted(dropped.items()) if v},
+               "redactions_by_type": dict(sorted(gate.redactions.items())),
+               "decontaminated_examples": dict(list(gate.decontaminated.items())[:10])}
+    return pl.DataFrame(gate.kept, schema=CORPUS_SCHEMA), figures
 
 
 @dg.asset(op_tags=k8s_tags_for("feedback_dataset"), group_name="monitoring", deps=[feedback_events],
           automation_condition=dg.AutomationCondition.eager(),
-          description="Accepted and modified completions turned into training examples (scrubbed). "
-                      "Auto-materializes when new feedback passes the volume threshold.")
+          description="Accepted and modified completions as clean source (the IDE's prefix + the kept code + "
+                      "suffix), one per completion (its last event decides), capped per API key and window, "
+                      "through the corpus's gate: quality rules, scrub, the independent leftover check, "
+                      "decontamination, dedup. Auto-materializes when new feedback passes the volume threshold.")
 def feedback_dataset(context: dg.AssetExecutionContext, settings: SettingsResource,
                      metrics_store: MetricsStoreResource) -> dg.Output[pl.DataFrame]:
+    s = settings.get()
     with metrics_store.open() as store:
-        rows = store.feedback_examples(after_id=0, events=("accept", "modify"))
-    df = feedback_examples_frame(rows, settings.get().scrub)
-    events = pl.DataFrame([{"event": r["event"]} for r in rows]) if rows else None
-    by_event = dict(events.group_by("event").len().iter_rows()) if events is not None else {}
-    context.log.info(f"{len(df)} training examples from {len(rows)} feedback events")
-    return dg.Output(df, metadata={"examples": len(df), "dagster/row_count": len(df),
-                                   "by_event": dg.MetadataValue.json(by_event),
-                                   "redactions": int(df["redactions"].sum()) if len(df) else 0})
+        rows = store.feedback_examples(after_id=0, events=("accept", "modify", "reject"))
+    df, figures = feedback_examples_frame(rows, s, company_eval_items(s))
+    context.log.info(f"{len(df)} training examples from {len(rows)} feedback events; dropped "
+                     f"{figures['dropped_by_reason']}")
+    return dg.Output(df, metadata={
+        "examples": len(df), "dagster/row_count": len(df), "events_read": figures["events_read"],
+        "by_event": dg.MetadataValue.json(figures["last_events"]),
+        "dropped_by_reason": dg.MetadataValue.json(figures["dropped_by_reason"]),
+        "dropped_total": sum(figures["dropped_by_reason"].values()),
+        "redactions_by_type": dg.MetadataValue.json(figures["redactions_by_type"]),
+        "redactions": int(df["redactions"].sum()) if len(df) else 0,
+        "decontaminated_examples": dg.MetadataValue.json(figures["decontaminated_examples"])})
+
+
+@dg.op(out=dg.Out(dg.Nothing),     # nothing to store: the figures go into the step's metadata
+       description="Deletes store rows (requests, feedback, shadow results) older than monitoring.retention_days.")
+def delete_expired_store_rows(context: dg.OpExecutionContext, settings: SettingsResource,
+                              metrics_store: MetricsStoreResource):
+    days = settings.get().monitoring.retention_days
+    cutoff = utcnow() - timedelta(days=days)
+    with metrics_store.open() as store:
+        deleted = store.delete_older_than(cutoff)
+    context.log.info(f"retention {days} days: deleted {deleted} (rows before {cutoff.isoformat()} UTC)")
+    return dg.Output(None, metadata={"retention_days": days, "cutoff": cutoff.isoformat(),
+                                     "deleted": dg.MetadataValue.json(deleted)})
+
+
+@dg.job(name="store_retention", description="Keeps the metrics store within monitoring.retention_days.")
+def store_retention_job():
+    delete_expired_store_rows()
+
+
+store_retention_schedule = dg.ScheduleDefinition(
+    job=store_retention_job, cron_schedule="17 3 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily: deletes stored requests and feedback older than monitoring.retention_days.")
 
 
 retrain_job = dg.define_asset_job(

@@ -6,6 +6,9 @@ defs modules import from here (and from core, resources, settings), never from e
 import dagster as dg
 import polars as pl
 
+from codellm_assets.core.data import decontam
+from codellm_assets.settings import Settings
+
 # training_dataset -> base_model -> lora_adapter -> company_benchmark -> eval_scores -> registered_model ->
 # deployed_endpoint follow their parents: a new feedback_dataset (itself eager on feedback volume) flows all the
 # way to a canary, gated by the blocking eval check. deduped_corpus is NOT eager: a commit to a repo refreshes
@@ -34,3 +37,15 @@ def markdown_table(rows: list[dict], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def company_eval_items(settings: Settings) -> list[tuple[str, str]]:
+    """The hand-written company tasks (HumanEval is always included by the dedup stage itself)."""
+    tasks_file = settings.eval.company_tasks_file
+    if not tasks_file:
+        return []
+    path = settings.resolve(tasks_file)
+    if not path.exists():   # fail here, before hours of training, not at the benchmark
+        raise dg.Failure(f"eval.company_tasks_file {path} does not exist: fix the path (relative to the "
+                         f"settings file) or set it to null")
+    return decontam.load_eval_items(path)

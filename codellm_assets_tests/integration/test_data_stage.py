@@ -164,9 +164,58 @@ def test_leftover_secret_blocks_downstream(tmp_path, make_git_repo, instance):
     assert _materialize(PER_REPO, config, instance, "fine").success
     res = _materialize([corpus.deduped_corpus], config, instance)
     meta = _meta(res, "deduped_corpus")
-    assert meta["blocked_partitions"] == ["leaky"] and meta["repos"] == ["fine"]
+    assert meta["blocked_partitions"] == {"leaky": "no_leftover_secrets failed (1 leftovers)"}
+    assert meta["repos"] == ["fine"]
     kept = pl.read_parquet(tmp_path / "home/data/deduped_corpus.parquet")
     assert set(kept["repo"]) == {"fine"} and not kept["content"].str.contains(AWS_ID).any()
+
+
+PASSWORD = "Qm7#vT2pLx9wZr4k"
+
+
+def test_keyword_password_the_scrubber_missed_blocks_its_partition(tmp_path, make_git_repo, instance):
+    """The scrubber's password rule switched off: the check's own keyword/entropy scan (not the scrubber's
+    rules) finds the password, and deduped_corpus leaves the partition out, saying why."""
+    leaky = make_git_repo("leaky", {"app/db.py": module("db", extra=f'DB_PASSWORD = "{PASSWORD}"\n')})
+    fine = make_git_repo("fine", {"app/ok.py": module("ok")})
+    config = write_config(tmp_path, [{"name": "leaky", "path": str(leaky), "branches": ["main"]},
+                                     {"name": "fine", "path": str(fine), "branches": ["main"]}],
+                          scrub={"disabled_rules": ["password"]})
+    instance.add_dynamic_partitions("repos", ["leaky", "fine"])
+    res = _materialize(PER_REPO, config, instance, "leaky")
+    stored = pl.read_parquet(tmp_path / "home/data/scrubbed_corpus/leaky.parquet")
+    assert PASSWORD in stored["content"][0]                 # the scrubber really missed it
+    evaluation = {e.check_name: e for e in res.get_asset_check_evaluations()}["no_leftover_secrets"]
+    assert evaluation.passed is False
+    assert [x["type"] for x in evaluation.metadata["examples"].value] == ["Secret Keyword"]
+    assert PASSWORD not in str(evaluation.metadata["examples"].value)       # the excerpt is masked
+    assert _materialize(PER_REPO, config, instance, "fine").success
+    meta = _meta(_materialize([corpus.deduped_corpus], config, instance), "deduped_corpus")
+    assert list(meta["blocked_partitions"]) == ["leaky"] and meta["repos"] == ["fine"]
+    kept = pl.read_parquet(tmp_path / "home/data/deduped_corpus.parquet")
+    assert set(kept["repo"]) == {"fine"} and not kept["content"].str.contains(PASSWORD, literal=True).any()
+
+
+def test_partition_without_a_check_evaluation_or_with_a_stale_one_is_left_out(tmp_path, two_repos, instance):
+    """Fail closed: scrubbed files whose check never ran, or ran on an older materialization, do not flow on."""
+    a, b = two_repos
+    config = write_config(tmp_path, [{"name": "alpha", "path": str(a), "branches": ["main"]},
+                                     {"name": "beta", "path": str(b), "branches": ["main"]}])
+    instance.add_dynamic_partitions("repos", ["alpha", "beta"])
+    assert _materialize(PER_REPO, config, instance, "alpha").success          # with its check: passes
+    unchecked = dg.AssetSelection.assets(*PER_REPO[:3]).without_checks()
+    assert _materialize(unchecked, config, instance, "beta").success          # the check never ran
+    meta = _meta(_materialize([corpus.deduped_corpus], config, instance), "deduped_corpus")
+    assert meta["blocked_partitions"] == {"beta": "no no_leftover_secrets evaluation"}
+    assert meta["repos"] == ["alpha"]
+    assert _materialize(unchecked, config, instance, "alpha").success         # re-materialized, not re-checked
+    meta = _meta(_materialize([corpus.deduped_corpus], config, instance), "deduped_corpus")
+    assert meta["blocked_partitions"] == {"alpha": "no_leftover_secrets evaluated an older materialization",
+                                          "beta": "no no_leftover_secrets evaluation"}
+    assert meta["repos"] == [] and meta["files_kept"] == 0
+    assert _materialize(PER_REPO, config, instance, "beta").success           # checked now: flows again
+    meta = _meta(_materialize([corpus.deduped_corpus], config, instance), "deduped_corpus")
+    assert list(meta["blocked_partitions"]) == ["alpha"] and meta["repos"] == ["beta"]
 
 
 def test_repo_removed_from_settings_stops_flowing(tmp_path, two_repos, instance):

@@ -191,4 +191,8 @@ def test_feedback_volume_triggers_feedback_dataset(setup):
     res = dg.materialize([monitoring.feedback_events, monitoring.feedback_dataset], instance=instance,
                          resources=resources, selection="feedback_dataset")
     meta = res.asset_materializations_for_node("feedback_dataset")[0].metadata
-    assert meta["examples"].value == 6      # 4 accepts + 2 modifies; the reject and the view excluded
+    # 4 accepts + 2 modifies chosen, the reject left out (views are not read); this traffic carries no raw
+    # IDE prefix, so none becomes text (the rendered prompt is never used): see test_feedback_gate.py
+    assert meta["by_event"].value == {"accept": 4, "modify": 2, "reject": 1}
+    assert meta["dropped_by_reason"].value == {"last_event_reject": 1, "no_raw_prompt_stored": 6}
+    assert meta["examples"].value == 0

@@ -9,6 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from codellm_assets.core.serving.backends.base import GenerationParams
 from codellm_assets.core.serving.backends.markup import encode_batch, fim_markup
 from codellm_assets.core.serving.backends.transformers_backend import TransformersBackend
@@ -70,3 +72,16 @@ def _fim(tok):  # noqa: ANN001, ANN202
     from codellm_assets.core.serving.backends.base import detect_fim
 
     return detect_fim(tok)
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("<fim_prefix>def f(x):\n    <fim_suffix>\n    return y\n<fim_middle>", ("def f(x):\n    ", "\n    return y\n")),
+    ("<|fim_prefix|>a = <|fim_suffix|>\nb = 2<|fim_middle|>", ("a = ", "\nb = 2")),
+    ("<PRE> def f(x): <SUF>\nreturn y <MID>", ("def f(x):", "\nreturn y")),
+    ("def f(x):\n", None),                                     # a plain prompt is the IDE's text as it is
+    ("<fim_prefix>a<fim_suffix>b<fim_suffix>c<fim_middle>", None),   # not one template: not taken apart
+])
+def test_a_rendered_fim_template_is_taken_apart_into_the_ides_text(prompt, expected):
+    from codellm_assets.core.serving.backends.base import split_fim_prompt
+
+    assert split_fim_prompt(prompt) == expected

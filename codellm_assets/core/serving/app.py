@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -198,7 +199,7 @@ def create_app(gw: Gateway) -> FastAPI:
             body.completion_id, body.event, final_code=body.final_code, reason=body.reason,
             elapsed_ms=body.elapsed_ms, survival_after_s=survival.after_s if survival else None,
             survival_fraction=survival.fraction if survival else None, user=info.get("user"),
-            version=info.get("version"))
+            version=info.get("version"), api_key=key.prefix)
         gw.metrics.feedback.labels(event=body.event, version=info.get("version") or "").inc()
         return {"object": "feedback", "completion_id": body.completion_id, "event": body.event,
                 "status": "recorded"}
@@ -233,6 +234,9 @@ def _routing_json(gw: Gateway) -> dict[str, Any]:
 def _install_error_handlers(app: FastAPI, gw: Gateway) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, e: ApiError) -> JSONResponse:
+        if e.status >= 500:     # a server-side failure: its text (backend URLs, exception reprs) stays in the log
+            body = error_body(_server_message(e.code, e.message), e.type, e.code, e.param)
+            return JSONResponse(body, status_code=e.status, headers=e.headers)
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -247,9 +251,24 @@ def _install_error_handlers(app: FastAPI, gw: Gateway) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(error_body(f"internal error: {e!r}", type="server_error", code="internal_error"),
-                            status_code=500)
+        # The exception stays in the log, under an id the client can quote: its text may hold paths,
+        # internal hosts or pieces of other requests, none of which a client may see.
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s", error_id)
+        return JSONResponse(error_body(f"internal error (id {error_id}); the gateway log has the details",
+                                       type="server_error", code="internal_error"), status_code=500)
+
+
+_SERVER_MESSAGES = {"backend_unavailable": "generation failed; retry shortly",
+                    "model_not_ready": "the model is still loading; retry shortly"}
+
+
+def _server_message(code: str | None, detail: str) -> str:
+    """What a client sees of a server-side failure: what happened in general and an id; the detail (which
+    may name internal hosts or hold an exception's repr) goes to the log under that id."""
+    error_id = uuid.uuid4().hex[:12]
+    log.warning("server error %s (%s): %s", error_id, code, detail)
+    return f"{_SERVER_MESSAGES.get(code or '', 'the server could not answer')} (id {error_id}; see the gateway log)"
 
 
 # ---- response bodies ------------------------------------------------------------------------------------
@@ -313,7 +332,8 @@ async def _chat_events(session: StreamSession, body: ChatCompletionRequest) -> A
 
 async def _stream_end(session: StreamSession, body: Any, final_chunk: str, obj: str) -> AsyncIterator[str]:
     if session.error:       # the openai client raises APIError on an in-stream error event
-        yield _sse(error_body(session.error, type="server_error", code="backend_unavailable"))
+        message = _server_message("backend_unavailable", session.error)
+        yield _sse(error_body(message, type="server_error", code="backend_unavailable"))
     else:
         yield final_chunk
         if _include_usage(body):

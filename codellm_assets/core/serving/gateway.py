@@ -22,6 +22,7 @@ from codellm_assets.core.serving.backends.base import (
     Generation,
     GenerationParams,
     Preempted,
+    split_fim_prompt,
 )
 from codellm_assets.core.serving.metrics import GatewayMetrics
 from codellm_assets.core.serving.protocol import ApiError
@@ -353,10 +354,11 @@ class Gateway:
                        params: GenerationParams, status: str = "ok") -> None:
         """Store, metrics, detector, shadow: everything after an answer, none of it on the answer's path."""
         version, slot = decision.route.version, decision.slot
+        raw_prefix, raw_suffix = _ide_text(ctx, spec)
         self.store.record_request(RequestRecord(
             id=cid, slot=slot, version=version, status=status, user=ctx.user, team=ctx.team,
             latency_s=latency_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            prompt=prompt, completion=text, protocol=ctx.protocol))
+            prompt=prompt, completion=text, protocol=ctx.protocol, raw_prefix=raw_prefix, raw_suffix=raw_suffix))
         m = self.metrics
         m.requests.labels(version=version, slot=slot, status=status).inc()
         m.latency.labels(version=version, slot=slot).observe(latency_s)
@@ -421,3 +423,13 @@ class Gateway:
             self.metrics.shadow_failures.labels(reason="preempted" if error == "preempted" else "error").inc()
         elif similarity is not None:
             self.metrics.shadow_similarity.observe(similarity)
+
+
+def _ide_text(ctx: RequestContext, spec: PromptSpec) -> tuple[str | None, str | None]:
+    """The IDE's own prefix and suffix of a completion (never FIM markup): a client that renders the FIM
+    template itself (Continue) sends it as the prompt; it is taken apart. None for chat."""
+    if ctx.kind != "completion" or not spec.prompts:
+        return None, None
+    split = split_fim_prompt(spec.prompts[0]) if spec.suffix is None else None
+    return split if split else (spec.prompts[0], spec.suffix)
+

@@ -6,7 +6,8 @@ Postgres by URL. Writes never block the request path: ``record_*`` put a row on 
 background thread drains in batches (one transaction per batch). ``flush()`` waits until everything
 queued so far is written; ``close()`` drains the queue and stops the thread (the gateway calls it on
 graceful shutdown). When the queue is full a row is dropped and counted (``dropped``) rather than
-stalling the event loop. Times are naive UTC.
+stalling the event loop. Times are naive UTC. Text is scrubbed before it is written, and rows older than
+the retention are deleted by ``delete_older_than`` (see :mod:`~codellm_assets.core.serving.store_hygiene`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from codellm_assets.core.serving import store_hygiene
 from codellm_assets.core.serving.routes import SLOTS, Route, RoutesChanged, validate_routes
 from codellm_assets.core.serving.store_queries import feedback_counts, last_outcomes, p95_latency, p95_latency_per_token
 from codellm_assets.core.serving.store_schema import (
@@ -38,6 +40,7 @@ from codellm_assets.core.serving.store_schema import (
     routes_t,
     shadow_t,
 )
+from codellm_assets.settings import ScrubSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ class RequestRecord:
     buggy: bool | None = None
     syntax_error: bool | None = None
     protocol: str | None = None      # the client's wire shape: openai | tabby | llamacpp | fim
+    raw_prefix: str | None = None       # the IDE's own text (completions), kept apart from the rendered prompt
+    raw_suffix: str | None = None
 
 
 @dataclass
@@ -122,10 +127,13 @@ class ApiKey:
 
 
 class Store:
-    """See the module docstring. ``Store(url)``; one instance per process."""
+    """See the module docstring. ``Store(url)``; one instance per process. ``scrub``: the scrubber's settings
+    for the text it keeps (default: the scrubber's defaults)."""
 
-    def __init__(self, url: str, *, queue_size: int = 100_000, linger_s: float = 0.02) -> None:
+    def __init__(self, url: str, *, queue_size: int = 100_000, linger_s: float = 0.02,
+                 scrub: ScrubSettings | None = None) -> None:
         self.url = url
+        self.scrub = scrub or ScrubSettings()
         self.linger_s = linger_s      # gather rows this long per batch: fewer wake-ups and transactions
         self.engine = make_engine(url)
         create_tables(self.engine)
@@ -160,13 +168,13 @@ class Store:
                         reason: str | None = None, elapsed_ms: int | None = None,
                         survival_after_s: int | None = None, survival_fraction: float | None = None,
                         user: str | None = None, version: str | None = None,
-                        time: datetime | None = None) -> None:
-        """Queue one feedback event (view | accept | reject | modify)."""
+                        time: datetime | None = None, api_key: str | None = None) -> None:
+        """Queue one feedback event (view | accept | reject | modify); ``api_key``: the posting key's prefix."""
         self._put(("insert", feedback_t, {
             "completion_id": completion_id, "time": _naive_utc(time) or utcnow(), "event": event,
             "final_code": final_code, "reason": reason, "elapsed_ms": elapsed_ms,
             "survival_after_s": survival_after_s, "survival_fraction": survival_fraction,
-            "user": user, "version": version}))
+            "user": user, "version": version, "api_key": api_key}))
 
     def record_shadow(self, result: ShadowResult) -> None:
         row = asdict(result)
@@ -226,7 +234,7 @@ class Store:
             items = [b for b in batch if b is not _STOP]
             try:
                 if items:
-                    self._write_batch(items)
+                    self._write_batch(store_hygiene.scrub_items(items, self.scrub))
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -340,11 +348,13 @@ class Store:
 
     def feedback_examples(self, after_id: int = 0, events: Iterable[str] = ("accept", "modify"),
                           limit: int | None = None) -> list[dict[str, Any]]:
-        """Feedback rows with id > ``after_id`` joined to their request: prompt, completion, final_code,
-        event, version, feedback_id; oldest first."""
-        q = (sa.select(requests_t.c.prompt, requests_t.c.completion, feedback_t.c.final_code,
+        """Feedback rows with id > ``after_id`` joined to their request: prompt, completion, raw_prefix,
+        raw_suffix, final_code, event, version, feedback_id, completion_id, api_key, team, time; oldest first."""
+        q = (sa.select(requests_t.c.prompt, requests_t.c.completion, requests_t.c.raw_prefix,
+                       requests_t.c.raw_suffix, feedback_t.c.final_code,
                        feedback_t.c.event, sa.func.coalesce(feedback_t.c.version, requests_t.c.version)
-                       .label("version"), feedback_t.c.id.label("feedback_id"))
+                       .label("version"), feedback_t.c.id.label("feedback_id"), feedback_t.c.completion_id,
+                       feedback_t.c.api_key, requests_t.c.team, feedback_t.c.time)
              .join(requests_t, requests_t.c.id == feedback_t.c.completion_id)
              .where(feedback_t.c.id > after_id, feedback_t.c.event.in_(list(events)))
              .order_by(feedback_t.c.id))
@@ -352,6 +362,10 @@ class Store:
             q = q.limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings().all()]
+
+    def delete_older_than(self, cutoff: datetime) -> dict[str, int]:
+        """Retention: delete request, feedback and shadow rows older than ``cutoff``; counts per table."""
+        return store_hygiene.delete_older_than(self.engine, _naive_utc(cutoff))
 
     def shadow_results(self, limit: int = 1000) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

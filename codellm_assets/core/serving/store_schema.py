@@ -29,8 +29,10 @@ requests_t = sa.Table(
     sa.Column("status", sa.String(20)),
     sa.Column("error", sa.Text),
     sa.Column("prompt_hash", sa.String(64)),
-    sa.Column("prompt", sa.Text),
+    sa.Column("prompt", sa.Text),                 # as rendered for the model (FIM markup, chat role tags)
     sa.Column("completion", sa.Text),
+    sa.Column("raw_prefix", sa.Text),             # what the IDE sent (completions): the source text before ...
+    sa.Column("raw_suffix", sa.Text),             # ... and after the cursor; None for chat
     sa.Column("risk_score", sa.Float),
     sa.Column("buggy", sa.Boolean),
     sa.Column("syntax_error", sa.Boolean),
@@ -38,7 +40,8 @@ requests_t = sa.Table(
 )
 
 # Columns added after a table first shipped: created on an existing database by create_tables.
-ADDED_COLUMNS = {"requests": ("protocol",), "api_keys": ("claims_users",)}
+ADDED_COLUMNS = {"requests": ("protocol", "raw_prefix", "raw_suffix"), "feedback": ("api_key",),
+                 "api_keys": ("claims_users",)}
 
 feedback_t = sa.Table(
     "feedback", metadata,
@@ -53,6 +56,7 @@ feedback_t = sa.Table(
     sa.Column("survival_fraction", sa.Float),
     sa.Column("user", sa.String(200)),
     sa.Column("version", sa.String(200), index=True),
+    sa.Column("api_key", sa.String(20), index=True),   # prefix of the key that posted it (per-key caps)
 )
 
 routes_t = sa.Table(

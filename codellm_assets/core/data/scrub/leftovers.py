@@ -1,48 +1,37 @@
 """An independent re-scan of scrubbed text, for the blocking asset check after ``scrub_text``.
 
-Independent means a different mechanism: this runs detect-secrets' own provider plugins (their regexes
-and validators, e.g. the JWT JSON check), line by line, not the scrubber's rule table. Only the plugins
-that look for a specific token format are used; detect-secrets' keyword and high-entropy plugins flag every
-``token = ...`` in ordinary code and would block the pipeline on noise, and its public-IP plugin keeps a
-different set of addresses than the scrubber. A handful of formats detect-secrets 1.5 lacks (Google, Anthropic,
-Vault, npm, Shopify) are added as plain signatures.
+Independent means a different method from the scrubber, sharing none of its rules or its look-alike list:
 
-To stay fast on a whole corpus, a literal trigger per plugin finds candidate lines first; the plugin only
-looks at those lines. Findings never carry the secret: the excerpt masks it.
+- provider formats: detect-secrets' own regex plugins and validators (``leftover_providers``);
+- keyword-anchored secrets: detect-secrets' KeywordDetector forms plus our own keyword list, judged by
+  entropy and character classes (``leftover_keywords``, ``leftover_values``);
+- PII: e-mails at any TLD, private IPs, internal host names (``leftover_pii``).
+
+The scrubber's placeholders (``<SECRET:...>``, ``<EMAIL>``, ...) never count. Findings never carry the
+secret: the excerpt masks it.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from detect_secrets.filters.heuristic import (
-    is_prefixed_with_dollar_sign,
-    is_sequential_string,
-    is_templated_secret,
+from codellm_assets.core.data.scrub.leftover_keywords import TRIGGER, find_keyword_secrets
+from codellm_assets.core.data.scrub.leftover_pii import PRIVATE_TLDS, find_pii
+from codellm_assets.core.data.scrub.leftover_providers import (
+    PLUGINS,
+    LiteralLines,
+    all_literals,
+    candidate_lines,
+    is_false_positive,
+    matches,
 )
-from detect_secrets.plugins.aws import AWSKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
-from detect_secrets.plugins.base import RegexBasedDetector
-from detect_secrets.plugins.basic_auth import BasicAuthDetector
-from detect_secrets.plugins.discord import DiscordBotTokenDetector
-from detect_secrets.plugins.github_token import GitHubTokenDetector
-from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
-from detect_secrets.plugins.jwt import JwtTokenDetector
-from detect_secrets.plugins.mailchimp import MailchimpDetector
-from detect_secrets.plugins.npm import NpmDetector
-from detect_secrets.plugins.openai import OpenAIDetector
-from detect_secrets.plugins.private_key import PrivateKeyDetector
-from detect_secrets.plugins.pypi_token import PypiTokenDetector
-from detect_secrets.plugins.sendgrid import SendGridDetector
-from detect_secrets.plugins.slack import SlackDetector
-from detect_secrets.plugins.square_oauth import SquareOAuthDetector
-from detect_secrets.plugins.stripe import StripeDetector
-from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
-from detect_secrets.plugins.twilio import TwilioKeyDetector
+from codellm_assets.core.data.scrub.leftover_values import PLACEHOLDER
+from codellm_assets.settings import ScrubSettings
 
-from codellm_assets.core.data.scrub.lookalikes import is_placeholder
+_LITERALS = all_literals(TRIGGER)
+# length-preserving lower case (str.lower() changes the length of a few non-ASCII characters)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -55,50 +44,26 @@ class Finding:
     excerpt: str
 
 
-class _Signature:
-    """A plain regex signature shaped like a detect-secrets regex plugin (``secret_type``, ``denylist``)."""
+@dataclass(frozen=True)
+class LeftoverPolicy:
+    """What counts as a leftover besides secrets: PII kinds the company chose to redact, its own domains."""
 
-    def __init__(self, secret_type: str, pattern: str) -> None:
-        self.secret_type = secret_type
-        self.denylist = (re.compile(pattern),)
+    emails: bool = True
+    ips: bool = True
+    hosts: bool = False
+    internal_domains: tuple[str, ...] = ()
 
+    private_tlds: tuple[str, ...] = PRIVATE_TLDS
 
-# (plugin, trigger run on the text, trigger run on the lower-cased text): a line is analysed only when a
-# trigger hits it. Triggers start with a literal, so the scan runs at memory speed.
-_Trigger = re.Pattern[str] | str | None  # a regex, or "jwt" for _jwt_hits
-_PLUGINS: tuple[tuple[RegexBasedDetector | _Signature, _Trigger, _Trigger], ...] = (
-    (AWSKeyDetector(), re.compile(r"AKIA|ASIA|ABIA|ACCA|A3T"), re.compile(r"aws")),
-    (AzureStorageKeyDetector(), re.compile(r"AccountKey="), None),
-    (BasicAuthDetector(), re.compile(r"://[^\s@]{1,200}@"), None),
-    (DiscordBotTokenDetector(), re.compile(r"\.[\w\-]{6}\.[\w\-]{27}"), None),
-    (GitHubTokenDetector(), re.compile(r"gh[pousr]_"), None),
-    (GitLabTokenDetector(), re.compile(r"gl[a-z]{1,6}-|GR1348941"), None),
-    (JwtTokenDetector(), "jwt", None),
-    (MailchimpDetector(), re.compile(r"-us\d"), None),
-    (NpmDetector(), re.compile(r"_authToken="), None),
-    (OpenAIDetector(), re.compile(r"T3BlbkFJ"), None),
-    (PrivateKeyDetector(), re.compile(r"PRIVATE KEY|PuTTY-User-Key-File"), None),
-    (PypiTokenDetector(), re.compile(r"pypi-Ag"), None),
-    (SendGridDetector(), re.compile(r"SG\."), None),
-    (SlackDetector(), re.compile(r"hooks\.slack\.com"), re.compile(r"xox[abposr]-")),
-    (SquareOAuthDetector(), re.compile(r"sq0csp-"), None),
-    (StripeDetector(), re.compile(r"k_live_"), None),
-    (TelegramBotTokenDetector(), re.compile(r":[0-9A-Za-z_\-]{35}"), None),
-    (TwilioKeyDetector(), re.compile(r"(?:AC|SK)[a-z0-9]{32}"), None),
-    (_Signature("Google API Key", r"AIza[0-9A-Za-z_\-]{35}"), re.compile(r"AIza"), None),
-    (_Signature("Anthropic API Key", r"sk-ant-[A-Za-z0-9_\-]{20,}"), re.compile(r"sk-ant-"), None),
-    (_Signature("Vault Token", r"hv[sb]\.[A-Za-z0-9_\-]{24,}"), re.compile(r"hv[sb]\."), None),
-    (_Signature("npm Access Token", r"npm_[A-Za-z0-9]{36}"), re.compile(r"npm_"), None),
-    (_Signature("GitHub Fine-grained Token", r"github_pat_[A-Za-z0-9_]{50,}"), re.compile(r"github_pat_"), None),
-    (_Signature("Stripe Test Key", r"[sr]k_test_[A-Za-z0-9]{24,}"), re.compile(r"k_test_"), None),
-    (_Signature("Shopify Token", r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"), re.compile(r"shp[acps]"), None),
-)
-_OUR_PLACEHOLDER = re.compile(r"<(?:SECRET:[a-z0-9_]+|EMAIL|IP|PHONE)>")
-_DUMMY_MARK = re.compile(r"example|x{8,}|0{8,}|\*{4,}", re.IGNORECASE)
-_KEY_MATERIAL = re.compile(r"[A-Za-z0-9+/]{40,}")
-_VALUE_GROUP_TYPES = {"Basic Auth Credentials", "AWS Access Key", "NPM tokens"}
-_GLUED_TYPES = {"AWS Access Key", "Twilio API Key", "Telegram Bot Token"}
-_ALNUM = re.compile(r"[A-Za-z0-9]")
+    @classmethod
+    def from_scrub_settings(cls, scrub: ScrubSettings | None) -> LeftoverPolicy:
+        """Secrets always count (``disabled_rules`` is exactly what this re-scan must still catch); PII only
+        where the scrubber is told to redact it (``redact_emails`` / ``redact_ips`` switched off is a choice).
+        Host names count once the scrubber redacts them (``scrub.redact_hosts``)."""
+        scrub = scrub or ScrubSettings()
+        return cls(emails=scrub.redact_emails, ips=scrub.redact_ips, hosts=bool(getattr(scrub, "redact_hosts", False)),
+                   internal_domains=tuple(getattr(scrub, "internal_domains", None) or ()),
+                   private_tlds=tuple(getattr(scrub, "private_tlds", None) or PRIVATE_TLDS))
 
 
 def mask_secret(secret: str) -> str:
@@ -107,110 +72,85 @@ def mask_secret(secret: str) -> str:
     return secret[:shown] + "*" * min(len(secret) - shown, 24)
 
 
-def _has_key_material(text: str, start: int) -> bool:
-    """Base64 key material (mixed case and digits, as random bytes give) within the next lines."""
-    for m in _KEY_MATERIAL.finditer(text, start, start + 1500):
-        run = m.group(0)
-        if any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run):
-            return True
-    return False
+class _Lines:
+    """Line numbers and texts by offset, each line located once."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._numbers: dict[int, int] = {}
+
+    def start_of(self, pos: int) -> int:
+        return self.text.rfind("\n", 0, pos) + 1
+
+    def line(self, start: int) -> str:
+        end = self.text.find("\n", start)
+        return self.text[start:end if end >= 0 else len(self.text)]
+
+    def number(self, start: int) -> int:
+        n = self._numbers.get(start)
+        if n is None:
+            n = self._numbers[start] = self.text.count("\n", 0, start) + 1
+        return n
 
 
-def _is_false_positive(kind: str, secret: str, line: str, text: str, line_start: int) -> bool:
-    if _OUR_PLACEHOLDER.search(secret) or is_templated_secret(secret) or is_prefixed_with_dollar_sign(secret):
-        return True
-    if len(secret) >= 8 and is_sequential_string(secret):
-        return True
-    if _DUMMY_MARK.search(secret):
-        return True
-    if kind == "Basic Auth Credentials":  # ://user:secret@ -- the password may not repeat the user name
-        user = line[:line.find(":" + secret + "@")].rpartition("/")[2] if ":" + secret + "@" in line else ""
-        return is_placeholder(secret, user)
-    if kind == "Private Key":
-        # a marker constant (`if line.startswith("-----BEGIN RSA PRIVATE KEY-----")`) is not a key
-        return not _has_key_material(text, line_start)
-    if kind in _GLUED_TYPES:
-        at = line.find(secret)
-        glued = (at > 0 and _ALNUM.match(line[at - 1])) or _ALNUM.match(line[at + len(secret):at + len(secret) + 1])
-        return bool(glued) or (kind == "Twilio API Key" and not any(c.isdigit() for c in secret))
-    return False
+def _raw_findings(text: str, lowered: str, policy: LeftoverPolicy) -> list[tuple[int, int, int, str]]:
+    """(line start, start, end, type) with start/end relative to the line."""
+    hits: list[tuple[int, int, int, str]] = []
+    lines = _Lines(text)
+    literals = LiteralLines(text, lowered, *_LITERALS)   # every literal trigger, in one pass per case
+    cache: dict[tuple[int, int], list[int]] = {}     # plugins sharing a trigger share its pass over the text
+    for plugin, on_text, on_lower in PLUGINS:
+        key = (id(on_text), id(on_lower))
+        if key not in cache:
+            cache[key] = candidate_lines(text, lowered, on_text, on_lower, literals)
+        for line_start in cache[key]:
+            line = lines.line(line_start)
+            for start, end, secret in matches(plugin, line):
+                if not is_false_positive(plugin.secret_type, secret, line, text, line_start):
+                    hits.append((line_start, start, end, plugin.secret_type))
+    hits.extend((ls, s, e, kind) for ls, s, e, kind, _ in find_keyword_secrets(text, lowered, literals))
+    for start, end, kind, _ in find_pii(text, lowered, emails=policy.emails, ips=policy.ips, hosts=policy.hosts,
+                                        internal_domains=(*policy.private_tlds, *policy.internal_domains)):
+        ls = lines.start_of(start)
+        hits.append((ls, start - ls, end - ls, kind))
+    return hits
 
 
-_B64URL_RUN = re.compile(r"[A-Za-z0-9_\-=]*+")
-
-
-def _jwt_hits(text: str) -> Iterator[int]:
-    """Positions of "eyJ" that start a dotted token. One pass, skipping each token whole: a regex retried at
-    every "eyJ" of a long run ("eyJeyJeyJ...") would be quadratic."""
-    pos = text.find("eyJ")
-    while pos >= 0:
-        end = _B64URL_RUN.match(text, pos).end()
-        if text.startswith(".", end):
-            yield pos
-        pos = text.find("eyJ", end)
-
-
-def _trigger_hits(trigger: _Trigger, haystack: str) -> Iterator[int]:
-    if trigger == "jwt":
-        yield from _jwt_hits(haystack)
-    elif isinstance(trigger, re.Pattern):
-        yield from (m.start() for m in trigger.finditer(haystack))
-
-
-def _candidate_lines(text: str, lowered: str | None, on_text: _Trigger, on_lower: _Trigger) -> list[int]:
-    """Start offsets of the lines a plugin's triggers hit, in order. Each line is located once, however
-    many hits it holds (a minified line with thousands of URLs stays linear)."""
-    starts: set[int] = set()
-    for trigger, haystack in ((on_text, text), (on_lower, lowered)):
-        if trigger is None or haystack is None:
-            continue
-        line_end = -1
-        for hit in _trigger_hits(trigger, haystack):
-            if hit <= line_end:
-                continue
-            starts.add(text.rfind("\n", 0, hit) + 1)
-            line_end = text.find("\n", hit)
-            if line_end < 0:
-                break
-    return sorted(starts)
-
-
-def _matches(plugin: RegexBasedDetector | _Signature, line: str) -> Iterator[tuple[int, int, str]]:
-    """(start, end, secret) of each hit of the plugin's own regexes in ``line``. The secret is the value
-    group for plugins whose regex captures one (``://user:(pw)@``, ``aws...key = "(...)"``), else the match."""
-    for regex in plugin.denylist:
-        for m in regex.finditer(line):
-            if not m.group(0):
-                continue
-            if isinstance(plugin, JwtTokenDetector) and not plugin.is_formally_valid(m.group(0)):
-                continue
-            value = m.group(1) if regex.groups and plugin.secret_type in _VALUE_GROUP_TYPES else None
-            yield m.start(), m.end(), value or m.group(0)
-
-
-def find_leftovers(text: str) -> list[Finding]:
-    """Secrets still present in ``text`` (empty for correctly scrubbed text; placeholders never count)."""
-    lowered = text.lower()
-    if len(lowered) != len(text):
-        lowered = None
+def find_leftovers(text: str, policy: LeftoverPolicy | None = None) -> list[Finding]:
+    """Secrets and PII still present in ``text`` (empty for correctly scrubbed text)."""
+    policy = policy or LeftoverPolicy.from_scrub_settings(None)
+    # the scrubber's placeholders become blanks of the same length: offsets hold, and neither
+    # `://user:<SECRET:db_password>@` nor `AccountKey=<SECRET:...>` reads as a value any more
+    scan = PLACEHOLDER.sub(lambda m: " " * len(m.group(0)), text) if "<" in text else text
+    lowered = scan.lower()
+    if len(lowered) != len(scan):
+        lowered = scan.translate(_ASCII_LOWER)
+    hits = _raw_findings(scan, lowered, policy)
+    lines = _Lines(text)
+    by_line: dict[int, list[tuple[int, int]]] = {}
+    for line_start, start, end, _ in hits:
+        by_line.setdefault(line_start, []).append((start, end))
     findings: dict[tuple[int, int, str], Finding] = {}
-    line_numbers: dict[int, int] = {}  # line start -> 1-based number, counted once per line
-    for plugin, on_text, on_lower in _PLUGINS:
-        kind = plugin.secret_type
-        for line_start in _candidate_lines(text, lowered, on_text, on_lower):
-            line_end = text.find("\n", line_start)
-            line = text[line_start:line_end if line_end >= 0 else len(text)]
-            for start, end, secret in _matches(plugin, line):
-                if _is_false_positive(kind, secret, line, text, line_start):
-                    continue
-                line_no = line_numbers.get(line_start) or line_numbers.setdefault(
-                    line_start, text.count("\n", 0, line_start) + 1)
-                # the whole matched region is masked, not just the value: the excerpt never holds the secret
-                excerpt = (line[:start] + mask_secret(line[start:end]) + line[end:]).strip()
-                if len(excerpt) > 160:
-                    excerpt = excerpt[:157] + "..."
-                findings.setdefault((line_no, start, kind), Finding(kind, line_no, start + 1, excerpt))
+    for line_start, start, _end, kind in hits:
+        line_no = lines.number(line_start)
+        key = (line_no, start, kind)
+        if key not in findings:
+            findings[key] = Finding(kind, line_no, start + 1, _excerpt(lines.line(line_start), by_line[line_start]))
     return sorted(findings.values(), key=lambda f: (f.line, f.column, f.type))
+
+
+def _excerpt(line: str, spans: list[tuple[int, int]]) -> str:
+    """The line with EVERY finding on it masked (whole matched regions, not just values)."""
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        if end <= pos:
+            continue
+        start = max(start, pos)
+        out += [line[pos:start], mask_secret(line[start:end])]
+        pos = end
+    out.append(line[pos:])
+    excerpt = "".join(out).strip()
+    return excerpt if len(excerpt) <= 160 else excerpt[:157] + "..."
 
 
 def summarize_findings(findings: Iterable[Finding]) -> dict[str, int]:

@@ -150,6 +150,28 @@ KNOWN_FIM = (
 )
 
 
+FIM_LITERALS = tuple(sorted({t.lstrip("▁") for f in KNOWN_FIM for t in (f.prefix, f.suffix, f.middle)},
+                            key=len, reverse=True))
+
+
+def split_fim_prompt(prompt: str) -> tuple[str, str] | None:
+    """(prefix, suffix) of a prompt that is one rendered FIM template of a known layout (Continue sends its
+    template as text), else None. The IDE's own text, for the request log and the feedback examples."""
+    for fim in KNOWN_FIM:
+        pre, suf, mid = (t.lstrip("▁") for t in (fim.prefix, fim.suffix, fim.middle))
+        body = prompt.strip()
+        if body.startswith(pre) and body.endswith(mid) and body.count(suf) == 1:
+            prefix, suffix = body[len(pre):-len(mid)].split(suf)
+            if fim.prefix.startswith("▁"):      # CodeLlama: "<PRE> {prefix} <SUF>{suffix} <MID>"
+                prefix, suffix = prefix.removeprefix(" ").removesuffix(" "), suffix.removesuffix(" ")
+            return prefix, suffix
+    return None
+
+
+def has_fim_markup(text: str) -> bool:
+    return any(lit in text for lit in FIM_LITERALS)
+
+
 def detect_fim(tokenizer: Any) -> FimTokens | None:
     """The FIM layout whose three tokens are all single tokens of ``tokenizer``'s vocabulary, or None."""
     try:
