@@ -216,3 +216,16 @@ def test_summary_table_and_paired_interval(make_git_repo):
         paired_difference(empty, mixed[:-1])
     with pytest.raises(ValueError, match="mined nothing"):
         summarize([])
+
+
+def test_eval_metadata_carries_the_issue_keys(make_git_repo):
+    from codellm_assets.core.evaluation.repo_bench import eval_metadata
+
+    tasks = sample_tasks(_many_tasks(make_git_repo), per_stratum=2, seed=0)
+    base = score_all(tasks, ["" for _ in tasks])
+    adapter = score_all(tasks, [t.reference for t in tasks])
+    meta = eval_metadata(tasks, base, adapter)
+    assert meta["company_em"] == 1.0 and meta["company_em_base"] == 0.0 and meta["company_es"] == 1.0
+    assert meta["company_tasks"] == len(tasks) == sum(meta["company_tasks_by_kind"].values())
+    assert set(meta["company_tasks_by_kind"]) == set(KINDS) and meta["company_languages"] == ["python"]
+    assert meta["company_em_delta"]["low"] == 1.0 and "| overall |" in meta["company_table"]

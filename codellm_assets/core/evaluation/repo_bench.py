@@ -225,3 +225,21 @@ def paired_difference(base: Sequence[Mapping], other: Sequence[Mapping], *, metr
     hi_i = min(n_boot - 1, math.ceil((1 + confidence) / 2 * n_boot) - 1)
     return {"mean": round(sum(diffs) / n, 4), "low": round(boots[lo_i], 4), "high": round(boots[hi_i], 4),
             "n": n}
+
+
+def eval_metadata(tasks: Sequence[FimTask], base_rows: Sequence[Mapping],
+                  adapter_rows: Sequence[Mapping]) -> dict[str, Any]:
+    """The ``eval_scores`` metadata of one run that scored base and adapter on the same ``tasks``."""
+    base, adapter = summarize(base_rows), summarize(adapter_rows)
+    by_kind: dict[str, int] = defaultdict(int)
+    for t in tasks:
+        by_kind[t.kind] += 1
+    return {
+        "company_score": adapter["company_score"], "company_score_base": base["company_score"],
+        "company_em": adapter["overall"]["em"], "company_es": adapter["overall"]["es"],
+        "company_em_base": base["overall"]["em"], "company_es_base": base["overall"]["es"],
+        "company_tasks": len(tasks), "company_tasks_by_kind": dict(sorted(by_kind.items())),
+        "company_languages": sorted({t.language for t in tasks}),
+        "company_em_delta": paired_difference(base_rows, adapter_rows, metric="em"),
+        "company_table": markdown_table(base, other=adapter),
+    }
