@@ -83,3 +83,31 @@ def test_save_load_is_atomic_and_checked(company, tmp_path):
         CodeIndex.load(tmp_path / "missing")
     with pytest.raises(ValueError, match="no code to index"):
         CodeIndex.build(records, repo="other", commit=commit)
+
+
+def test_definitions_of_names_near_the_cursor_come_first(company, tmp_path):
+    commit, records = company
+    # A sibling that looks like the cursor's file wins on BM25; the definition still leads the context.
+    sibling = {"repo": "acme", "path": "app/close_q2.py", "language": "python", "content": USER + USER}
+    index = CodeIndex.build(records + [sibling], repo="acme", commit=commit)
+    prefix = "def close_year(client, entries):\n    totals = reconcile_ledger(client, entries)\n    "
+    assert index.search(prefix, k=1, exclude_paths=["app/close.py"])[0][0].path == "app/close_q2.py"
+    first = index.definition_chunks(prefix, path="app/close.py")
+    assert [c.path for c in first] == ["billing/ledger.py"] and "def reconcile_ledger" in first[0].text
+    ctx = index.context(prefix, path="app/close.py", language="python", budget=4000)
+    assert ctx.index("billing/ledger.py") < ctx.index("app/close_q2.py")
+    assert index.definition_chunks(prefix, path="billing/ledger.py") == []    # the cursor's file defines it
+    index.save(tmp_path / "ix")
+    assert CodeIndex.load(tmp_path / "ix").definition_chunks(prefix, path="app/close.py") == first
+
+
+def test_go_definitions(make_git_repo):
+    repo = make_git_repo("gorepo", {
+        "vault/vault.go": "package vault\n\ntype QuorbleVault struct {\n\tRegion string\n}\n\n"
+                          "func OpenQuorbleVault(region string) *QuorbleVault {\n\treturn &QuorbleVault{region}\n}\n",
+        "cmd/main.go": "package main\n\nfunc main() {\n\tv := vault.OpenQuorbleVault(\"north\")\n\t_ = v\n}\n"})
+    scan = scan_branch(repo, "HEAD", repo_name="gorepo")
+    index = CodeIndex.build(scan.records, repo="gorepo", commit=scan.commit)
+    assert index.definitions["OpenQuorbleVault"] == {"vault/vault.go": 7}
+    ctx = index.context("func main() {\n\tv := vault.OpenQuorbleVault(", path="cmd/main.go", language="go")
+    assert ctx.startswith("// Here are") and "// vault/vault.go\n" in ctx

@@ -2,10 +2,14 @@
 serving adds to a completion prompt and that the repo-level benchmark measures with and without.
 
 Chunks are sliding windows of lines per file (RepoCoder's layout: ``window`` lines every ``stride`` lines),
-so a hit is a short, readable snippet rather than a whole file. Tokens are code-aware: an identifier is
-kept whole and split at ``snake_case`` / ``camelCase`` boundaries, lower-cased, so ``LedgerClient`` in a
-query meets ``ledger_client`` and ``LedgerClient`` in the corpus. Scoring is ``bm25s`` (sparse matrices,
-save/load to a directory).
+so a hit is a short, readable snippet rather than a whole file. Lexical similarity alone favours the files
+that *look like* the cursor's (sibling services), so the context also carries, first, the chunk that holds
+the definition of each name near the cursor that another file defines (the repo's tree-sitter symbol
+table, core/data/code_symbols.py; Tabby's "declarations" context does the same), nearest use first.
+
+Tokens are code-aware: an identifier is kept whole and split at ``snake_case`` / ``camelCase``
+boundaries, lower-cased, so ``LedgerClient`` in a query meets ``ledger_client`` and ``LedgerClient`` in the
+corpus. Scoring is ``bm25s`` (sparse matrices, save/load to a directory).
 
 :func:`CodeIndex.context` lays the hits out like CrossCodeEval's retrieved-context prompts: a header, then
 per snippet a separator, ``the below code fragment can be found in:``, the file path, a separator and
@@ -23,10 +27,12 @@ from pathlib import Path
 
 import bm25s
 
+from codellm_assets.core.data.code_symbols import repo_definitions
 from codellm_assets.core.fsutil import replace_dir
 
 WINDOW_LINES, STRIDE_LINES = 20, 10
 QUERY_PREFIX_LINES, QUERY_SUFFIX_LINES = 10, 3
+MAX_DEFINITIONS = 2
 META_FILE = "chunks.json"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
@@ -78,21 +84,26 @@ def comment_prefix(language: str | None) -> str:
 class CodeIndex:
     """BM25 over the chunks of one repository at one commit (``repo``, ``commit`` say which)."""
 
-    def __init__(self, chunks: list[Chunk], retriever: bm25s.BM25, *, repo: str, commit: str):
+    def __init__(self, chunks: list[Chunk], retriever: bm25s.BM25, *, repo: str, commit: str,
+                 definitions: dict[str, dict[str, int]] | None = None):
         self.chunks, self.retriever, self.repo, self.commit = chunks, retriever, repo, commit
+        self.definitions = definitions or {}          # name -> {path: line}
+        self._by_path: dict[str, list[Chunk]] = {}
+        for c in chunks:
+            self._by_path.setdefault(c.path, []).append(c)
 
     @classmethod
     def build(cls, files: Iterable[Mapping], *, repo: str, commit: str, window: int = WINDOW_LINES,
               stride: int = STRIDE_LINES) -> CodeIndex:
         """``files``: dicts with ``path`` and ``content`` (corpus records); other repos' files are skipped."""
-        chunks = [c for f in sorted(files, key=lambda r: r["path"]) if f.get("repo", repo) == repo
-                  for c in chunk_file(repo, f["path"], f["content"], window=window, stride=stride)]
+        files = [f for f in sorted(files, key=lambda r: r["path"]) if f.get("repo", repo) == repo]
+        chunks = [c for f in files for c in chunk_file(repo, f["path"], f["content"], window=window, stride=stride)]
         if not chunks:
             raise ValueError(f"no code to index for repo '{repo}' at {commit}: pass its corpus records "
                              f"(dicts with repo, path, content)")
         retriever = bm25s.BM25()
         retriever.index([code_tokens(c.text) or ["<empty>"] for c in chunks], show_progress=False)
-        return cls(chunks, retriever, repo=repo, commit=commit)
+        return cls(chunks, retriever, repo=repo, commit=commit, definitions=repo_definitions(files))
 
     # ---- persistence ------------------------------------------------------------------------------------
 
@@ -102,7 +113,8 @@ class CodeIndex:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
         self.retriever.save(str(tmp), show_progress=False)
-        meta = {"repo": self.repo, "commit": self.commit, "chunks": [asdict(c) for c in self.chunks]}
+        meta = {"repo": self.repo, "commit": self.commit, "chunks": [asdict(c) for c in self.chunks],
+                "definitions": self.definitions}
         (tmp / META_FILE).write_text(json.dumps(meta))
         replace_dir(tmp, directory)
 
@@ -114,7 +126,8 @@ class CodeIndex:
                               f"CodeIndex.build(...).save({directory})")
         meta = json.loads((directory / META_FILE).read_text())
         retriever = bm25s.BM25.load(str(directory), show_progress=False)
-        return cls([Chunk(**c) for c in meta["chunks"]], retriever, repo=meta["repo"], commit=meta["commit"])
+        return cls([Chunk(**c) for c in meta["chunks"]], retriever, repo=meta["repo"], commit=meta["commit"],
+                   definitions=meta.get("definitions", {}))
 
     # ---- queries ----------------------------------------------------------------------------------------
 
@@ -135,14 +148,33 @@ class CodeIndex:
                     break
         return hits
 
+    def definition_chunks(self, query: str, *, path: str | None = None,
+                          limit: int = MAX_DEFINITIONS) -> list[Chunk]:
+        """Chunks holding the definitions of names in ``query`` that another file defines and ``path`` does
+        not, the name nearest the end of ``query`` (the cursor) first; one chunk per defining file."""
+        out: list[Chunk] = []
+        for word in reversed(_WORD.findall(query)):
+            where = self.definitions.get(word, {})
+            if path in where:
+                continue
+            for def_path, line in sorted(where.items()):
+                starts = [c for c in self._by_path.get(def_path, []) if c.start_line <= line <= c.end_line]
+                if starts and all(c.path != def_path for c in out):
+                    out.append(max(starts, key=lambda c: c.start_line))   # the definition near the top
+            if len(out) >= limit:
+                break
+        return out[:limit]
+
     def context(self, prefix: str, suffix: str = "", *, path: str | None = None, language: str | None = None,
                 budget: int = 2000, count: Callable[[str], int] = len, k: int = 5) -> str:
-        """The retrieved-context block for a cursor between ``prefix`` and ``suffix`` in ``path``: the best
-        snippets, best first, while the block stays within ``budget`` (``count`` measures it: characters by
-        default, a tokenizer's length for tokens). Empty when nothing fits or nothing matches."""
+        """The retrieved-context block for a cursor between ``prefix`` and ``suffix`` in ``path``: the
+        definitions of the names used near the cursor, then the best BM25 snippets, while the block stays
+        within ``budget`` (``count`` measures it: characters by default, a tokenizer's length for tokens).
+        Empty when nothing fits or nothing matches."""
         query = "\n".join(prefix.splitlines()[-QUERY_PREFIX_LINES:] + suffix.splitlines()[:QUERY_SUFFIX_LINES])
-        hits = self.search(query, k=k, exclude_paths=[path] if path else [])
-        return render_context([c for c, _ in hits], language=language, budget=budget, count=count)
+        chunks = self.definition_chunks(query, path=path)
+        chunks += [c for c, _ in self.search(query, k=k, exclude_paths=[path] if path else []) if c not in chunks]
+        return render_context(chunks, language=language, budget=budget, count=count)
 
 
 def render_context(chunks: list[Chunk], *, language: str | None, budget: int,

@@ -18,59 +18,31 @@ does not define; the defining files are recorded. The repository's symbol table 
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from codellm_assets.core.data.code_symbols import (  # noqa: F401  (re-exported for the benchmark)
+    FUNCTION_TYPES,
+    IDENTIFIER_TYPES,
+    file_symbols,
+    parse,
+    parser_for,
+    repo_symbols,
+    supported_languages,
+    walk,
+)
+
 KINDS = ("single_line", "multi_line", "call_args", "condition", "function_body")
-GRAMMARS: dict[str, tuple[str, str]] = {
-    "python": ("tree_sitter_python", "language"), "javascript": ("tree_sitter_javascript", "language"),
-    "typescript": ("tree_sitter_typescript", "language_typescript"), "go": ("tree_sitter_go", "language"),
-    "java": ("tree_sitter_java", "language"), "rust": ("tree_sitter_rust", "language"),
-    "c": ("tree_sitter_c", "language"), "cpp": ("tree_sitter_cpp", "language"),
-}
 MAX_SPAN_LINES, MAX_BODY_LINES, MAX_INLINE_CHARS = 6, 15, 100
 MIN_LINE_CHARS, MIN_SYMBOL_LEN = 4, 3
 
-FUNCTION_TYPES = frozenset({"function_definition", "function_declaration", "method_definition",
-                            "method_declaration", "constructor_declaration", "function_item",
-                            "generator_function_declaration"})
 BLOCK_TYPES = frozenset({"block", "statement_block", "compound_statement", "statement_list", "constructor_body"})
 CALL_TYPES = frozenset({"call", "call_expression", "method_invocation"})
 CONDITION_TYPES = frozenset({"if_statement", "while_statement", "elif_clause", "if_expression",
                              "while_expression", "do_statement"})
-IDENTIFIER_TYPES = frozenset({"identifier", "field_identifier", "property_identifier", "type_identifier",
-                              "package_identifier", "namespace_identifier", "shorthand_property_identifier",
-                              "statement_identifier", "constant"})
-DEFINITION_TYPES = FUNCTION_TYPES | frozenset({
-    "class_definition", "class_declaration", "interface_declaration", "enum_declaration", "record_declaration",
-    "struct_item", "enum_item", "trait_item", "type_item", "const_item", "static_item", "type_spec",
-    "type_alias_declaration", "struct_specifier", "class_specifier", "enum_specifier", "variable_declarator",
-    "const_spec", "var_spec", "field_declaration", "abstract_class_declaration"})
 _UNCOMMON_PARENS = frozenset({"parenthesized_expression", "condition_clause"})
-
-
-@functools.cache
-def parser_for(language: str) -> Any | None:
-    """A tree-sitter parser for ``language`` (names as in core/data/languages.py), or None if no grammar."""
-    spec = GRAMMARS.get(language)
-    if spec is None:
-        return None
-    try:
-        import tree_sitter
-
-        grammar = importlib.import_module(spec[0])
-        return tree_sitter.Parser(tree_sitter.Language(getattr(grammar, spec[1])()))
-    except (ImportError, AttributeError, ValueError):
-        return None
-
-
-def supported_languages() -> list[str]:
-    return sorted(lang for lang in GRAMMARS if parser_for(lang) is not None)
 
 
 @dataclass
@@ -92,62 +64,6 @@ class FimTask:
         return asdict(self)
 
 
-# ---- the repository's symbol table ----------------------------------------------------------------------
-
-def _walk(node: Any, *, into_functions: bool = True) -> Iterator[Any]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        children = n.children
-        if not into_functions and n.type in FUNCTION_TYPES:
-            children = [c for c in children if c != n.child_by_field_name("body")]
-        stack.extend(reversed(children))
-
-
-def _definition_name(node: Any) -> str | None:
-    name = node.child_by_field_name("name")
-    if name is None:   # C/C++ functions: the name sits at the bottom of a declarator chain
-        decl = node.child_by_field_name("declarator")
-        while decl is not None and decl.type not in IDENTIFIER_TYPES:
-            decl = decl.child_by_field_name("declarator") or decl.child_by_field_name("name")
-        name = decl
-    if name is None or name.type not in IDENTIFIER_TYPES:
-        return None
-    return name.text.decode("utf-8", "replace")
-
-
-def file_symbols(tree: Any) -> set[str]:
-    """Names a file defines outside function bodies: functions, classes, types, members, module variables."""
-    names = set()
-    for node in _walk(tree.root_node, into_functions=False):
-        if node.type in DEFINITION_TYPES:
-            name = _definition_name(node)
-            if name:
-                names.add(name)
-        elif node.type == "assignment" and node.parent is not None and node.parent.type == "expression_statement":
-            left = node.child_by_field_name("left")
-            if left is not None and left.type == "identifier":
-                names.add(left.text.decode("utf-8", "replace"))
-    return names
-
-
-def parse(content: str, language: str) -> Any | None:
-    p = parser_for(language)
-    return p.parse(content.encode("utf-8")) if p is not None else None
-
-
-def repo_symbols(files: Iterable[Mapping]) -> dict[str, set[str]]:
-    """Name -> the paths of the files that define it, over ``files`` (dicts with path, language, content)."""
-    table: dict[str, set[str]] = defaultdict(set)
-    for f in files:
-        tree = parse(f["content"], f["language"])
-        if tree is not None:
-            for name in file_symbols(tree):
-                table[name].add(f["path"])
-    return dict(table)
-
-
 # ---- spans ----------------------------------------------------------------------------------------------
 
 def _line_start(src: bytes, i: int) -> int:
@@ -162,7 +78,7 @@ def _line_end(src: bytes, i: int) -> int:
 
 def _spans(tree: Any, src: bytes) -> Iterator[tuple[str, int, int]]:
     """(kind, start byte, end byte) candidates, in file order within each kind."""
-    for node in _walk(tree.root_node):
+    for node in walk(tree.root_node):
         t = node.type
         if node.parent is not None and node.parent.type in BLOCK_TYPES and node.is_named and t != "comment":
             yield from _statement_spans(node, src)
@@ -222,7 +138,7 @@ def _acceptable(kind: str, text: str) -> bool:
 
 
 def identifiers_in(tree: Any, start: int, end: int) -> list[str]:
-    return [n.text.decode("utf-8", "replace") for n in _walk(tree.root_node)
+    return [n.text.decode("utf-8", "replace") for n in walk(tree.root_node)
             if n.type in IDENTIFIER_TYPES and n.start_byte >= start and n.end_byte <= end]
 
 
