@@ -229,3 +229,17 @@ def test_eval_metadata_carries_the_issue_keys(make_git_repo):
     assert meta["company_tasks"] == len(tasks) == sum(meta["company_tasks_by_kind"].values())
     assert set(meta["company_tasks_by_kind"]) == set(KINDS) and meta["company_languages"] == ["python"]
     assert meta["company_em_delta"]["low"] == 1.0 and "| overall |" in meta["company_table"]
+
+
+def test_big_files_keep_whole_lines_around_the_span(make_git_repo):
+    from codellm_assets.core.evaluation.fim_mining import MAX_TASK_PREFIX_BYTES, MAX_TASK_SUFFIX_BYTES
+
+    filler = "".join(f"def pad_{i}(x):\n    return x + {i}\n\n\n" for i in range(1500))   # ~50 kB
+    content = filler + "def target(x):\n    y = pad_3(x)\n    return y\n\n\n" + filler
+    records = _records(make_git_repo("big", {"big.py": content}))
+    task = next(t for t in mine_repo_tasks(records, records) if t.reference == "y = pad_3(x)")
+    assert task.line == content[:content.index("    y = pad_3")].count("\n") + 1
+    assert len(task.prefix) < content.index("def target") and len(task.suffix) < len(filler)   # cut, both ends
+    assert (task.prefix + task.reference + task.suffix) in content
+    assert len(task.prefix.encode()) <= MAX_TASK_PREFIX_BYTES and len(task.suffix.encode()) <= MAX_TASK_SUFFIX_BYTES
+    assert content[content.index(task.prefix) - 1] == "\n" and task.suffix.endswith("\n")   # whole lines

@@ -60,9 +60,9 @@ def split_holdout(records: Sequence[Mapping[str, Any]], *, split: str = "time", 
     overrides ``fraction``. ``split="hash"`` holds out about ``fraction`` of the files by a stable hash.
     """
     if split not in SPLITS:
-        raise ValueError(f"holdout split '{split}' is not one of {SPLITS}: set eval.holdout_split")
+        raise ValueError(f"holdout split '{split}' is not one of {SPLITS}: set dataset.holdout_split")
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"holdout fraction {fraction} must be in [0, 1): set eval.holdout_fraction")
+        raise ValueError(f"holdout fraction {fraction} must be in [0, 1): set dataset.holdout_fraction")
     if split == "hash":
         held = [_hash_unit(r["repo"], r["path"]) < fraction for r in records]
     else:

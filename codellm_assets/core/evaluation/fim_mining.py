@@ -18,7 +18,9 @@ does not define; the defining files are recorded. The repository's symbol table 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +39,9 @@ from codellm_assets.core.data.code_symbols import (  # noqa: F401  (re-exported 
 KINDS = ("single_line", "multi_line", "call_args", "condition", "function_body")
 MAX_SPAN_LINES, MAX_BODY_LINES, MAX_INLINE_CHARS = 6, 15, 100
 MIN_LINE_CHARS, MIN_SYMBOL_LEN = 4, 3
+# A task keeps this much of the file around the span (whole lines); prompts use far less (repo_bench's
+# MAX_PREFIX_CHARS), and thousands of tasks of a 100 kB file must not each hold a copy of it.
+MAX_TASK_PREFIX_BYTES, MAX_TASK_SUFFIX_BYTES = 16_000, 8_000
 
 BLOCK_TYPES = frozenset({"block", "statement_block", "compound_statement", "statement_list", "constructor_body"})
 CALL_TYPES = frozenset({"call", "call_expression", "method_invocation"})
@@ -127,6 +132,16 @@ def _body_span(fn: Any, src: bytes) -> tuple[int, int] | None:
     return (start, end) if 2 <= n_lines <= MAX_BODY_LINES else None
 
 
+def _around(src: bytes, start: int, end: int) -> tuple[str, str]:
+    """(prefix, suffix) of the span, each cut to whole lines at ``MAX_TASK_*_BYTES`` from it."""
+    pre, suf = src[max(0, start - MAX_TASK_PREFIX_BYTES):start], src[end:end + MAX_TASK_SUFFIX_BYTES]
+    if start > MAX_TASK_PREFIX_BYTES:
+        pre = pre[pre.find(b"\n") + 1:]
+    if len(src) - end > MAX_TASK_SUFFIX_BYTES:
+        suf = suf[:suf.rfind(b"\n") + 1]
+    return pre.decode("utf-8", "replace"), suf.decode("utf-8", "replace")
+
+
 def _acceptable(kind: str, text: str) -> bool:
     stripped = text.strip()
     if not stripped:
@@ -137,9 +152,22 @@ def _acceptable(kind: str, text: str) -> bool:
     return True
 
 
-def identifiers_in(tree: Any, start: int, end: int) -> list[str]:
-    return [n.text.decode("utf-8", "replace") for n in walk(tree.root_node)
-            if n.type in IDENTIFIER_TYPES and n.start_byte >= start and n.end_byte <= end]
+class _Identifiers:
+    """The file's identifier nodes in byte order, for range queries (one tree walk per file, not per span)."""
+
+    def __init__(self, tree: Any):
+        nodes = [n for n in walk(tree.root_node) if n.type in IDENTIFIER_TYPES]
+        self.starts = [n.start_byte for n in nodes]
+        self.items = [(n.end_byte, n.text.decode("utf-8", "replace")) for n in nodes]
+
+    def within(self, start: int, end: int) -> list[str]:
+        i = bisect.bisect_left(self.starts, start)
+        out = []
+        while i < len(self.starts) and self.starts[i] < end:
+            if self.items[i][0] <= end:
+                out.append(self.items[i][1])
+            i += 1
+        return out
 
 
 # ---- mining ---------------------------------------------------------------------------------------------
@@ -152,6 +180,8 @@ def mine_file(f: Mapping, symbols: Mapping[str, set[str]] | None = None) -> list
         return []
     src = f["content"].encode("utf-8")
     own = file_symbols(tree)
+    idents = _Identifiers(tree)
+    newlines = [m.start() for m in re.finditer(b"\n", src)]
     tasks, seen = [], set()
     for kind, start, end in _spans(tree, src):
         if (kind, start, end) in seen or end <= start:
@@ -160,14 +190,15 @@ def mine_file(f: Mapping, symbols: Mapping[str, set[str]] | None = None) -> list
         reference = src[start:end].decode("utf-8", "replace")
         if not _acceptable(kind, reference):
             continue
-        used = set(identifiers_in(tree, start, end))
+        used = set(idents.within(start, end))
         foreign = sorted(n for n in used if len(n) >= MIN_SYMBOL_LEN and n not in own and symbols
                          and any(p != f["path"] for p in symbols.get(n, ())))
         paths = sorted({p for n in foreign for p in symbols[n] if p != f["path"]}) if foreign else []
+        prefix, suffix = _around(src, start, end)
         digest = hashlib.sha256(f"{f['repo']}:{f['path']}:{kind}:{start}:{end}".encode()).hexdigest()[:12]
         tasks.append(FimTask(
             task_id=f"fim/{digest}", repo=f["repo"], path=f["path"], language=f["language"], kind=kind,
-            prefix=src[:start].decode("utf-8", "replace"), suffix=src[end:].decode("utf-8", "replace"),
-            reference=reference, line=src[:start].count(b"\n") + 1, cross_file=bool(foreign),
+            prefix=prefix, suffix=suffix,
+            reference=reference, line=bisect.bisect_left(newlines, start) + 1, cross_file=bool(foreign),
             cross_file_symbols=foreign, defining_paths=paths))
     return tasks
