@@ -32,7 +32,7 @@ from codellm_assets.core.fsutil import replace_dir
 
 WINDOW_LINES, STRIDE_LINES = 20, 10
 QUERY_PREFIX_LINES, QUERY_SUFFIX_LINES = 10, 3
-MAX_DEFINITIONS = 2
+MAX_DEFINITIONS, HEAD_LINES = 3, 40
 META_FILE = "chunks.json"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
@@ -148,12 +148,13 @@ class CodeIndex:
                     break
         return hits
 
-    def definition_chunks(self, query: str, *, path: str | None = None,
+    def definition_chunks(self, query: str, *, path: str | None = None, head: str = "",
                           limit: int = MAX_DEFINITIONS) -> list[Chunk]:
         """Chunks holding the definitions of names in ``query`` that another file defines and ``path`` does
-        not, the name nearest the end of ``query`` (the cursor) first; one chunk per defining file."""
+        not, the name nearest the end of ``query`` (the cursor) first, then the names of ``head`` (the top
+        of the file: its imports) in order; one chunk per defining file."""
         out: list[Chunk] = []
-        for word in reversed(_WORD.findall(query)):
+        for word in [*reversed(_WORD.findall(query)), *_WORD.findall(head)]:
             where = self.definitions.get(word, {})
             if path in where:
                 continue
@@ -172,7 +173,8 @@ class CodeIndex:
         within ``budget`` (``count`` measures it: characters by default, a tokenizer's length for tokens).
         Empty when nothing fits or nothing matches."""
         query = "\n".join(prefix.splitlines()[-QUERY_PREFIX_LINES:] + suffix.splitlines()[:QUERY_SUFFIX_LINES])
-        chunks = self.definition_chunks(query, path=path)
+        head = "\n".join(prefix.splitlines()[:-QUERY_PREFIX_LINES][:HEAD_LINES])
+        chunks = self.definition_chunks(query, path=path, head=head)
         chunks += [c for c, _ in self.search(query, k=k, exclude_paths=[path] if path else []) if c not in chunks]
         return render_context(chunks, language=language, budget=budget, count=count)
 
