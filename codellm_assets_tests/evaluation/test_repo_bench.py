@@ -243,3 +243,12 @@ def test_big_files_keep_whole_lines_around_the_span(make_git_repo):
     assert (task.prefix + task.reference + task.suffix) in content
     assert len(task.prefix.encode()) <= MAX_TASK_PREFIX_BYTES and len(task.suffix.encode()) <= MAX_TASK_SUFFIX_BYTES
     assert content[content.index(task.prefix) - 1] == "\n" and task.suffix.endswith("\n")   # whole lines
+
+
+def test_unparsable_or_unknown_files_yield_no_tasks():
+    from codellm_assets.core.evaluation.fim_mining import mine_file
+
+    good = {"repo": "r", "path": "a.py", "language": "python", "content": SOURCES["python"][3]}
+    assert mine_file(good)
+    assert mine_file(dict(good, content=good["content"] + "\ndef broken(:\n    pass\n")) == []
+    assert mine_file(dict(good, path="a.rb", language="ruby")) == []

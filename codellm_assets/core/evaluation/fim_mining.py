@@ -13,7 +13,12 @@ Kinds (after RepoEval / ExecRepoBench / SAFIM):
 Labels (after RepoBench / CrossCodeEval): a task is **cross-file** when its masked span uses a name that a
 *different* file of the same repo defines at top level (or as a class member) and the task's own file
 does not define; the defining files are recorded. The repository's symbol table comes from
-:func:`repo_symbols`. Names shorter than ``MIN_SYMBOL_LEN`` never make a task cross-file (``id``, ``ok``).
+:func:`repo_symbols`. Names shorter than ``MIN_SYMBOL_LEN`` (``id``, ``ok``) and dunders (``__init__``)
+never make a task cross-file. The label is by name, not by type resolution: a method name that another
+file also defines (``get``) can make a task cross-file that a type checker would call in-file.
+
+A file tree-sitter cannot parse cleanly (a syntax error, a dialect the grammar lacks) yields no tasks: a
+mask computed on an error-recovered tree may cut through a token.
 """
 
 from __future__ import annotations
@@ -191,7 +196,8 @@ def mine_file(f: Mapping, symbols: Mapping[str, set[str]] | None = None) -> list
         if not _acceptable(kind, reference):
             continue
         used = set(idents.within(start, end))
-        foreign = sorted(n for n in used if len(n) >= MIN_SYMBOL_LEN and n not in own and symbols
+        foreign = sorted(n for n in used if len(n) >= MIN_SYMBOL_LEN and not n.startswith("__") and n not in own
+                         and symbols
                          and any(p != f["path"] for p in symbols.get(n, ())))
         paths = sorted({p for n in foreign for p in symbols[n] if p != f["path"]}) if foreign else []
         prefix, suffix = _around(src, start, end)
