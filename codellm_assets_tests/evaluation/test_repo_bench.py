@@ -252,3 +252,25 @@ def test_unparsable_or_unknown_files_yield_no_tasks():
     assert mine_file(good)
     assert mine_file(dict(good, content=good["content"] + "\ndef broken(:\n    pass\n")) == []
     assert mine_file(dict(good, path="a.rb", language="ruby")) == []
+
+
+def test_run_bench_with_a_real_tiny_model(make_git_repo, tmp_path):
+    from codellm_assets.core.evaluation.repo_bench import run_bench
+    from codellm_assets.core.training.inference import generate_completions, load_for_inference
+    from codellm_assets.testing.tiny_model import FIM_TOKENS, build_tiny_model
+
+    model, tok = load_for_inference(build_tiny_model(tmp_path / "tiny"))
+    assert all(t in tok.get_vocab() for t in FIM_TOKENS)   # the FIM tokens are single tokens of the model
+    tasks = sample_tasks(_many_tasks(make_git_repo), per_stratum=1, seed=0)
+    calls = []
+
+    def generate(prompts, max_new_tokens, stop):
+        calls.append((len(prompts), max_new_tokens, stop))
+        return [s[0] for s in generate_completions(model, tok, prompts, max_new_tokens=4, stop=stop)]
+
+    rows = run_bench(tasks, generate, FIM)
+    assert [r["task_id"] for r in rows] == [t.task_id for t in tasks]
+    assert len(calls) == len(KINDS) and sum(n for n, _, _ in calls) == len(tasks)
+    assert all(0.0 <= r[m] <= 1.0 for r in rows for m in ("em", "es", "id_em", "id_f1"))
+    with pytest.raises(ValueError, match="completions for"):
+        run_bench(tasks, lambda p, n, s: [], FIM)

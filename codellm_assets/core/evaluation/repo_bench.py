@@ -243,3 +243,27 @@ def eval_metadata(tasks: Sequence[FimTask], base_rows: Sequence[Mapping],
         "company_em_delta": paired_difference(base_rows, adapter_rows, metric="em"),
         "company_table": markdown_table(base, other=adapter),
     }
+
+
+# Generation limits per kind: an inline span stops at the line's end; a span may take a body's worth.
+MAX_NEW_TOKENS = {"single_line": 48, "call_args": 32, "condition": 32, "multi_line": 128, "function_body": 256}
+
+
+def run_bench(tasks: Sequence[FimTask], generate: Callable[[list[str], int, list[str]], list[str]], fim: Any, *,
+              index: Any | None = None, budget: int = 2000,
+              count: Callable[[str], int] = len) -> list[dict[str, Any]]:
+    """Score one model on ``tasks``: ``generate(prompts, max_new_tokens, stop) -> completions`` is called
+    once per kind (its limits differ); ``index`` adds the repository context. Rows in ``tasks`` order."""
+    rows: list[dict[str, Any] | None] = [None] * len(tasks)
+    for kind in KINDS:
+        pos = [i for i, t in enumerate(tasks) if t.kind == kind]
+        if not pos:
+            continue
+        prompts = [task_prompt(tasks[i], fim, index=index, budget=budget, count=count) for i in pos]
+        stop = ["\n"] if kind in INLINE_KINDS else []
+        completions = generate(prompts, MAX_NEW_TOKENS[kind], stop)
+        if len(completions) != len(pos):
+            raise ValueError(f"generate returned {len(completions)} completions for {len(pos)} {kind} prompts")
+        for i, c in zip(pos, completions, strict=True):
+            rows[i] = score(tasks[i], c)
+    return [r for r in rows if r is not None]
