@@ -229,6 +229,7 @@ def test_eval_metadata_carries_the_issue_keys(make_git_repo):
     assert meta["company_tasks"] == len(tasks) == sum(meta["company_tasks_by_kind"].values())
     assert set(meta["company_tasks_by_kind"]) == set(KINDS) and meta["company_languages"] == ["python"]
     assert meta["company_em_delta"]["low"] == 1.0 and "| overall |" in meta["company_table"]
+    assert meta["company_em_single_line_cross_file"] == 1.0 and meta["company_em_single_line_cross_file_base"] == 0.0
 
 
 def test_big_files_keep_whole_lines_around_the_span(make_git_repo):

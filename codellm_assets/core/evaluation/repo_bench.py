@@ -167,18 +167,21 @@ def _means(rows: Sequence[Mapping]) -> dict[str, float]:
 
 
 def summarize(rows: Sequence[Mapping]) -> dict[str, Any]:
-    """Overall means, per kind, per language, per (kind, language), per label, and the headline score."""
+    """Overall means, per kind, per language, per (kind, language), per label, per (kind, label), and the
+    headline score."""
     if not rows:
         raise ValueError("no scored tasks: the benchmark mined nothing from the held-out files (check the "
                          "holdout split and that its languages have tree-sitter grammars)")
     groups: dict[str, dict[str, list[Mapping]]] = {"by_kind": defaultdict(list), "by_language": defaultdict(list),
                                                    "by_kind_language": defaultdict(list),
-                                                   "by_label": defaultdict(list)}
+                                                   "by_label": defaultdict(list), "by_kind_label": defaultdict(list)}
     for r in rows:
         groups["by_kind"][r["kind"]].append(r)
         groups["by_language"][r["language"]].append(r)
         groups["by_kind_language"][f"{r['kind']}/{r['language']}"].append(r)
-        groups["by_label"]["cross_file" if r["cross_file"] else "in_file"].append(r)
+        label = "cross_file" if r["cross_file"] else "in_file"
+        groups["by_label"][label].append(r)
+        groups["by_kind_label"][f"{r['kind']}/{label}"].append(r)
     out: dict[str, Any] = {"overall": _means(rows)}
     for name, g in groups.items():
         out[name] = {k: _means(v) for k, v in sorted(g.items())}
@@ -227,6 +230,11 @@ def paired_difference(base: Sequence[Mapping], other: Sequence[Mapping], *, metr
             "n": n}
 
 
+def _em(summary: Mapping[str, Any], stratum: str) -> float | None:
+    row = summary["by_kind_label"].get(stratum)
+    return row["em"] if row else None
+
+
 def eval_metadata(tasks: Sequence[FimTask], base_rows: Sequence[Mapping],
                   adapter_rows: Sequence[Mapping]) -> dict[str, Any]:
     """The ``eval_scores`` metadata of one run that scored base and adapter on the same ``tasks``."""
@@ -241,6 +249,9 @@ def eval_metadata(tasks: Sequence[FimTask], base_rows: Sequence[Mapping],
         "company_tasks": len(tasks), "company_tasks_by_kind": dict(sorted(by_kind.items())),
         "company_languages": sorted({t.language for t in tasks}),
         "company_em_delta": paired_difference(base_rows, adapter_rows, metric="em"),
+        # the demo's target: single-line tasks that need another file of the repo
+        "company_em_single_line_cross_file": _em(adapter, "single_line/cross_file"),
+        "company_em_single_line_cross_file_base": _em(base, "single_line/cross_file"),
         "company_table": markdown_table(base, other=adapter),
     }
 
