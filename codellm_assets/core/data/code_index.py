@@ -1,0 +1,196 @@
+"""A BM25 retrieval index over the code of one repository at one commit: the repository context that
+serving adds to a completion prompt and that the repo-level benchmark measures with and without.
+
+Chunks are sliding windows of lines per file (RepoCoder's layout: ``window`` lines every ``stride`` lines),
+so a hit is a short, readable snippet rather than a whole file. Lexical similarity alone favours the files
+that *look like* the cursor's (sibling services), so the context also carries, first, the chunk that holds
+the definition of each name near the cursor that another file defines (the repo's tree-sitter symbol
+table, core/data/code_symbols.py; Tabby's "declarations" context does the same), nearest use first.
+
+Tokens are code-aware: an identifier is kept whole and split at ``snake_case`` / ``camelCase``
+boundaries, lower-cased, so ``LedgerClient`` in a query meets ``ledger_client`` and ``LedgerClient`` in the
+corpus. Scoring is ``bm25s`` (sparse matrices, save/load to a directory).
+
+:func:`CodeIndex.context` lays the hits out like CrossCodeEval's retrieved-context prompts: a header, then
+per snippet a separator, ``the below code fragment can be found in:``, the file path, a separator and
+the snippet, every line commented out in the cursor file's language, under a character (or token) budget.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import bm25s
+
+from codellm_assets.core.data.code_symbols import repo_definitions
+from codellm_assets.core.fsutil import replace_dir
+
+WINDOW_LINES, STRIDE_LINES = 20, 10
+QUERY_PREFIX_LINES, QUERY_SUFFIX_LINES = 10, 3
+MAX_DEFINITIONS, HEAD_LINES = 3, 40
+META_FILE = "chunks.json"
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+# Languages whose line comment is not ``//``.
+_HASH_COMMENT = {"python", "shell", "ruby", "perl", "r", "yaml", "toml", "makefile", "starlark", "elixir"}
+_SEP = "-" * 50
+
+
+class CodeIndexError(ValueError):
+    """An index directory that cannot be loaded; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    repo: str
+    path: str
+    start_line: int    # 1-based, inclusive
+    end_line: int      # 1-based, inclusive
+    text: str
+
+
+def code_tokens(text: str) -> list[str]:
+    """Identifiers whole and split into their words, numbers; lower case; one-letter words dropped."""
+    out: list[str] = []
+    for word in _WORD.findall(text):
+        low = word.lower()
+        parts = [p.lower() for piece in word.split("_") for p in _CAMEL.findall(piece)]
+        out.extend(t for t in {low, *parts} if len(t) > 1)
+    return out
+
+
+def chunk_file(repo: str, path: str, content: str, *, window: int = WINDOW_LINES,
+               stride: int = STRIDE_LINES) -> list[Chunk]:
+    """Windows of ``window`` lines every ``stride`` lines; the last window ends at the file's end."""
+    lines = content.splitlines()
+    if not any(line.strip() for line in lines):
+        return []
+    starts = list(range(0, max(len(lines) - window, 0) + 1, stride))
+    if starts[-1] + window < len(lines):
+        starts.append(len(lines) - window)
+    return [Chunk(repo, path, s + 1, min(s + window, len(lines)), "\n".join(lines[s:s + window]))
+            for s in starts]
+
+
+def comment_prefix(language: str | None) -> str:
+    return "#" if (language or "") in _HASH_COMMENT else "//"
+
+
+class CodeIndex:
+    """BM25 over the chunks of one repository at one commit (``repo``, ``commit`` say which)."""
+
+    def __init__(self, chunks: list[Chunk], retriever: bm25s.BM25, *, repo: str, commit: str,
+                 definitions: dict[str, dict[str, int]] | None = None):
+        self.chunks, self.retriever, self.repo, self.commit = chunks, retriever, repo, commit
+        self.definitions = definitions or {}          # name -> {path: line}
+        self._by_path: dict[str, list[Chunk]] = {}
+        for c in chunks:
+            self._by_path.setdefault(c.path, []).append(c)
+
+    @classmethod
+    def build(cls, files: Iterable[Mapping], *, repo: str, commit: str, window: int = WINDOW_LINES,
+              stride: int = STRIDE_LINES) -> CodeIndex:
+        """``files``: dicts with ``path`` and ``content`` (corpus records); other repos' files are skipped."""
+        files = [f for f in sorted(files, key=lambda r: r["path"]) if f.get("repo", repo) == repo]
+        chunks = [c for f in files for c in chunk_file(repo, f["path"], f["content"], window=window, stride=stride)]
+        if not chunks:
+            raise ValueError(f"no code to index for repo '{repo}' at {commit}: pass its corpus records "
+                             f"(dicts with repo, path, content)")
+        retriever = bm25s.BM25()
+        retriever.index([code_tokens(c.text) or ["<empty>"] for c in chunks], show_progress=False)
+        return cls(chunks, retriever, repo=repo, commit=commit, definitions=repo_definitions(files))
+
+    # ---- persistence ------------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write the index to ``directory`` atomically: readers see the old index or the new one, whole."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+        self.retriever.save(str(tmp), show_progress=False)
+        meta = {"repo": self.repo, "commit": self.commit, "chunks": [asdict(c) for c in self.chunks],
+                "definitions": self.definitions}
+        (tmp / META_FILE).write_text(json.dumps(meta))
+        replace_dir(tmp, directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> CodeIndex:
+        directory = Path(directory)
+        if not (directory / META_FILE).is_file():
+            raise CodeIndexError(f"{directory} holds no code index ({META_FILE} missing): build it with "
+                              f"CodeIndex.build(...).save({directory})")
+        meta = json.loads((directory / META_FILE).read_text())
+        retriever = bm25s.BM25.load(str(directory), show_progress=False)
+        return cls([Chunk(**c) for c in meta["chunks"]], retriever, repo=meta["repo"], commit=meta["commit"],
+                   definitions=meta.get("definitions", {}))
+
+    # ---- queries ----------------------------------------------------------------------------------------
+
+    def search(self, query: str, *, k: int = 5, exclude_paths: Iterable[str] = ()) -> list[tuple[Chunk, float]]:
+        """The ``k`` best chunks for ``query`` (score > 0), none from ``exclude_paths`` (the cursor's file)."""
+        tokens = code_tokens(query)
+        if not tokens:
+            return []
+        excluded = set(exclude_paths)
+        n = len(self.chunks)
+        ids, scores = self.retriever.retrieve([tokens], k=n, show_progress=False)
+        hits = []
+        for i, s in zip(ids[0], scores[0], strict=True):
+            chunk = self.chunks[int(i)]
+            if s > 0 and chunk.path not in excluded:
+                hits.append((chunk, float(s)))
+                if len(hits) >= k:
+                    break
+        return hits
+
+    def definition_chunks(self, query: str, *, path: str | None = None, head: str = "",
+                          limit: int = MAX_DEFINITIONS) -> list[Chunk]:
+        """Chunks holding the definitions of names in ``query`` that another file defines and ``path`` does
+        not, the name nearest the end of ``query`` (the cursor) first, then the names of ``head`` (the top
+        of the file: its imports) in order; one chunk per defining file."""
+        out: list[Chunk] = []
+        for word in [*reversed(_WORD.findall(query)), *_WORD.findall(head)]:
+            where = self.definitions.get(word, {})
+            if path in where:
+                continue
+            for def_path, line in sorted(where.items()):
+                starts = [c for c in self._by_path.get(def_path, []) if c.start_line <= line <= c.end_line]
+                if starts and all(c.path != def_path for c in out):
+                    out.append(max(starts, key=lambda c: c.start_line))   # the definition near the top
+            if len(out) >= limit:
+                break
+        return out[:limit]
+
+    def context(self, prefix: str, suffix: str = "", *, path: str | None = None, language: str | None = None,
+                budget: int = 2000, count: Callable[[str], int] = len, k: int = 5) -> str:
+        """The retrieved-context block for a cursor between ``prefix`` and ``suffix`` in ``path``: the
+        definitions of the names used near the cursor, then the best BM25 snippets, while the block stays
+        within ``budget`` (``count`` measures it: characters by default, a tokenizer's length for tokens).
+        Empty when nothing fits or nothing matches."""
+        query = "\n".join(prefix.splitlines()[-QUERY_PREFIX_LINES:] + suffix.splitlines()[:QUERY_SUFFIX_LINES])
+        head = "\n".join(prefix.splitlines()[:-QUERY_PREFIX_LINES][:HEAD_LINES])
+        chunks = self.definition_chunks(query, path=path, head=head)
+        chunks += [c for c, _ in self.search(query, k=k, exclude_paths=[path] if path else []) if c not in chunks]
+        return render_context(chunks, language=language, budget=budget, count=count)
+
+
+def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
+                   count: Callable[[str], int] = len) -> str:
+    """CrossCodeEval's layout, commented out in ``language``; whole snippets only, within ``budget``."""
+    c = comment_prefix(language)
+    block = f"{c} Here are some relevant code fragments from other files of the repo:\n"
+    used = 0
+    for chunk in chunks:
+        body = "".join(f"{c} {line}\n" for line in chunk.text.splitlines())
+        part = (f"{c} {_SEP}\n{c} the below code fragment can be found in:\n{c} {chunk.path}\n"
+                f"{c} {_SEP}\n{body}")
+        if count(block + part + f"{c} {_SEP}\n") > budget:
+            continue
+        block += part
+        used += 1
+    return block + f"{c} {_SEP}\n" if used else ""

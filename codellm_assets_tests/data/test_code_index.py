@@ -1,0 +1,113 @@
+"""The BM25 code index: a cross-file task's context holds the defining file's chunk, within the budget, laid
+out like CrossCodeEval; save/load is atomic; the cursor's own file is never retrieved."""
+
+from __future__ import annotations
+
+import pytest
+
+from codellm_assets.core.data.code_index import CodeIndex, CodeIndexError, chunk_file, code_tokens
+from codellm_assets.core.data.git_scan import scan_branch
+from codellm_assets.core.evaluation.repo_bench import mine_repo_tasks, task_prompt
+from codellm_assets.core.serving.backends.base import FimTokens
+
+LEDGER = ("class LedgerClient:\n    def post_entry(self, account, amount):\n"
+          "        return self.book.write(account, amount)\n\n\ndef reconcile_ledger(client, entries):\n"
+          "    return [client.post_entry(e.account, e.amount) for e in entries]\n")
+NOISE = {f"misc/util{i}.py": "".join(f"def helper_{i}_{j}(x):\n    return x + {j}\n\n" for j in range(15))
+         for i in range(4)}
+USER = ("from billing.ledger import reconcile_ledger\n\n\ndef close_month(client, entries):\n"
+        "    totals = reconcile_ledger(client, entries)\n    return sum(totals)\n")
+
+
+@pytest.fixture
+def company(make_git_repo):
+    repo = make_git_repo("acme", {"billing/ledger.py": LEDGER, "app/close.py": USER, **NOISE})
+    scan = scan_branch(repo, "HEAD", repo_name="acme")
+    return scan.commit, scan.records
+
+
+def test_tokens_split_identifiers():
+    assert {"ledgerclient", "ledger", "client", "post_entry", "post", "entry"} <= set(code_tokens(
+        "LedgerClient.post_entry"))
+    assert code_tokens("a = 10 + b") == ["10"]   # one-letter names carry nothing for retrieval
+
+
+def test_chunks_cover_the_file_with_overlap():
+    content = "\n".join(f"line {i}" for i in range(45))
+    chunks = chunk_file("r", "f.py", content, window=20, stride=10)
+    assert [(c.start_line, c.end_line) for c in chunks] == [(1, 20), (11, 30), (21, 40), (26, 45)]
+    assert chunk_file("r", "empty.py", "\n\n") == []
+
+
+def test_cross_file_task_retrieves_the_defining_chunk(company):
+    commit, records = company
+    index = CodeIndex.build(records, repo="acme", commit=commit)
+    task = next(t for t in mine_repo_tasks(records, [r for r in records if r["path"] == "app/close.py"])
+                if t.kind == "single_line" and t.cross_file)
+    assert task.defining_paths == ["billing/ledger.py"] and "reconcile_ledger" in task.reference
+    hits = index.search(task.prefix[-400:] + task.suffix[:100], k=3, exclude_paths=[task.path])
+    assert hits[0][0].path == "billing/ledger.py" and "def reconcile_ledger" in hits[0][0].text
+    ctx = index.context(task.prefix, task.suffix, path=task.path, language="python", budget=1200)
+    assert ctx.startswith("# Here are some relevant code fragments from other files of the repo:\n")
+    assert "# the below code fragment can be found in:\n# billing/ledger.py\n" in ctx
+    assert "# def reconcile_ledger(client, entries):" in ctx and len(ctx) <= 1200
+    prompt = task_prompt(task, FimTokens("<fim_prefix>", "<fim_suffix>", "<fim_middle>"), index=index, budget=1200)
+    assert prompt.startswith("<fim_prefix>" + ctx) and prompt.endswith("<fim_middle>")
+    assert prompt.index("billing/ledger.py") < prompt.index("def close_month")
+
+
+def test_budget_and_own_file(company):
+    commit, records = company
+    index = CodeIndex.build(records, repo="acme", commit=commit)
+    prefix = "totals = reconcile_ledger(client, entries)\n"
+    assert index.context(prefix, budget=50) == ""                       # no snippet fits: nothing, not half
+    words = index.context(prefix, budget=60, count=lambda s: len(s.split()), language="go")
+    assert words.startswith("// Here are") and len(words.split()) <= 60
+    assert all(c.path != "billing/ledger.py" for c, _ in index.search(prefix, exclude_paths=["billing/ledger.py"]))
+    assert index.search("zzz_nothing_matches") == []
+
+
+def test_save_load_is_atomic_and_checked(company, tmp_path):
+    commit, records = company
+    target = tmp_path / "indexes" / "acme"
+    old = CodeIndex.build([r for r in records if r["path"].startswith("misc/")], repo="acme", commit="old")
+    old.save(target)
+    new = CodeIndex.build(records, repo="acme", commit=commit)
+    new.save(target)                                                    # replaces the old one whole
+    loaded = CodeIndex.load(target)
+    assert loaded.commit == commit and loaded.chunks == new.chunks
+    q = "reconcile_ledger(client"
+    assert [c for c, _ in loaded.search(q)] == [c for c, _ in new.search(q)]
+    assert [p.name for p in target.parent.iterdir()] == ["acme"]        # no temp or old dirs left
+    with pytest.raises(CodeIndexError, match="build it with"):
+        CodeIndex.load(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no code to index"):
+        CodeIndex.build(records, repo="other", commit=commit)
+
+
+def test_definitions_of_names_near_the_cursor_come_first(company, tmp_path):
+    commit, records = company
+    # A sibling that looks like the cursor's file wins on BM25; the definition still leads the context.
+    sibling = {"repo": "acme", "path": "app/close_q2.py", "language": "python", "content": USER + USER}
+    index = CodeIndex.build(records + [sibling], repo="acme", commit=commit)
+    prefix = "def close_year(client, entries):\n    totals = reconcile_ledger(client, entries)\n    "
+    assert index.search(prefix, k=1, exclude_paths=["app/close.py"])[0][0].path == "app/close_q2.py"
+    first = index.definition_chunks(prefix, path="app/close.py")
+    assert [c.path for c in first] == ["billing/ledger.py"] and "def reconcile_ledger" in first[0].text
+    ctx = index.context(prefix, path="app/close.py", language="python", budget=4000)
+    assert ctx.index("billing/ledger.py") < ctx.index("app/close_q2.py")
+    assert index.definition_chunks(prefix, path="billing/ledger.py") == []    # the cursor's file defines it
+    index.save(tmp_path / "ix")
+    assert CodeIndex.load(tmp_path / "ix").definition_chunks(prefix, path="app/close.py") == first
+
+
+def test_go_definitions(make_git_repo):
+    repo = make_git_repo("gorepo", {
+        "vault/vault.go": "package vault\n\ntype QuorbleVault struct {\n\tRegion string\n}\n\n"
+                          "func OpenQuorbleVault(region string) *QuorbleVault {\n\treturn &QuorbleVault{region}\n}\n",
+        "cmd/main.go": "package main\n\nfunc main() {\n\tv := vault.OpenQuorbleVault(\"north\")\n\t_ = v\n}\n"})
+    scan = scan_branch(repo, "HEAD", repo_name="gorepo")
+    index = CodeIndex.build(scan.records, repo="gorepo", commit=scan.commit)
+    assert index.definitions["OpenQuorbleVault"] == {"vault/vault.go": 7}
+    ctx = index.context("func main() {\n\tv := vault.OpenQuorbleVault(", path="cmd/main.go", language="go")
+    assert ctx.startswith("// Here are") and "// vault/vault.go\n" in ctx
