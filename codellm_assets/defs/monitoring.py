@@ -14,7 +14,7 @@ from codellm_assets.core.data.scrub import scrubber as scrub
 from codellm_assets.core.monitoring.alerts import Alert, deliver
 from codellm_assets.core.monitoring.rollout import production_quality
 from codellm_assets.core.serving.store import utcnow
-from codellm_assets.defs.shared import CORPUS_SCHEMA, FEEDBACK_REPO
+from codellm_assets.defs.shared import CORPUS_SCHEMA, FEEDBACK_REPO, frame_version, latest_data_version
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, k8s_tags_for
 from codellm_assets.resources import MetricsStoreResource, SettingsResource
 
@@ -49,7 +49,11 @@ def feedback_observer(context: dg.SensorEvaluationContext, settings: SettingsRes
     with metrics_store.open() as store:
         observed = observe_feedback(store, settings.get().monitoring.feedback_volume_threshold)
     version = observed.data_version.value
-    if context.cursor == version:
+    # An empty cursor (a first start of the daemon after `codellm run`, which observed feedback_events itself)
+    # starts from the version the instance last recorded: the same version again is no new feedback.
+    last = context.cursor or latest_data_version(context.instance, "feedback_events", observed=True)
+    if last == version:
+        context.update_cursor(version)
         return dg.SkipReason(f"feedback unchanged ({version})")
     context.update_cursor(version)
     return dg.SensorResult(asset_events=[dg.AssetObservation(
@@ -86,7 +90,8 @@ def feedback_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
     context.log.info(f"{len(df)} training examples from {len(rows)} feedback events")
     return dg.Output(df, metadata={"examples": len(df), "dagster/row_count": len(df),
                                    "by_event": dg.MetadataValue.json(by_event),
-                                   "redactions": int(df["redactions"].sum()) if len(df) else 0})
+                                   "redactions": int(df["redactions"].sum()) if len(df) else 0},
+                     data_version=frame_version(df))   # same examples, same version: no retrain (RETRAIN_CHAIN)
 
 
 retrain_job = dg.define_asset_job(
