@@ -92,8 +92,7 @@ def test_dagster_dev_after_codellm_run_launches_nothing_until_a_commit(tmp_path)
     assert done.returncode == 0, f"codellm run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
     with dagster_dev(tmp_path, config, home) as server:
-        before = server.graphql(RUNS)["runsOrError"]["results"]
-        assert before and not _daemon_runs(server), "codellm run's runs tag themselves"
+        assert server.graphql(RUNS)["runsOrError"]["results"], "codellm run's runs are in this instance"
         ticks = _wait_ticks(server, QUIET_TICKS)
         for name, tick_list in ticks.items():   # quiet because nothing changed, not because a sensor crashed
             assert [t["error"] for t in tick_list if t["status"] == "FAILURE"] == [], name

@@ -17,6 +17,7 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 
 from codellm_assets.core.serving.store import RequestRecord, Store
 from codellm_assets.definitions import build_defs
+from codellm_assets.defs.shared import latest_data_version
 from codellm_assets.runner import run_graph
 from codellm_assets.settings import load_settings
 from codellm_assets_tests.conftest import commit_files, git
@@ -97,6 +98,14 @@ def after_run(tmp_path_factory):
         instance = dg.DagsterInstance.get()
         yield {"settings": settings, "config": config, "repos": repos, "defs": defs, "instance": instance,
                "daemon": Daemon(defs, instance)}
+
+
+def test_codellm_run_records_the_source_versions_it_consumed(after_run):
+    instance = after_run["instance"]
+    assert latest_data_version(instance, "feedback_events", observed=True) == "batch-0"
+    for repo in after_run["repos"]:
+        observed = latest_data_version(instance, "git_heads", partition=repo, observed=True)
+        assert observed is not None and observed == latest_data_version(instance, "repo_snapshots", partition=repo)
 
 
 def test_sensors_and_automation_request_nothing_after_codellm_run(after_run):
