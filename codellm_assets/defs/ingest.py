@@ -51,7 +51,7 @@ def git_heads(context, settings: SettingsResource) -> dg.DataVersionsByPartition
             continue
         try:
             versions[repo.name] = json.dumps(repo_heads(s, repo), sort_keys=True)
-        except git_scan.RepoError as e:
+        except (git_scan.RepoError, SampleError) as e:   # repo_snapshots fails that partition with it
             context.log.warning(str(e))
     return dg.DataVersionsByPartition(versions)
 
@@ -127,7 +127,7 @@ def git_heads_sensor(context: dg.SensorEvaluationContext, settings: SettingsReso
     for repo in s.repos:
         try:
             heads = json.dumps(repo_heads(s, repo), sort_keys=True)
-        except git_scan.RepoError as e:
+        except (git_scan.RepoError, SampleError) as e:
             context.log.warning(str(e))
             continue
         # A repo this sensor has not seen yet may have been snapshotted already (by `codellm run`, or before the
