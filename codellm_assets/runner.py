@@ -66,6 +66,27 @@ def planned_steps(defs: dg.Definitions, selection: str | None) -> list[str]:
     return [k.to_user_string() for k in keys]
 
 
+def source_keys_feeding(defs: dg.Definitions, steps: list[str]) -> list[str]:
+    """Observable source assets (git_heads, feedback_events) with a child among the steps."""
+    graph = defs.resolve_asset_graph()
+    chosen = {dg.AssetKey(s) for s in steps}
+    return sorted(k.to_user_string() for k in graph.get_all_asset_keys()
+                  if graph.get(k).is_observable and not graph.get(k).is_materializable
+                  and graph.get(k).child_keys & chosen)
+
+
+def _observe_sources(defs: dg.Definitions, job, instance: dg.DagsterInstance, steps: list[str]) -> StepResult | None:
+    """Observe the source assets feeding the steps before materializing them, as the sensors do under the daemon:
+    the materializations then record the source versions they consumed, and the sensors, starting with an empty
+    cursor after this run, find that version in the instance instead of reporting it as new input (which made
+    the automation retrain after every `codellm run`). Returns a failed step, or None."""
+    sources = source_keys_feeding(defs, steps)
+    if not sources:
+        return None
+    result = _execute(job, instance, sources, None)
+    return None if result.success else result
+
+
 def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
     return [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
 
@@ -84,6 +105,11 @@ def run_graph(settings: Settings, *, selection: str | None = None, config_path: 
     job = defs.resolve_implicit_global_asset_job_def()
     steps = planned_steps(defs, selection)
     results: list[StepResult] = []
+    observed = _observe_sources(defs, job, instance, steps)
+    if observed is not None:   # the store or a repo cannot be read: every consumer would fail the same way
+        if on_done:
+            on_done(observed)
+        return [observed]
     per_repo = [s for s in steps if s in PER_REPO_ASSETS]
     blocked_by_check = False
     if per_repo:

@@ -8,7 +8,13 @@ import polars as pl
 
 from codellm_assets.core.data import dedup, filters
 from codellm_assets.core.data.scrub import scrubber as scrub
-from codellm_assets.defs.shared import CORPUS_SCHEMA, SNAPSHOT_SCHEMA, company_eval_items, repos_partitions
+from codellm_assets.defs.shared import (
+    CORPUS_SCHEMA,
+    SNAPSHOT_SCHEMA,
+    company_eval_items,
+    frame_version,
+    repos_partitions,
+)
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 
@@ -127,7 +133,7 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
     cluster_sizes = Counter(result.cluster_sizes)
     context.log.info(f"{len(corpus)} files -> {len(out)}: {len(result.exact_duplicates)} exact, "
                      f"{len(result.near_duplicates)} near duplicates, {len(hits)} decontaminated")
-    return dg.Output(out, metadata={
+    return dg.Output(out, data_version=frame_version(out), metadata={
         "files_in": len(corpus), "files_kept": len(out), "dagster/row_count": len(out),
         "exact_duplicates": len(result.exact_duplicates),
         "near_duplicates": len(result.near_duplicates),

@@ -48,7 +48,9 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
              "holdout_path": str(out / "holdout.parquet"), "manifest_hash": summary.manifest_hash,
              "commits": {f"{src['repo']}@{src['branch']}": src["commit"] for src in manifest["sources"]},
              "feedback_examples": 0 if feedback is None else len(feedback)}
-    return dg.Output(value, metadata={
+    # The manifest hash covers every file's content, the splits, the tokenizer and the settings: the same
+    # data again gives the same data version, and RETRAIN_CHAIN does not train on it.
+    return dg.Output(value, data_version=dg.DataVersion(summary.manifest_hash), metadata={
         "train_tokens": summary.tokens.get("train", 0), "validation_tokens": summary.tokens.get("validation", 0),
         "holdout_tokens": summary.tokens.get("holdout", 0),
         "sequences": dg.MetadataValue.json(summary.sequences),

@@ -9,7 +9,7 @@ import polars as pl
 
 from codellm_assets.core.data import git_scan
 from codellm_assets.core.data.samples import SampleError, ensure_sample_repo
-from codellm_assets.defs.shared import SNAPSHOT_SCHEMA, repos_partitions
+from codellm_assets.defs.shared import SNAPSHOT_SCHEMA, latest_data_version, repos_partitions
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource, asset_storage_path
 from codellm_assets.settings import RepoSettings, Settings
@@ -51,7 +51,7 @@ def git_heads(context, settings: SettingsResource) -> dg.DataVersionsByPartition
             continue
         try:
             versions[repo.name] = json.dumps(repo_heads(s, repo), sort_keys=True)
-        except git_scan.RepoError as e:
+        except (git_scan.RepoError, SampleError) as e:   # repo_snapshots fails that partition with it
             context.log.warning(str(e))
     return dg.DataVersionsByPartition(versions)
 
@@ -98,6 +98,20 @@ def repo_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource
     )
 
 
+def same_heads(snapshot_version: str | None, heads: str) -> bool:
+    """Whether a recorded {branch: sha} (a cursor entry or repo_snapshots' data version, which writes an empty
+    repository's commit as "") names the same commits as `heads`."""
+    if snapshot_version is None:
+        return False
+    try:
+        recorded = json.loads(snapshot_version)
+    except ValueError:
+        return False
+    if not isinstance(recorded, dict):
+        return False
+    return {b: sha or git_scan.NULL_SHA for b, sha in recorded.items()} == json.loads(heads)
+
+
 PER_REPO_SELECTION = dg.AssetSelection.assets("repo_snapshots", "clean_files", "scrubbed_corpus")
 
 
@@ -113,16 +127,21 @@ def git_heads_sensor(context: dg.SensorEvaluationContext, settings: SettingsReso
     for repo in s.repos:
         try:
             heads = json.dumps(repo_heads(s, repo), sort_keys=True)
-        except git_scan.RepoError as e:
+        except (git_scan.RepoError, SampleError) as e:
             context.log.warning(str(e))
             continue
-        if cursor.get(repo.name) != heads:
+        # A repo this sensor has not seen yet may have been snapshotted already (by `codellm run`, or before the
+        # sensor's cursor was reset): start from the commits of its latest stored snapshot, not from nothing.
+        last = cursor.get(repo.name)
+        if last is None and repo.name in known:
+            last = latest_data_version(context.instance, "repo_snapshots", partition=repo.name)
+        if not same_heads(last, heads):
             # No run_key: the cursor already de-duplicates, and a branch reverted to an earlier sha must
             # re-snapshot (a run key seen before would be skipped by the daemon).
             run_requests.append(dg.RunRequest(
                 partition_key=repo.name,
-                tags={"codellm/reason": "branch moved" if repo.name in cursor else "new repo"}))
-            cursor[repo.name] = heads
+                tags={"codellm/reason": "branch moved" if last is not None else "new repo"}))
+        cursor[repo.name] = heads
     return dg.SensorResult(
         run_requests=run_requests, cursor=json.dumps(cursor, sort_keys=True),
         dynamic_partitions_requests=[repos_partitions.build_add_request(new)] if new else [])

@@ -14,7 +14,13 @@ from codellm_assets.core.monitoring.alerts import Alert, deliver
 from codellm_assets.core.monitoring.feedback_examples import example_text, select_feedback, through_the_corpus_gate
 from codellm_assets.core.monitoring.rollout import production_quality
 from codellm_assets.core.serving.store import utcnow
-from codellm_assets.defs.shared import CORPUS_SCHEMA, FEEDBACK_REPO, company_eval_items
+from codellm_assets.defs.shared import (
+    CORPUS_SCHEMA,
+    FEEDBACK_REPO,
+    company_eval_items,
+    frame_version,
+    latest_data_version,
+)
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, k8s_tags_for
 from codellm_assets.resources import MetricsStoreResource, SettingsResource
 from codellm_assets.settings import Settings
@@ -50,7 +56,11 @@ def feedback_observer(context: dg.SensorEvaluationContext, settings: SettingsRes
     with metrics_store.open() as store:
         observed = observe_feedback(store, settings.get().monitoring.feedback_volume_threshold)
     version = observed.data_version.value
-    if context.cursor == version:
+    # An empty cursor (a first start of the daemon after `codellm run`, which observed feedback_events itself)
+    # starts from the version the instance last recorded: the same version again is no new feedback.
+    last = context.cursor or latest_data_version(context.instance, "feedback_events", observed=True)
+    if last == version:
+        context.update_cursor(version)
         return dg.SkipReason(f"feedback unchanged ({version})")
     context.update_cursor(version)
     return dg.SensorResult(asset_events=[dg.AssetObservation(
@@ -104,7 +114,8 @@ def feedback_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         "dropped_total": sum(figures["dropped_by_reason"].values()),
         "redactions_by_type": dg.MetadataValue.json(figures["redactions_by_type"]),
         "redactions": int(df["redactions"].sum()) if len(df) else 0,
-        "decontaminated_examples": dg.MetadataValue.json(figures["decontaminated_examples"])})
+        "decontaminated_examples": dg.MetadataValue.json(figures["decontaminated_examples"])},
+        data_version=frame_version(df))   # same examples, same version: no retrain (RETRAIN_CHAIN)
 
 
 @dg.op(out=dg.Out(dg.Nothing),     # nothing to store: the figures go into the step's metadata

@@ -3,17 +3,44 @@
 defs modules import from here (and from core, resources, settings), never from each other.
 """
 
+import hashlib
+
 import dagster as dg
 import polars as pl
 
 from codellm_assets.core.data import decontam
 from codellm_assets.settings import Settings
 
+# The chain's inputs: their content, once materialized, decides whether there is anything new to train on.
+RETRAIN_INPUTS = ("deduped_corpus", "feedback_dataset")
+
+
+def _deps_have_new_data() -> dg.AutomationCondition:
+    """A parent's data VERSION changed since the previous tick (not merely re-materialized; a parent updated by
+    the run that also updated this asset does not count), or a parent inside the chain is requested on this tick.
+    An input merely requested does not count: more feedback volume may give the same examples (rejects, views),
+    so training waits until the materialized feedback_dataset's version has changed."""
+    AC = dg.AutomationCondition
+    changed = AC.any_deps_match(
+        (AC.data_version_changed() & ~AC.executed_with_root_target()).with_label("new data, not from own run"))
+    requested = AC.any_deps_match(AC.will_be_requested()).ignore(dg.AssetSelection.assets(*RETRAIN_INPUTS))
+    return (changed | requested).with_label("any_deps_have_new_data")
+
+
 # training_dataset -> base_model -> lora_adapter -> company_benchmark -> eval_scores -> registered_model ->
-# deployed_endpoint follow their parents: a new feedback_dataset (itself eager on feedback volume) flows all the
-# way to a canary, gated by the blocking eval check. deduped_corpus is NOT eager: a commit to a repo refreshes
+# deployed_endpoint follow their parents: new feedback_dataset content (itself eager on feedback volume) flows all
+# the way to a canary, gated by the blocking eval check. deduped_corpus is NOT eager: a commit to a repo refreshes
 # the corpus only when someone (or a schedule) materializes it, not a retrain per push.
-RETRAIN_CHAIN = dg.AutomationCondition.eager()
+# eager() minus two triggers, because a retrain costs GPU hours: (1) a parent that was re-materialized with the
+# same data version (deduped_corpus and feedback_dataset version their content) is not new input; (2) "newly
+# missing" is not new input either: after `codellm run` stopped half-way (a failed gate leaves registered_model
+# unmaterialized), starting the daemon must not pick the chain up again on its own.
+RETRAIN_CHAIN = (
+    _deps_have_new_data().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("retrain_on_new_data")
 
 repos_partitions = dg.DynamicPartitionsDefinition(name="repos")
 
@@ -49,3 +76,23 @@ def company_eval_items(settings: Settings) -> list[tuple[str, str]]:
         raise dg.Failure(f"eval.company_tasks_file {path} does not exist: fix the path (relative to the "
                          f"settings file) or set it to null")
     return decontam.load_eval_items(path)
+
+
+def frame_version(df: pl.DataFrame) -> dg.DataVersion:
+    """A content hash of a frame (schema + rows as CSV, in slices): re-materializing the same data gives the
+    same data version, so RETRAIN_CHAIN does not retrain on it."""
+    h = hashlib.sha256(repr(list(df.schema.items())).encode())
+    for part in df.iter_slices(10_000):
+        h.update(part.write_csv(include_header=False).encode())
+    return dg.DataVersion(h.hexdigest())
+
+
+def latest_data_version(instance: dg.DagsterInstance, key: str, *, partition: str | None = None,
+                        observed: bool = False) -> str | None:
+    """The data version the instance last recorded for an asset (partition): its latest materialization, or
+    with `observed` its latest observation. Sensors start from it when their own cursor is empty."""
+    from dagster._core.definitions.data_version import extract_data_version_from_entry
+
+    record = instance.get_latest_data_version_record(dg.AssetKey(key), is_source=observed, partition_key=partition)
+    version = extract_data_version_from_entry(record.event_log_entry) if record else None
+    return version.value if version else None
