@@ -14,8 +14,9 @@ import yaml
 
 from codellm_assets_tests.conftest import commit_files
 from codellm_assets_tests.e2e.conftest import LOCATION, PROJECT_ROOT, REPOSITORY, _make_repo, _server_env, dagster_dev
-from codellm_assets_tests.integration.conftest import SMALL
+from codellm_assets_tests.integration.conftest import SMALL, start_gateway, stop_gateway
 from codellm_assets_tests.integration.test_data_stage import module
+from codellm_assets_tests.serving.conftest import pick_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -39,14 +40,14 @@ QUIET_TICKS = {"git_heads_sensor": 1, "feedback_observer": 2, "codellm_automatio
 TICK_TIMEOUT_S = 240   # automation and feedback every 30 s, git heads every 60 s, on 2 shared cores
 
 
-def _write_settings(root):
+def _write_settings(root, port: int):
     repos = []
     for name in ("payments", "search"):
         path = _make_repo(root / "repos" / name,
                           {f"{name}/m{i}.py": module(f"{name}_{i}", body_lines=20) for i in range(12)})
         repos.append({"name": name, "path": str(path), "branches": ["main"]})
     cfg = {"home": str(root / "home"), "repos": repos, **SMALL,
-           "eval": {**SMALL["eval"], "company_tasks_file": None}}
+           "eval": {**SMALL["eval"], "company_tasks_file": None}, "serving": {"port": port}}
     path = root / "codellm.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -83,10 +84,19 @@ def _wait_ticks(server, wanted: dict[str, int], timeout_s: float = TICK_TIMEOUT_
 
 
 def test_dagster_dev_after_codellm_run_launches_nothing_until_a_commit(tmp_path):
-    config = _write_settings(tmp_path)
+    port = pick_port()
+    config = _write_settings(tmp_path, port)
     home = tmp_path / "dagster_home"
     home.mkdir()
     env = _server_env(home, config)
+    gateway = start_gateway(config, port, tmp_path / "gateway.log")   # as `make run` does: serve, then run
+    try:
+        _run_then_watch(tmp_path, config, home, env)
+    finally:
+        stop_gateway(gateway)
+
+
+def _run_then_watch(tmp_path, config, home, env) -> None:
     done = subprocess.run([sys.executable, "-m", "codellm_assets.cli", "run", "--config", str(config)],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"codellm run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import pytest
 import yaml
 
@@ -38,3 +44,29 @@ def instance(tmp_path):
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
         yield inst
+
+
+def start_gateway(config: Path, port: int, log: Path) -> subprocess.Popen:
+    """`codellm serve` as a user starts it, on a free port; waits for /readyz."""
+    cli = Path(sys.executable).with_name("codellm")
+    cmd = [str(cli)] if cli.exists() else [sys.executable, "-m", "codellm_assets.cli"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen([*cmd, "serve", "--port", str(port), "--config", str(config)], stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.5)
+    stop_gateway(proc)
+    raise AssertionError(f"the gateway did not get ready: {log.read_text()[-2000:]}")
+
+
+def stop_gateway(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(60)

@@ -5,15 +5,8 @@ routing table), then a second run resumes from what is stored."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import dagster as dg
-import httpx
 import pytest
 from datasets import load_from_disk
 
@@ -21,38 +14,12 @@ from codellm_assets.core.serving.store import Store
 from codellm_assets.core.training import registry
 from codellm_assets.runner import run_graph
 from codellm_assets.settings import load_settings
-from codellm_assets_tests.integration.conftest import write_config
+from codellm_assets_tests.integration.conftest import start_gateway, stop_gateway, write_config
 from codellm_assets_tests.integration.test_data_stage import module
 from codellm_assets_tests.serving.conftest import pick_port
 
 
 @pytest.mark.slow
-def start_gateway(config: Path, port: int, log: Path) -> subprocess.Popen:
-    """`codellm serve` as a user starts it, on a free port; waits for /readyz."""
-    cli = Path(sys.executable).with_name("codellm")
-    cmd = [str(cli)] if cli.exists() else [sys.executable, "-m", "codellm_assets.cli"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen([*cmd, "serve", "--port", str(port), "--config", str(config)], stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, log.read_text()[-2000:]
-        time.sleep(0.5)
-    stop_gateway(proc)
-    raise AssertionError(f"the gateway did not get ready: {log.read_text()[-2000:]}")
-
-
-def stop_gateway(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(60)
-
-
 def test_whole_graph_on_a_tiny_model(tmp_path, make_git_repo, monkeypatch, request):
     a = make_git_repo("payments", {f"pay/m{i}.py": module(f"pay_{i}", body_lines=20) for i in range(12)})
     b = make_git_repo("search", {f"search/s{i}.py": module(f"search_{i}", body_lines=20) for i in range(12)})

@@ -21,8 +21,9 @@ from codellm_assets.defs.shared import latest_data_version
 from codellm_assets.runner import run_graph
 from codellm_assets.settings import load_settings
 from codellm_assets_tests.conftest import commit_files, git
-from codellm_assets_tests.integration.conftest import write_config
+from codellm_assets_tests.integration.conftest import start_gateway, stop_gateway, write_config
 from codellm_assets_tests.integration.test_data_stage import module
+from codellm_assets_tests.serving.conftest import pick_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -77,7 +78,7 @@ class Daemon:
 
 
 @pytest.fixture(scope="module")
-def after_run(tmp_path_factory):
+def after_run(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("idle")
     repos = {}
     for name in ("payments", "search"):
@@ -86,9 +87,12 @@ def after_run(tmp_path_factory):
         git(path, "init", "-q", "-b", "main")
         commit_files(path, {f"{name}/m{i}.py": module(f"{name}_{i}", body_lines=20) for i in range(12)}, "initial")
         repos[name] = path
+    port = pick_port()
     config = write_config(tmp, [{"name": n, "path": str(p), "branches": ["main"]} for n, p in repos.items()],
-                          eval={"company_tasks_file": None},
+                          eval={"company_tasks_file": None}, serving={"port": port},
                           monitoring={"feedback_volume_threshold": FEEDBACK_THRESHOLD})
+    gateway = start_gateway(config, port, tmp / "gateway.log")   # deployed_endpoint needs a live gateway
+    request.addfinalizer(lambda: stop_gateway(gateway))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(tmp / "dagster"))
         settings = load_settings(config)
@@ -133,7 +137,8 @@ def _give_feedback(settings, n: int) -> None:
             cid = f"cmpl-{uuid.uuid4().hex}"
             store.record_request(RequestRecord(id=cid, slot="production", version="base", status="ok",
                                                user=f"dev{i}", latency_s=0.1, prompt=f"def kept_{i}(x):\n",
-                                               completion=f"    return x + {i}\n"))
+                                               completion=f"    return x + {i}\n", raw_prefix=f"def kept_{i}(x):\n",
+                                               raw_suffix=""))
             store.flush()
             store.record_feedback(cid, "accept")
         store.flush()
