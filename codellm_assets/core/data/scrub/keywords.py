@@ -103,6 +103,7 @@ _WORD_PATH = re.compile(r"(?>[a-z]++\d{1,4}+[a-z]*+|[A-Za-z][a-z]*+|[A-Z]{2,5}+|
                         r"(?:[/\-_.:@](?>[a-z]++\d{1,4}+[a-z]*+|[A-Za-z][a-z]*+|[A-Z]{2,5}+|\d{1,4}+))++")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_CONSONANT_RUN = re.compile(r"[b-df-hj-np-tv-xzB-DF-HJ-NP-TV-XZ]{4}")
 _WORD_RUN = re.compile(r"[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])")
 _CAMEL_TYPE = re.compile(r"(?:[A-Z][a-z0-9]++)++")
 _TYPE_NAMES = {"str", "string", "bytes", "int", "float", "bool", "any", "object", "none", "optional", "dict",
@@ -153,6 +154,9 @@ def _secret_shape(value: str, tier: str, threshold: float) -> bool:
     if tier == KEY:
         return has_digit and shannon_entropy(value) >= threshold
     mixed = any(c.isupper() for c in value) and any(c.islower() for c in value)
+    if has_digit and len(value) >= 16 and sum(c.isalnum() for c in value) >= len(value) - 2:
+        # short keyword-anchored API keys (20-24 lower-case letters and digits) reach ~3.3 bits/char only
+        threshold = min(threshold, 3.0)
     return (has_digit or mixed) and _entropy_ok(value, threshold)
 
 
@@ -164,7 +168,8 @@ def _is_regex(value: str) -> bool:
 def _wordy(value: str) -> bool:
     """Mostly made of pronounceable words (``V1SecretEnvSource``, ``dagsterK8sConfig``): a name. Random
     alphanumerics reach 80% coverage in under 0.1% of 16-character draws and practically never beyond."""
-    words = [w for w in _WORD_RUN.findall(value) if sum(c in "aeiouAEIOU" for c in w) >= 0.25 * len(w)]
+    words = [w for w in _WORD_RUN.findall(value) if sum(c in "aeiouAEIOU" for c in w) >= 0.25 * len(w)
+             and not _CONSONANT_RUN.search(w)]  # "kfpvh": 4+ consonants in a row is rarely a word
     return sum(map(len, words)) >= 0.8 * len(value)
 
 
@@ -183,7 +188,7 @@ def _password_shape(value: str) -> bool:
 
 
 def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, threshold: float,
-                         spaced_assignment: bool = False) -> bool:
+                         spaced_assignment: bool = False, config_line: bool = False) -> bool:
     """An unquoted value is a literal in YAML/.env/INI/Dockerfile, a reference in code; tell them apart.
     ``rest_of_line`` is None where the line goes on by design (``--password x --user y``);
     ``spaced_assignment``: ``key = value``, code style, where any dotted name is an attribute reference."""
@@ -196,6 +201,9 @@ def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, thresh
         return False  # f(password=pw, x) / "Password: see below": code or prose, not a config line
     if not _IDENT.fullmatch(value):
         return True  # P@ss-w0rd!, 1234abcd, sk-...: not an expression
+    if (tier == PASSWORD and config_line and rest_of_line is not None and _BARE_LINE_END.match(rest_of_line)
+            and value.lower() not in _TYPE_NAMES and not _CAMEL_TYPE.fullmatch(value) and not value.startswith("_")):
+        return True  # YAML / compose / .env `password: lpnjflwp` alone on its line: a literal, even a word
     if (rest_of_line is not None and not _IDENT_LINE_END_OK.match(rest_of_line)) or _wordy(value):
         return False  # a bare name before "," or ")" is an argument; PKCS7PrivateKeyTypes is a class
     if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
@@ -208,8 +216,9 @@ def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, thresh
 
 
 # after an unquoted literal: end of line, a comment, or the next separator of a config/query/connection string
-_LINE_END_OK = re.compile(r"[ \t]*(?:$|\r|#|//|;|&|,[ \t]*$|\}|\]|[\"'](?!\w))", re.MULTILINE)
-_IDENT_LINE_END_OK = re.compile(r"[ \t]*(?:$|\r|#|//|;|&|[\"'](?!\w))", re.MULTILINE)
+_LINE_END_OK = re.compile(r"[ \t]*(?:$|\r|#|//|;|&|,[ \t]*$|\}|\]|[\"'`](?!\w))", re.MULTILINE)
+_IDENT_LINE_END_OK = re.compile(r"[ \t]*(?:$|\r|#|//|;|&|[\"'`](?!\w))", re.MULTILINE)
+_BARE_LINE_END = re.compile(r"[ \t]*(?:$|\r|#)", re.MULTILINE)
 _KEY_PRECEDERS = frozenset(" \t\n\r\"'`{(,[;$&?!|*")
 
 
@@ -305,7 +314,8 @@ def _unquoted_span(text: str, m: re.Match[str], ident: str, tier: str, prefix: s
     shell_env = op == "=" and ident.isupper() and text[m.start("op") - 1] != " " and not prefix
     rest = None if op == "" or ident.startswith("-") or shell_env else text[end:end + 40]
     spaced = op in ("=", ":=") and text[m.start("op") - 1] in " \t"
-    if end == start or not _unquoted_is_literal(text[start:end], tier, rest, threshold, spaced):
+    config_line = bool(_CONFIG_LINE_PREFIX.match(prefix)) and op in (":", "=")
+    if end == start or not _unquoted_is_literal(text[start:end], tier, rest, threshold, spaced, config_line):
         return None
     return (start - 1 if op == "==" else start), end  # .env `PASSWORD==x`: the value starts with "="
 

@@ -1,0 +1,145 @@
+"""Passwords found by the syntax around them rather than by a ``name = value`` assignment.
+
+SQL (``IDENTIFIED BY '…'``, ``WITH PASSWORD '…'``, ``LOGIN PASSWORD``, ``PASSWORD('…')``), command lines
+(``mysql -p'…'``, ``sshpass -p …``, ``docker login -p …``, ``redis-cli -a …``, ``ldapsearch -w …``,
+``openssl -passin pass:…``), setter/builder calls (``setPassword("…")``, ``.password("…")``,
+``getConnection(url, "user", "…")``, ``auth=("user", "…")``, ``HTTPBasicAuth("u", "…")``), Basic-Auth user
+tables (``users: { admin: '…' }``), prose in runbooks ("the password is …", ``password: `…` ``), and
+Django-style ``SECRET_KEY`` literals whose punctuation the generic keyword rule rejects.
+
+Patterns run on the lower-cased text (same offsets) and start with a literal, so each is a fast scan; the
+value is then taken from the original text and judged with the keyword rules' placeholder and shape tests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from codellm_assets.core.data.scrub.lookalikes import is_placeholder
+from codellm_assets.core.data.scrub.rules import Span, shannon_entropy
+
+_Q = r"""(?P<q>['"`])(?P<v>[^'"`\s][^'"`\n]{1,198}[^'"`\s])(?P=q)"""
+_BARE = r"""(?P<b>[^\s'"`;|&<>]{4,200})"""
+# (pattern on lower-cased text, placeholder kind); group "v" (quoted) or "b" (bare) is the password
+_CONTEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), kind) for p, kind in (
+    # SQL: CREATE USER .. IDENTIFIED BY '..', IDENTIFIED WITH plugin BY '..', Oracle IDENTIFIED BY bare
+    (r"identified[ \t]+(?:with[ \t]+\w+[ \t]+)?by[ \t]+(?:password[ \t]+)?(?:" + _Q + r"|(?P<b>[a-z0-9_#$!]{4,64}))",
+     "password"),
+    # WITH PASSWORD '..', LOGIN PASSWORD '..', ENCRYPTED PASSWORD '..' (SQL quotes strings with ')
+    (r"password[ \t]+(?:=[ \t]*)?(?P<q>')(?P<v>[^'\s][^'\n]{1,198}[^'\s])'", "password"),
+    # command lines
+    (r"sshpass[ \t]+-p[ \t]*(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"mysql(?:dump|admin|import|sh)?\b[^\n|;]{0,200}?[ \t]-p(?:" + _Q + r"|(?P<b>[^\s'\"`;|&<>-][^\s'\"`;|&<>]{2,200}))",
+     "password"),
+    (r"docker[ \t]+login\b[^\n|;]{0,200}?[ \t](?:-p|--password)[ \t=]+(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"redis-cli\b[^\n|;]{0,200}?[ \t]-a[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"ldap(?:search|add|modify|delete|passwd|whoami)\b[^\n|;]{0,200}?[ \t]-w[ \t]+(?:" + _Q + "|" + _BARE + ")",
+     "password"),
+    (r"-pass(?:in|out)[ \t]+pass:(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"smbclient\b[^\n]{0,200}?-u[ \t]+[^\s%]+%(?:" + _Q + "|" + _BARE + ")", "password"),
+    # setters and builders: setPassword("..") / .password("..") / withPassword("..") / PASSWORD_KEY, "..")
+    (r"password[ \t]*\([ \t]*" + _Q + r"(?:[ \t]*\.tochararray\(\))?[ \t]*\)", "password"),
+    (r"getconnection\([^,\n()]{1,200},[ \t]*" + r"""(?P<uq>['"])[^'"\n]{1,64}(?P=uq),[ \t]*""" + _Q, "password"),
+    (r"""(?:auth|basicauth|credentials|httpbasicauth|httpdigestauth|usernamepasswordcredentials|"""
+     r"""passwordauthentication)[ \t]*[=(][ \t]*[(\[]?[ \t]*(?P<uq>['"])[^'"\n]{1,64}(?P=uq)[ \t]*,[ \t]*""" + _Q,
+     "password"),
+))
+_USERS_TABLE = re.compile(r"users[\"']?[ \t]*:[ \t]*\{")
+_TABLE_ENTRY = re.compile(r"""[ \t\n]*[\"']?[\w.\-]{1,40}[\"']?[ \t]*:[ \t]*(?P<q>['"`])(?P<v>[^'"`\n]{3,200})(?P=q)[ \t]*,?""")
+# prose: "the admin password is X", "password for the vault: `X`", "uses password `X`", "- pw: X"
+_PROSE = re.compile(r"(?:password|passphrase|passwd|\bpw\b|\bpwd\b)(?P<mid>[^\n`'\"=:]{0,40}?)"
+                    r"(?:[ \t]+(?:is|was)[ \t]+(?:`(?P<v>[^`\n]{3,200})`|(?P<b>[^\s`'\"]{4,200}))"
+                    r"|(?:[ \t]*[:=][ \t]*|[ \t]+)`(?P<v2>[^`\n]{3,200})`)")
+_SECRET_KEY = re.compile(r"secret_key[\"']?[ \t]*(?:=|:)[ \t]*(?:(?P<q>['\"])(?P<v>[^'\"\n]{30,200})(?P=q)"
+                         r"|(?P<b>[^\s'\"]{30,200})[ \t]*$)", re.MULTILINE)
+_TRAILING = ".,;:)]}!?"
+_WORDS = re.compile(r"[a-z]+(?:[-_'][a-z]+)*")
+
+
+def _randomish(value: str) -> bool:
+    """A password, not prose: a digit or symbol among letters, or mixed case, and not a plain word."""
+    if _WORDS.fullmatch(value) or len(value) < 4:
+        return False
+    has_digit = any(c.isdigit() for c in value)
+    has_alpha = any(c.isalpha() for c in value)
+    mixed = any(c.isupper() for c in value) and any(c.islower() for c in value)
+    symbol = any(not c.isalnum() for c in value)
+    return (has_alpha and (has_digit or symbol or mixed)) or (has_digit and symbol)
+
+
+def _ok(value: str) -> bool:
+    return bool(value) and not is_placeholder(value) and not value.startswith(("$", "%", "-")) and "://" not in value
+
+
+def _value(m: re.Match[str]) -> tuple[int, int] | None:
+    for group in ("v", "b"):
+        if group in m.re.groupindex and m.group(group) is not None:
+            start, end = m.span(group)
+            return start, end
+    return None
+
+
+def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
+    """Passwords given to SQL statements, command-line tools, setters and user tables, and named in prose."""
+    low = lowered if lowered is not None else text.lower()
+    if len(low) != len(text):
+        return
+    if "password" in low or "identified" in low or " -p" in low or "-w " in low or "-a " in low or "-pass" in low:
+        for pattern, kind in _CONTEXT_RULES:
+            for m in pattern.finditer(low):
+                where = _value(m)
+                if where is None:
+                    continue
+                start, end = where
+                if m.group("b") is not None if "b" in pattern.groupindex else False:
+                    while end > start and text[end - 1] in _TRAILING:
+                        end -= 1
+                value = text[start:end]
+                if text[start - 2:start] == "-P":
+                    continue  # mysql -P3306 is the port (the patterns ran on lower-cased text)
+                if _ok(value) and (m.group("v") is not None or _randomish(value)):
+                    yield Span(start, end, kind, 1)
+    if "users" in low and "basic" in low:
+        yield from _user_table(text, low)
+    if "pass" in low or "pw" in low:
+        yield from _prose(text, low)
+    if "secret_key" in low:
+        for m in _SECRET_KEY.finditer(low):
+            if low.endswith("aws_", 0, m.start()):
+                continue  # AWS_SECRET_KEY: the AWS rule names it
+            start, end = m.span("v" if m.group("v") is not None else "b")
+            value = text[start:end]
+            if not is_placeholder(value.replace("(", "").replace(")", "")) and shannon_entropy(value) >= 4.0:
+                yield Span(start, end, "django_secret_key", 0)
+
+
+def _user_table(text: str, low: str) -> Iterator[Span]:
+    """``basicAuth({ users: { admin: 'pw', ops: 'pw' } })``: every value of the users table."""
+    for m in _USERS_TABLE.finditer(low):
+        if "basic" not in low[max(0, m.start() - 300):m.start()]:
+            continue
+        pos = m.end()
+        while (e := _TABLE_ENTRY.match(text, pos)) is not None:
+            if _ok(e.group("v")):
+                yield Span(e.start("v"), e.end("v"), "password", 1)
+            pos = e.end()
+
+
+def _prose(text: str, low: str) -> Iterator[Span]:
+    """Runbook prose: a password named right before a backtick-quoted or random-looking value."""
+    for m in _PROSE.finditer(low):
+        if m.group("mid") and any(c in m.group("mid") for c in "()[]{}<>.,;"):
+            continue  # "password (see vault)", "passwords. Use": not the value of this password
+        group = next((g for g in ("v", "v2", "b") if m.group(g) is not None), None)
+        if group is None:
+            continue
+        start, end = m.span(group)
+        quoted = group != "b"
+        if not quoted:
+            while end > start and text[end - 1] in _TRAILING:
+                end -= 1
+        value = text[start:end]
+        if " " in value.strip() or not _ok(value) or not _randomish(value) or (not quoted and "(" in value):
+            continue
+        yield Span(start, end, "password", 1)
