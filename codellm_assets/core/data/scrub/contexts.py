@@ -27,7 +27,8 @@ _CONTEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), 
     (r"identified[ \t]+(?:with[ \t]+\w+[ \t]+)?by[ \t]+(?:password[ \t]+)?(?:" + _Q + r"|(?P<b>[a-z0-9_#$!]{4,64}))",
      "password"),
     # WITH PASSWORD '..', LOGIN PASSWORD '..', ENCRYPTED PASSWORD '..' (SQL quotes strings with ')
-    (r"password[ \t]+(?:=[ \t]*)?(?P<q>')(?P<v>[^'\s][^'\n]{1,198}[^'\s])'", "password"),
+    (r"(?:(?:with|login|encrypted|unencrypted)[ \t]+password[ \t]*=?|password)[ \t]+(?P<q>')"
+     r"(?P<v>[^'\s][^'\n]{1,198}[^'\s])'", "password"),
     # command lines
     (r"sshpass[ \t]+-p[ \t]*(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"mysql(?:dump|admin|import|sh)?\b[^\n|;]{0,200}?[ \t]-p(?:" + _Q + r"|(?P<b>[^\s'\"`;|&<>-][^\s'\"`;|&<>]{2,200}))",
