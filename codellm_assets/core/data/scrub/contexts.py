@@ -21,14 +21,16 @@ from codellm_assets.core.data.scrub.rules import Span, shannon_entropy
 
 _Q = r"""(?P<q>['"`])(?P<v>[^'"`\s][^'"`\n]{1,198}[^'"`\s])(?P=q)"""
 _BARE = r"""(?P<b>[^\s'"`;|&<>]{4,200})"""
-# (pattern on lower-cased text, placeholder kind); group "v" (quoted) or "b" (bare) is the password
-_CONTEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), kind) for p, kind in (
+_PAIR = r"""[ \t]*[=(][ \t]*[(\[]?[ \t]*(?P<uq>['"])[^'"\n]{1,64}(?P=uq)[ \t]*,[ \t]*""" + _Q
+# (literal that must occur, pattern on lower-cased text starting with that literal, placeholder kind);
+# group "v" (quoted) or "b" (bare) is the password. Literal-led patterns keep each scan near memory speed.
+_CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[", 1)[0].split("(", 1)[0].split(
+    "\\", 1)[0], re.compile(p), kind) for p, kind in (
     # SQL: CREATE USER .. IDENTIFIED BY '..', IDENTIFIED WITH plugin BY '..', Oracle IDENTIFIED BY bare
     (r"identified[ \t]+(?:with[ \t]+\w+[ \t]+)?by[ \t]+(?:password[ \t]+)?(?:" + _Q + r"|(?P<b>[a-z0-9_#$!]{4,64}))",
      "password"),
-    # WITH PASSWORD '..', LOGIN PASSWORD '..', ENCRYPTED PASSWORD '..' (SQL quotes strings with ')
-    (r"(?:(?:with|login|encrypted|unencrypted)[ \t]+password[ \t]*=?|password)[ \t]+(?P<q>')"
-     r"(?P<v>[^'\s][^'\n]{1,198}[^'\s])'", "password"),
+    # WITH PASSWORD '..', LOGIN PASSWORD '..', ENCRYPTED PASSWORD '..', WITH PASSWORD = '..' (SQL quotes with ')
+    (r"password[ \t]*(?P<eq>=[ \t]*)?(?<=[ \t])(?P<q>')(?P<v>[^'\s][^'\n]{1,198}[^'\s])'", "password"),
     # command lines
     (r"sshpass[ \t]+-p[ \t]*(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"mysql(?:dump|admin|import|sh)?\b[^\n|;]{0,200}?[ \t]-p(?:" + _Q + r"|(?P<b>[^\s'\"`;|&<>-][^\s'\"`;|&<>]{2,200}))",
@@ -42,16 +44,18 @@ _CONTEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), 
     # setters and builders: setPassword("..") / .password("..") / withPassword("..") / PASSWORD_KEY, "..")
     (r"password[ \t]*\([ \t]*" + _Q + r"(?:[ \t]*\.tochararray\(\))?[ \t]*\)", "password"),
     (r"getconnection\([^,\n()]{1,200},[ \t]*" + r"""(?P<uq>['"])[^'"\n]{1,64}(?P=uq),[ \t]*""" + _Q, "password"),
-    (r"""(?:auth|basicauth|credentials|httpbasicauth|httpdigestauth|usernamepasswordcredentials|"""
-     r"""passwordauthentication)[ \t]*[=(][ \t]*[(\[]?[ \t]*(?P<uq>['"])[^'"\n]{1,64}(?P=uq)[ \t]*,[ \t]*""" + _Q,
-     "password"),
+    # auth=("user", ".."), HTTPBasicAuth("u", ".."), UsernamePasswordCredentials("u", ".."),
+    # PasswordAuthentication("u", "..".toCharArray())
+    (r"auth" + _PAIR, "password"),
+    (r"credentials" + _PAIR, "password"),
+    (r"authentication" + _PAIR, "password"),
 ))
 _USERS_TABLE = re.compile(r"users[\"']?[ \t]*:[ \t]*\{")
 _TABLE_ENTRY = re.compile(r"""[ \t\n]*[\"']?[\w.\-]{1,40}[\"']?[ \t]*:[ \t]*(?P<q>['"`])(?P<v>[^'"`\n]{3,200})(?P=q)[ \t]*,?""")
 # prose: "the admin password is X", "password for the vault: `X`", "uses password `X`", "- pw: X"
-_PROSE = re.compile(r"(?:password|passphrase|passwd|\bpw\b|\bpwd\b)(?P<mid>[^\n`'\"=:]{0,40}?)"
-                    r"(?:[ \t]+(?:is|was)[ \t]+(?:`(?P<v>[^`\n]{3,200})`|(?P<b>[^\s`'\"]{4,200}))"
-                    r"|(?:[ \t]*[:=][ \t]*|[ \t]+)`(?P<v2>[^`\n]{3,200})`)")
+_PROSE_TAIL = (r"(?P<mid>[^\n`'\"=:]{0,40}?)(?:[ \t]+(?:is|was)[ \t]+(?:`(?P<v>[^`\n]{3,200})`|(?P<b>[^\s`'\"]{4,200}))"
+               r"|(?:[ \t]*[:=][ \t]*|[ \t]+)`(?P<v2>[^`\n]{3,200})`)")
+_PROSE = (re.compile(r"pass(?:word|phrase|wd)" + _PROSE_TAIL), re.compile(r"pwd?\b" + _PROSE_TAIL))
 _SECRET_KEY = re.compile(r"secret_key[\"']?[ \t]*(?:=|:)[ \t]*(?:(?P<q>['\"])(?P<v>[^'\"\n]{30,200})(?P=q)"
                          r"|(?P<b>[^\s'\"]{30,200})[ \t]*$)", re.MULTILINE)
 _TRAILING = ".,;:)]}!?"
@@ -86,21 +90,25 @@ def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
     low = lowered if lowered is not None else text.lower()
     if len(low) != len(text):
         return
-    if "password" in low or "identified" in low or " -p" in low or "-w " in low or "-a " in low or "-pass" in low:
-        for pattern, kind in _CONTEXT_RULES:
-            for m in pattern.finditer(low):
-                where = _value(m)
-                if where is None:
-                    continue
-                start, end = where
-                if m.group("b") is not None if "b" in pattern.groupindex else False:
-                    while end > start and text[end - 1] in _TRAILING:
-                        end -= 1
-                value = text[start:end]
-                if text[start - 2:start] == "-P":
-                    continue  # mysql -P3306 is the port (the patterns ran on lower-cased text)
-                if _ok(value) and (m.group("v") is not None or _randomish(value)):
-                    yield Span(start, end, kind, 1)
+    for literal, pattern, kind in _CONTEXT_RULES:
+        if literal not in low:  # str's search is faster than the engine's: most files have none of these
+            continue
+        for m in pattern.finditer(low):
+            where = _value(m)
+            if where is None:
+                continue
+            start, end = where
+            if m.group("b") is not None if "b" in pattern.groupindex else False:
+                while end > start and text[end - 1] in _TRAILING:
+                    end -= 1
+            value = text[start:end]
+            if text[start - 2:start] == "-P":
+                continue  # mysql -P3306 is the port (the patterns ran on lower-cased text)
+            if "eq" in pattern.groupindex and m.group("eq") and not low[max(0, m.start() - 12):m.start()].rstrip(
+                    ).endswith("with"):
+                continue  # password = '..' in code is the keyword rule's; SQL Server writes WITH PASSWORD = '..'
+            if _ok(value) and (m.group("v") is not None or _randomish(value)):
+                yield Span(start, end, kind, 1)
     if "users" in low and "basic" in low:
         yield from _user_table(text, low)
     if "pass" in low or "pw" in low:
@@ -129,7 +137,9 @@ def _user_table(text: str, low: str) -> Iterator[Span]:
 
 def _prose(text: str, low: str) -> Iterator[Span]:
     """Runbook prose: a password named right before a backtick-quoted or random-looking value."""
-    for m in _PROSE.finditer(low):
+    for m in (m for pattern in _PROSE for m in pattern.finditer(low)):
+        if m.re is _PROSE[1] and m.start() > 0 and low[m.start() - 1].isalnum():
+            continue  # "pw" must start a word
         if m.group("mid") and any(c in m.group("mid") for c in "()[]{}<>.,;"):
             continue  # "password (see vault)", "passwords. Use": not the value of this password
         group = next((g for g in ("v", "v2", "b") if m.group(g) is not None), None)

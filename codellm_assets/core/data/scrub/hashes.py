@@ -33,18 +33,18 @@ _DJANGO = re.compile(r"(?:pbkdf2_sha(?:1|256|512)|bcrypt_sha256|argon2|scrypt|sh
                      r"|argon2(?:id|i|d)\$\S{20,})")
 _WERKZEUG = re.compile(r"(?:scrypt:\d+:\d+:\d+|pbkdf2:sha\d+(?::\d+)?)\$[A-Za-z0-9]{4,}\$[0-9a-f]{40,}")
 _LDAP = re.compile(r"\{(?:SSHA|SSHA256|SSHA384|SSHA512|SHA|SHA256|SHA512|SMD5|MD5|CRYPT|PBKDF2(?:-SHA\d+)?)\}"
-                   r"(?:[A-Za-z0-9+/]{20,}={0,2}|\$[\w$./=,+\-]{20,})", re.IGNORECASE)
+                   r"(?:[A-Za-z0-9+/]{20,}={0,2}|\$[\w$./=,+\-]{20,})")
+_DJANGO_MARKERS = ("pbkdf2_", "sha1$", "md5$", "scrypt$")  # argon2$/bcrypt$ wrap a $argon2/$2b$ hash
 
 
 def find_password_hashes(text: str) -> Iterator[Span]:
     """Stored password hashes in any of the formats above."""
-    if "$" in text:
-        for m in _DOLLAR.finditer(text):
-            yield Span(m.start(), m.end(), "password_hash")
-        for pattern, literal in ((_DJANGO, "$"), (_WERKZEUG, ":")):
-            if literal in text:
-                for m in pattern.finditer(text):
-                    yield Span(m.start(), m.end(), "password_hash")
-    if "}" in text:
-        for m in _LDAP.finditer(text):
-            yield Span(m.start(), m.end(), "password_hash")
+    dollar = "$" in text
+    # layouts that start with a word, not a literal, run only where their marker occurs
+    checks = ((_DOLLAR, dollar), (_DJANGO, dollar and any(marker in text for marker in _DJANGO_MARKERS)),
+              (_WERKZEUG, dollar and ("scrypt:" in text or "pbkdf2:" in text)),
+              (_LDAP, True))
+    for pattern, present in checks:
+        if present:
+            for m in pattern.finditer(text):
+                yield Span(m.start(), m.end(), "password_hash")
