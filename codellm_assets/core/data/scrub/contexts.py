@@ -50,6 +50,7 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
     (r"credentials" + _PAIR, "password"),
     (r"authentication" + _PAIR, "password"),
 ))
+_FLAG_LITERALS = frozenset({"sshpass", "mysql", "docker", "redis-cli", "ldap", "-pass", "smbclient"})
 _USERS_TABLE = re.compile(r"users[\"']?[ \t]*:[ \t]*\{")
 _TABLE_ENTRY = re.compile(r"""[ \t\n]*[\"']?[\w.\-]{1,40}[\"']?[ \t]*:[ \t]*(?P<q>['"`])(?P<v>[^'"`\n]{3,200})(?P=q)[ \t]*,?""")
 # prose: "the admin password is X", "password for the vault: `X`", "uses password `X`", "- pw: X"
@@ -104,10 +105,16 @@ def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
             value = text[start:end]
             if text[start - 2:start] == "-P":
                 continue  # mysql -P3306 is the port (the patterns ran on lower-cased text)
+            if literal == "identified" and not any(w in low[low.rfind("\n", 0, m.start()) + 1:m.start()]
+                                                   for w in ("user", "role", "login", "alter", "create", "grant")):
+                continue  # "a library identified by 'name'": prose, not a CREATE/ALTER USER statement
             if "eq" in pattern.groupindex and m.group("eq") and not low[max(0, m.start() - 12):m.start()].rstrip(
                     ).endswith("with"):
                 continue  # password = '..' in code is the keyword rule's; SQL Server writes WITH PASSWORD = '..'
-            if _ok(value) and (m.group("v") is not None or _randomish(value)):
+            # a value glued to a tool's password flag is a password whatever it looks like; elsewhere a bare
+            # value must look random (SQL `IDENTIFIED BY name` in prose is not one)
+            strong = literal in _FLAG_LITERALS
+            if _ok(value) and (m.group("v") is not None or strong or _randomish(value)):
                 yield Span(start, end, kind, 1)
     if "users" in low and "basic" in low:
         yield from _user_table(text, low)

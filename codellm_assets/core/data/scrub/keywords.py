@@ -212,7 +212,9 @@ def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, thresh
     # one that is not made of words is a literal (passwd=JvwSDrtqoh, API_TOKEN=kXqPzRmW...).
     if spaced_assignment or value.startswith("_") or value.lower() in _TYPE_NAMES or _CAMEL_TYPE.fullmatch(value):
         return False  # a variable, a private name or a type (token: _StrPathToken, password: SecretStr)
-    return _looks_random(value) if tier == PASSWORD else _secret_shape(value, SECRET, threshold)
+    if tier == PASSWORD:  # a random lower-case password (ixtfpvke) is no word: 4 consonants in a row, few vowels
+        return _looks_random(value) or not _wordy(value)
+    return _secret_shape(value, SECRET, threshold)
 
 
 # after an unquoted literal: end of line, a comment, or the next separator of a config/query/connection string
@@ -314,7 +316,9 @@ def _unquoted_span(text: str, m: re.Match[str], ident: str, tier: str, prefix: s
     shell_env = op == "=" and ident.isupper() and text[m.start("op") - 1] != " " and not prefix
     rest = None if op == "" or ident.startswith("-") or shell_env else text[end:end + 40]
     spaced = op in ("=", ":=") and text[m.start("op") - 1] in " \t"
-    config_line = bool(_CONFIG_LINE_PREFIX.match(prefix)) and op in (":", "=")
+    if spaced and not prefix and "." in ident and not ident.startswith(("self.", "this.", "cls.", "@")):
+        spaced = False  # a .properties line `db.pass = value`: a dotted key at the start of a line is config
+    config_line = bool(_CONFIG_LINE_PREFIX.match(prefix)) and (op == ":" or (op == "=" and not spaced))
     if end == start or not _unquoted_is_literal(text[start:end], tier, rest, threshold, spaced, config_line):
         return None
     return (start - 1 if op == "==" else start), end  # .env `PASSWORD==x`: the value starts with "="

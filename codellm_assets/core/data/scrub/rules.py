@@ -140,6 +140,9 @@ PROVIDER_RULES: tuple[Rule, ...] = (
 
 _TRIGGERED = [r for r in PROVIDER_RULES if r.triggers]
 _SCANNING = [r for r in PROVIDER_RULES if not r.triggers]
+# the literal a scanning rule's pattern starts with ("" when it starts with a class): checked with `in` first
+_SCANNING_GATES = [(r, re.match(r"[A-Za-z0-9_\-]*", r.pattern.pattern).group(0) if not r.pattern.flags & re.IGNORECASE
+                    else "") for r in _SCANNING]
 _ALL_TRIGGERS = sorted({t for r in _TRIGGERED for t in r.triggers}, key=len, reverse=True)
 # A rule also applies where its trigger is a prefix of a longer trigger found at the same place.
 _RULES_BY_TRIGGER = {lit: [r for r in _TRIGGERED if any(
@@ -307,7 +310,9 @@ def find_provider_spans(text: str) -> Iterator[Span]:
                 matched_to = max(matched_to, span.end)
                 yield span
         skip_until[lit] = matched_to if matched_to >= 0 else _TOKEN_RUN.match(text, pos + len(lit)).end()
-    for rule in _SCANNING:
+    for rule, literal in _SCANNING_GATES:
+        if literal and literal not in text:
+            continue  # str's search is faster than the engine's, and most texts have none of these
         for m in rule.pattern.finditer(text):
             if (span := _accept(rule, text, m)) is not None:
                 yield span
