@@ -249,6 +249,39 @@ def shadow_and_ldap(g: Gen) -> None:
     )
 
 
-TEMPLATES = [sql_migration, spring_properties, spring_yaml, java_datasource, compose, dockerfile, shell_script,
+def access_table(g: Gen) -> None:
+    g.file.path = "docs/access.md"
+    g.file.text = (
+        "| system | user | password | notes |\n|---|---|---|---|\n"
+        f"| {g.s('internal_host', g.host())} | admin | `{g.s('password', g.password())}` | rotate quarterly |\n"
+        f"| grafana | viewer | {g.s('password', g.password())} | read only |\n"
+        f"| vpn | - | {g.k('placeholder', '(in 1Password)')} | |\n"
+        f"\nBuild {g.k('version', g.version())}, fingerprint {g.k('digest', g.sha(40))}.\n"
+    )
+
+
+def ci_shell(g: Gen) -> None:
+    g.file.path = g.pick("ci/release.sh", "scripts/sign.sh")
+    g.file.text = (
+        f"echo '{g.s('password', g.password())}' | docker login -u ci --password-stdin {g.k('public_host', 'ghcr.io')}\n"
+        f"keytool -importkeystore -srcstorepass {g.s('password', g.password())} -destkeystore app.p12\n"
+        f"htpasswd -bc /etc/nginx/.htpasswd ops {g.s('password', g.password())}\n"
+        f"mongo --host {g.s('internal_host', g.host())} -u root -p {g.s('password', g.password())} admin\n"
+        f"rabbitmqctl add_user app {g.s('password', g.password())}\n"
+        f"git tag v{g.k('version', g.version())} && sha1sum app.p12  # {g.k('digest', g.sha(40))}\n"
+    )
+
+
+def powershell(g: Gen) -> None:
+    g.file.path = "deploy/setup.ps1"
+    g.file.text = (
+        f"$pw = ConvertTo-SecureString \"{g.s('password', g.password())}\" -AsPlainText -Force\n"
+        f"New-PSDrive -Name X -Root \\\\{g.s('internal_host', g.host())}\\share\n"
+        f"$env:API_KEY = \"{g.s('api_key', g.api_key())}\"\n"
+        f"Test-Connection {g.k('public_ip', g.public_ip())}\n"
+    )
+
+
+TEMPLATES = [access_table, ci_shell, powershell, sql_migration, spring_properties, spring_yaml, java_datasource, compose, dockerfile, shell_script,
              runbook, terraform, helm_values, k8s_secret, json_service_account, dotenv, ci_yaml, js_basic_auth,
              python_settings, http_client, pem_config, shadow_and_ldap]

@@ -41,6 +41,15 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
      "password"),
     (r"-pass(?:in|out)[ \t]+pass:(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"smbclient\b[^\n]{0,200}?-u[ \t]+[^\s%]+%(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"htpasswd[ \t]+-[a-z]*b[a-z]*[ \t]+\S+[ \t]+\S+[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"mongo(?:sh|dump|restore|import|export)?\b[^\n|;]{0,200}?[ \t]-p[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"sqlcmd\b[^\n|;]{0,200}?[ \t]-p[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"rabbitmqctl[ \t]+(?:add_user|change_password)[ \t]+\S+[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"-(?:src|dest)?(?:store|key)pass[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),  # keytool, jarsigner
+    (r"convertto-securestring[ \t]+(?:-string[ \t]+)?" + _Q, "password"),
+    # echo 'pw' | sudo -S ..., printf '%s' 'pw' | docker login --password-stdin, echo "user:pw" | chpasswd
+    (r"echo[ \t]+(?:-n[ \t]+)?(?:" + _Q + "|" + _BARE + r")[ \t]*\|[ \t]*(?=[^\n]*(?:password-stdin|sudo[ \t]+-s|"
+     r"passwd|chpasswd|--stdin))", "password"),
     # setters and builders: setPassword("..") / .password("..") / withPassword("..") / PASSWORD_KEY, "..")
     (r"password[ \t]*\([ \t]*" + _Q + r"(?:[ \t]*\.tochararray\(\))?[ \t]*\)", "password"),
     (r"getconnection\([^,\n()]{1,200},[ \t]*" + r"""(?P<uq>['"])[^'"\n]{1,64}(?P=uq),[ \t]*""" + _Q, "password"),
@@ -50,7 +59,8 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
     (r"credentials" + _PAIR, "password"),
     (r"authentication" + _PAIR, "password"),
 ))
-_FLAG_LITERALS = frozenset({"sshpass", "mysql", "docker", "redis-cli", "ldap", "-pass", "smbclient"})
+_FLAG_LITERALS = frozenset({"sshpass", "mysql", "docker", "redis-cli", "ldap", "-pass", "smbclient", "htpasswd",
+                            "mongo", "sqlcmd", "rabbitmqctl", "-", "echo"})
 _USERS_TABLE = re.compile(r"users[\"']?[ \t]*:[ \t]*\{")
 _TABLE_ENTRY = re.compile(r"""[ \t\n]*[\"']?[\w.\-]{1,40}[\"']?[ \t]*:[ \t]*(?P<q>['"`])(?P<v>[^'"`\n]{3,200})(?P=q)[ \t]*,?""")
 # prose: "the admin password is X", "password for the vault: `X`", "uses password `X`", "- pw: X"
@@ -118,6 +128,8 @@ def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
                 yield Span(start, end, kind, 1)
     if "users" in low and "basic" in low:
         yield from _user_table(text, low)
+    if "|" in low and "pass" in low:
+        yield from _table_column(text, low)
     if "pass" in low or "pw" in low:
         yield from _prose(text, low)
     if "secret_key" in low:
@@ -161,3 +173,27 @@ def _prose(text: str, low: str) -> Iterator[Span]:
         if " " in value.strip() or not _ok(value) or not _randomish(value) or (not quoted and "(" in value):
             continue
         yield Span(start, end, "password", 1)
+
+
+_TABLE_HEADER = re.compile(r"^[ \t]*\|(?P<cells>[^\n]*pass[^\n]*)\|[ \t]*$", re.MULTILINE)
+_TABLE_ROW = re.compile(r"[ \t]*\|([^\n]*)\|[ \t]*(?:\n|$)")
+
+
+def _table_column(text: str, low: str) -> Iterator[Span]:
+    """Markdown tables with a password column (``| user | password |``): the cells of that column."""
+    for header in _TABLE_HEADER.finditer(low):
+        cells = header.group("cells").split("|")
+        column = next((i for i, c in enumerate(cells) if re.search(r"\bpass(?:word|wd|phrase)?\b|\bpwd?\b", c)), None)
+        if column is None:
+            continue
+        pos = header.end() + 1
+        while (row := _TABLE_ROW.match(text, pos)) is not None:
+            pos = row.end()
+            parts = row.group(1).split("|")
+            if column >= len(parts) or set(row.group(1)) <= set("-: |"):
+                continue  # the |---|---| separator
+            cell_start = row.start(1) + sum(len(p) + 1 for p in parts[:column])
+            value = parts[column].strip().strip("`")
+            if _ok(value) and " " not in value:
+                start = text.index(value, cell_start)
+                yield Span(start, start + len(value), "password", 1)

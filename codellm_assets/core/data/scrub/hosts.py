@@ -72,7 +72,9 @@ def _extend(text: str, start: int, end: int) -> tuple[int, int]:
 
 def _is_code(text: str, lo: int, hi: int, labels: list[str]) -> bool:
     """A dotted name in code rather than a host: an identifier glued on, a call, an import, a file name."""
-    if (lo > 0 and text[lo - 1] in _IDENT_NEIGHBOURS) or (hi < len(text) and text[hi] in _IDENT_NEIGHBOURS):
+    unc = text.endswith("\\\\", 0, lo)  # \\\\fileserver.corp\\share (UNC path): a host
+    if (lo > 0 and text[lo - 1] in _IDENT_NEIGHBOURS and not unc) or (hi < len(text) and text[hi] in _IDENT_NEIGHBOURS
+                                                                      and not unc):
         return True
     if text[lo] in ".-" or (hi < len(text) and text[hi] in "(["):
         return True  # .env.local; threading.local(); cfg.internal[...]

@@ -65,6 +65,7 @@ _NOT_SECRET_SUFFIXES = {
     "args", "kwargs", "fds", "fd", "through", "thru", "store", "vault", "scope", "scopes",
     "challenge", "request", "response", "status", "state", "result", "results",
     "seconds", "secs", "sec", "minutes", "mins", "hours", "days", "ms", "millis", "interval", "delay",
+    "stdin", "stdout", "prompt", "command", "cmd", "hash", "hashed", "digest", "salt", "rounds",
 }
 # names of error codes and of things about a secret, not the secret: INVALID_PASSWORD = '28P01'
 _NEVER_SECRET_SEGMENTS = {"public", "pub", "secretary", "secretaries", "socket", "nonce", "invalid", "incorrect",
@@ -294,7 +295,8 @@ def _unquoted_end(text: str, start: int, end: int, config_line: bool) -> int:
 def _is_assignment(text: str, m: re.Match[str], key_start: int, ident: str, prefix: str) -> bool:
     """Is ``key <op> value`` really a key/value pair here, given the operator and what precedes the key?"""
     op = m.group("op").strip()
-    if key_start > 0 and text[key_start - 1] not in _KEY_PRECEDERS:
+    if key_start > 0 and text[key_start - 1] not in _KEY_PRECEDERS and text[max(0, key_start - 5):key_start].lower(
+            ) != "$env:":  # PowerShell $env:API_KEY = ... is an assignment
         return False  # arn:aws:secretsmanager:..., a/secret: not a key
     if not op:  # whitespace "assignment" only for `--password x`, `ENV TOKEN x`, .netrc `password x`
         return (ident.startswith("-") or bool(_SPACE_OP_LINE.match(prefix))
@@ -302,7 +304,7 @@ def _is_assignment(text: str, m: re.Match[str], key_start: int, ident: str, pref
     if op == ",":  # ("API_KEY", "literal"), but not f(token, "literal")
         return key_start > 0 and text[key_start - 1] in "\"'`"
     if op == "==" and m.group("uv") is not None:  # a comparison of variables, but .env `PASSWORD==x` is "=x"
-        return bool(_CONFIG_LINE_PREFIX.match(prefix)) and ident.isupper()
+        return bool(_CONFIG_LINE_PREFIX.match(prefix)) and (ident.isupper() or "." in ident)
     return True
 
 
