@@ -249,6 +249,17 @@ def shadow_and_ldap(g: Gen) -> None:
     )
 
 
+def python_fixture(g: Gen) -> None:
+    g.file.path = f"tests/fixtures/{g.pick('seed', 'demo')}_users.py"
+    g.file.text = (
+        f"# demo login: root / {g.s('password', g.password())}  (staging only)\n"
+        "def seed(db):\n"
+        f"    \"\"\"Creds ops/{g.s('password', g.password())} work on {g.s('internal_host', g.host())}.\"\"\"\n"
+        f"    db.add(User(name='ops', email='{g.s('email', g.email())}', uid='{g.k('uuid', g.uuid())}'))\n"
+        f"    # see docs/{g.k('path', 'users/README.md')} and the {g.k('path', 'admin/settings')} page\n"
+    )
+
+
 def access_table(g: Gen) -> None:
     g.file.path = "docs/access.md"
     g.file.text = (
@@ -282,6 +293,6 @@ def powershell(g: Gen) -> None:
     )
 
 
-TEMPLATES = [access_table, ci_shell, powershell, sql_migration, spring_properties, spring_yaml, java_datasource, compose, dockerfile, shell_script,
+TEMPLATES = [python_fixture, access_table, ci_shell, powershell, sql_migration, spring_properties, spring_yaml, java_datasource, compose, dockerfile, shell_script,
              runbook, terraform, helm_values, k8s_secret, json_service_account, dotenv, ci_yaml, js_basic_auth,
              python_settings, http_client, pem_config, shadow_and_ldap]

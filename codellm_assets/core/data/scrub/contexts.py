@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from codellm_assets.core.data.scrub.keywords import _wordy
 from codellm_assets.core.data.scrub.lookalikes import is_placeholder
 from codellm_assets.core.data.scrub.rules import Span, shannon_entropy
 
@@ -130,6 +131,8 @@ def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
         yield from _user_table(text, low)
     if "|" in low and "pass" in low:
         yield from _table_column(text, low)
+    if "/" in low:
+        yield from _user_slash_password(text, low)
     if "pass" in low or "pw" in low:
         yield from _prose(text, low)
     if "secret_key" in low:
@@ -170,8 +173,10 @@ def _prose(text: str, low: str) -> Iterator[Span]:
             while end > start and text[end - 1] in _TRAILING:
                 end -= 1
         value = text[start:end]
-        if " " in value.strip() or not _ok(value) or not _randomish(value) or (not quoted and "(" in value):
+        if " " in value.strip() or not _ok(value) or (not quoted and "(" in value):
             continue
+        if not (_randomish(value) or (not _wordy(value) and value.isalpha() and value.islower())):
+            continue  # "password is required"; but "password is mabttqwi" (no word: 4 consonants in a row)
         yield Span(start, end, "password", 1)
 
 
@@ -197,3 +202,22 @@ def _table_column(text: str, low: str) -> Iterator[Span]:
             if _ok(value) and " " not in value:
                 start = text.index(value, cell_start)
                 yield Span(start, start + len(value), "password", 1)
+
+
+# "login admin / Xk9!pq2w", "user: root / hunter2x", "creds deploy/Zq8...": a user, a slash, then a password
+_USER_PAIR = (re.compile(r"user(?:name)?\b[ \t:=]+`?(?P<u>[\w.@\-]{1,40})`?[ \t]*/[ \t]*`?(?P<b>[^\s`'\"/]{4,64})`?"),
+              re.compile(r"login\b[ \t:=]+`?(?P<u>[\w.@\-]{1,40})`?[ \t]*/[ \t]*`?(?P<b>[^\s`'\"/]{4,64})`?"),
+              re.compile(r"creds?\b[ \t:=]+`?(?P<u>[\w.@\-]{1,40})`?[ \t]*/[ \t]*`?(?P<b>[^\s`'\"/]{4,64})`?"))
+
+
+def _user_slash_password(text: str, low: str) -> Iterator[Span]:
+    """A user name and a password written with a slash between them, in prose, comments and docstrings."""
+    for pattern in _USER_PAIR:
+        for m in pattern.finditer(low):
+            start, end = m.span("b")
+            while end > start and text[end - 1] in _TRAILING:
+                end -= 1
+            value = text[start:end]
+            if _ok(value) and (_randomish(value) or (value.isalpha() and value.islower() and not _wordy(value))) and \
+                    not value.startswith(("http", "www.")):
+                yield Span(start, end, "password", 1)

@@ -205,7 +205,8 @@ def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, thresh
     if (tier == PASSWORD and config_line and rest_of_line is not None and _BARE_LINE_END.match(rest_of_line)
             and value.lower() not in _TYPE_NAMES and not _CAMEL_TYPE.fullmatch(value) and not value.startswith("_")):
         return True  # YAML / compose / .env `password: lpnjflwp` alone on its line: a literal, even a word
-    if (rest_of_line is not None and not _IDENT_LINE_END_OK.match(rest_of_line)) or _wordy(value):
+    lower_random = len(value) >= 8 and value.isalnum() and value.islower() and not value.isalpha() and tier == PASSWORD
+    if (rest_of_line is not None and not _IDENT_LINE_END_OK.match(rest_of_line)) or (_wordy(value) and not lower_random):
         return False  # a bare name before "," or ")" is an argument; PKCS7PrivateKeyTypes is a class
     if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
         return True  # hunter2, abc123def; a variable named like that is rare

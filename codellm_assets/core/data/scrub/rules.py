@@ -145,9 +145,10 @@ _SCANNING_GATES = [(r, re.match(r"[A-Za-z0-9_\-]*", r.pattern.pattern).group(0) 
                     else "") for r in _SCANNING]
 _ALL_TRIGGERS = sorted({t for r in _TRIGGERED for t in r.triggers}, key=len, reverse=True)
 # A rule also applies where its trigger is a prefix of a longer trigger found at the same place.
-_RULES_BY_TRIGGER = {lit: [r for r in _TRIGGERED if any(
-    lit.startswith(t) or (r.pattern.flags & re.IGNORECASE and lit.lower().startswith(t)) for t in r.triggers)]
-    for lit in _ALL_TRIGGERS}  # "AZDO" (exact) also runs the case-insensitive "azdo" rules
+# Compared without case: where "azdo" (folded) and "AZDO" (exact) start at the same place, only one is
+# reported, so both literals' rules run there; each pattern checks the case itself.
+_RULES_BY_TRIGGER = {lit: [r for r in _TRIGGERED if any(lit.lower().startswith(t.lower()) for t in r.triggers)]
+                     for lit in _ALL_TRIGGERS}
 
 
 def _trigram(a: np.ndarray | int, b: np.ndarray | int, c: np.ndarray | int) -> np.ndarray | int:
