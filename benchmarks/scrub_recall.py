@@ -65,7 +65,7 @@ def detect_secrets_stats(files: list[CompanyFile], workdir: Path) -> dict[str, l
         has_key = any(x.type == "Private Key" for x in findings)
         lines = f.text.splitlines()
 
-        def on_flagged_line(value: str) -> bool:
+        def on_flagged_line(value: str, lines: list[str] = lines, flagged: set[int] = flagged) -> bool:
             return any(value in lines[n - 1] for n in flagged if 0 < n <= len(lines))
         for kind, value in f.secrets:
             row = stats.setdefault(f"secret:{kind}", [0, 0])

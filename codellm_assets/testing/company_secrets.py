@@ -153,7 +153,8 @@ class Gen:
         return self.chars(40, HEX)
 
     def django_key(self) -> str:
-        return self.pick("django-insecure-", "") + self.chars(50, string.ascii_lowercase + string.digits + "!@#%^&*(-_=+)")
+        alphabet = string.ascii_lowercase + string.digits + "!@#%^&*(-_=+)"  # Django's get_random_secret_key
+        return self.pick("django-insecure-", "") + self.chars(50, alphabet)
 
     def dockerconfig(self, host: str) -> str:
         user = self.pick("robot$ci", "deploy", "svc-pull", "_json_key")

@@ -65,7 +65,8 @@ def dockerfile_multistage(g: Gen) -> None:
     g.file.text = (
         f"FROM {g.k('public_host', 'docker.io')}/library/node:{g.k('version', str(g.rng.randint(16, 22)))} AS build\n"
         f"RUN npm config set registry https://{g.s('internal_host', g.host())}/npm/\n"
-        f"RUN echo \"//{g.s('internal_host', g.host())}/:_authToken={g.s('api_key', g.chars(36, LOWER_ALNUM))}\" > .npmrc\n"
+        f"RUN echo \"//{g.s('internal_host', g.host())}/:_authToken="
+        f"{g.s('api_key', g.chars(36, LOWER_ALNUM))}\" > .npmrc\n"
         f"ENV DB_PASS=\"{g.s('password', g.password())}\"\n"
         f"HEALTHCHECK CMD curl -f http://{g.s('private_ip', g.private_ip())}:8080/health || exit 1\n"
     )
@@ -75,9 +76,11 @@ def makefile(g: Gen) -> None:
     g.file.path = "Makefile"
     g.file.text = (
         "deploy:\n"
-        f"\tsshpass -p {g.s('password', g.password())} ssh root@{g.s('internal_host', g.host())} 'systemctl restart app'\n"
+        f"\tsshpass -p {g.s('password', g.password())} ssh root@{g.s('internal_host', g.host())} "
+        "'systemctl restart app'\n"
         f"\tmysql --host={g.s('internal_host', g.host())} -uadmin -p{g.s('password', g.password())} < seed.sql\n"
-        f"\tcurl --user ci:{g.s('password', g.password(url_safe=True))} -X POST https://{g.k('public_host', 'github.com')}/x\n"
+        f"\tcurl --user ci:{g.s('password', g.password(url_safe=True))} -X POST "
+        f"https://{g.k('public_host', 'github.com')}/x\n"
         f"\t@echo sha {g.k('digest', g.sha(40))}\n"
     )
 
@@ -124,7 +127,8 @@ def json_nested(g: Gen) -> None:
     g.file.text = (
         "{\n  \"services\": {\n"
         f"    \"{name}\": {{\"apiKey\": \"{g.s('provider_token', token)}\"}},\n"
-        f"    \"billing\": {{\"secret\": \"{g.s('api_key', g.hex40())}\", \"host\": \"{g.s('internal_host', g.host())}\"}},\n"
+        f"    \"billing\": {{\"secret\": \"{g.s('api_key', g.hex40())}\", "
+        f"\"host\": \"{g.s('internal_host', g.host())}\"}},\n"
         f"    \"owner\": \"{g.s('email', g.email())}\"\n  }},\n"
         f"  \"build\": {{\"id\": \"{g.k('uuid', g.uuid())}\", \"rev\": \"{g.k('digest', g.sha(40))}\"}}\n}}\n"
     )
@@ -159,7 +163,8 @@ def python_client(g: Gen) -> None:
     g.file.path = f"{g.company}_client/http.py"
     g.file.text = (
         "def session():\n"
-        f"    \"\"\"Talks to {g.s('internal_host', g.host())}; legacy user admin / {g.s('password', g.password())}.\"\"\"\n"
+        f"    \"\"\"Talks to {g.s('internal_host', g.host())}; legacy user admin / "
+        f"{g.s('password', g.password())}.\"\"\"\n"
         f"    s = requests.Session()\n    s.auth = (\"svc\", \"{g.s('password', g.password())}\")\n"
         f"    s.headers[\"Authorization\"] = \"Bearer {g.s('bearer_token', g.uuid())}\"\n"
         f"    s.headers[\"X-Request-Id\"] = \"{g.k('uuid', g.uuid())}\"\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from codellm_assets.testing.company_secrets import HEX, Gen
 
+RFC4231_VECTOR = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"  # HMAC-SHA256 test case 1
+
 
 def sql_migration(g: Gen) -> None:
     user = g.pick("app_rw", "reporting", "etl_loader", "billing")
@@ -198,7 +200,7 @@ def js_basic_auth(g: Gen) -> None:
         "app.use(basicAuth({\n  users: {\n"
         f"    admin: '{g.s('password', g.password())}',\n    {g.pick('ops', 'grafana')}: "
         f"'{g.s('password', g.password())}',\n  }},\n}}));\n"
-        f"// test vector from RFC 4231: {g.k('test_vector', 'b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7')}\n"
+        f"// test vector from RFC 4231: {g.k('test_vector', RFC4231_VECTOR)}\n"
     )
 
 
@@ -274,7 +276,8 @@ def access_table(g: Gen) -> None:
 def ci_shell(g: Gen) -> None:
     g.file.path = g.pick("ci/release.sh", "scripts/sign.sh")
     g.file.text = (
-        f"echo '{g.s('password', g.password())}' | docker login -u ci --password-stdin {g.k('public_host', 'ghcr.io')}\n"
+        f"echo '{g.s('password', g.password())}' | docker login -u ci --password-stdin "
+        f"{g.k('public_host', 'ghcr.io')}\n"
         f"keytool -importkeystore -srcstorepass {g.s('password', g.password())} -destkeystore app.p12\n"
         f"htpasswd -bc /etc/nginx/.htpasswd ops {g.s('password', g.password())}\n"
         f"mongo --host {g.s('internal_host', g.host())} -u root -p {g.s('password', g.password())} admin\n"
@@ -293,6 +296,7 @@ def powershell(g: Gen) -> None:
     )
 
 
-TEMPLATES = [python_fixture, access_table, ci_shell, powershell, sql_migration, spring_properties, spring_yaml, java_datasource, compose, dockerfile, shell_script,
-             runbook, terraform, helm_values, k8s_secret, json_service_account, dotenv, ci_yaml, js_basic_auth,
-             python_settings, http_client, pem_config, shadow_and_ldap]
+TEMPLATES = [python_fixture, access_table, ci_shell, powershell, sql_migration, spring_properties, spring_yaml,
+             java_datasource, compose, dockerfile, shell_script, runbook, terraform, helm_values, k8s_secret,
+             json_service_account, dotenv, ci_yaml, js_basic_auth, python_settings, http_client, pem_config,
+             shadow_and_ldap]

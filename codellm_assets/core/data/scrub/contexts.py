@@ -34,7 +34,8 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
     (r"password[ \t]*(?P<eq>=[ \t]*)?(?<=[ \t])(?P<q>')(?P<v>[^'\s][^'\n]{1,198}[^'\s])'", "password"),
     # command lines
     (r"sshpass[ \t]+-p[ \t]*(?:" + _Q + "|" + _BARE + ")", "password"),
-    (r"mysql(?:dump|admin|import|sh)?\b[^\n|;]{0,200}?[ \t]-p(?:" + _Q + r"|(?P<b>[^\s'\"`;|&<>-][^\s'\"`;|&<>]{2,200}))",
+    (r"mysql(?:dump|admin|import|sh)?\b[^\n|;]{0,200}?[ \t]-p(?:" + _Q
+     + r"|(?P<b>[^\s'\"`;|&<>-][^\s'\"`;|&<>]{2,200}))",
      "password"),
     (r"docker[ \t]+login\b[^\n|;]{0,200}?[ \t](?:-p|--password)[ \t=]+(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"redis-cli\b[^\n|;]{0,200}?[ \t]-a[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
@@ -46,7 +47,8 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
     (r"mongo(?:sh|dump|restore|import|export)?\b[^\n|;]{0,200}?[ \t]-p[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"sqlcmd\b[^\n|;]{0,200}?[ \t]-p[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"rabbitmqctl[ \t]+(?:add_user|change_password)[ \t]+\S+[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
-    (r"-(?:src|dest)?(?:store|key)pass[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),  # keytool, jarsigner
+    (r"storepass[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),  # keytool/jarsigner -storepass, -srcstorepass
+    (r"keypass[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),  # -keypass, -destkeypass
     (r"convertto-securestring[ \t]+(?:-string[ \t]+)?" + _Q, "password"),
     # echo 'pw' | sudo -S ..., printf '%s' 'pw' | docker login --password-stdin, echo "user:pw" | chpasswd
     (r"echo[ \t]+(?:-n[ \t]+)?(?:" + _Q + "|" + _BARE + r")[ \t]*\|[ \t]*(?=[^\n]*(?:password-stdin|sudo[ \t]+-s|"
@@ -61,9 +63,10 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
     (r"authentication" + _PAIR, "password"),
 ))
 _FLAG_LITERALS = frozenset({"sshpass", "mysql", "docker", "redis-cli", "ldap", "-pass", "smbclient", "htpasswd",
-                            "mongo", "sqlcmd", "rabbitmqctl", "-", "echo"})
+                            "mongo", "sqlcmd", "rabbitmqctl", "storepass", "keypass", "echo"})
 _USERS_TABLE = re.compile(r"users[\"']?[ \t]*:[ \t]*\{")
-_TABLE_ENTRY = re.compile(r"""[ \t\n]*[\"']?[\w.\-]{1,40}[\"']?[ \t]*:[ \t]*(?P<q>['"`])(?P<v>[^'"`\n]{3,200})(?P=q)[ \t]*,?""")
+_TABLE_ENTRY = re.compile(r"""[ \t\n]*[\"']?[\w.\-]{1,40}[\"']?[ \t]*:[ \t]*"""
+                          r"""(?P<q>['"`])(?P<v>[^'"`\n]{3,200})(?P=q)[ \t]*,?""")
 # prose: "the admin password is X", "password for the vault: `X`", "uses password `X`", "- pw: X"
 _PROSE_TAIL = (r"(?P<mid>[^\n`'\"=:]{0,40}?)(?:[ \t]+(?:is|was)[ \t]+(?:`(?P<v>[^`\n]{3,200})`|(?P<b>[^\s`'\"]{4,200}))"
                r"|(?:[ \t]*[:=][ \t]*|[ \t]+)`(?P<v2>[^`\n]{3,200})`)")
@@ -129,7 +132,7 @@ def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
                 yield Span(start, end, kind, 1)
     if "users" in low and "basic" in low:
         yield from _user_table(text, low)
-    if "|" in low and "pass" in low:
+    if "pass" in low and ("|--" in low or "| --" in low or "|:-" in low or "| :-" in low):  # a markdown table
         yield from _table_column(text, low)
     if "/" in low:
         yield from _user_slash_password(text, low)

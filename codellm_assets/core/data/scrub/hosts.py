@@ -31,7 +31,8 @@ _CODE_HEADS = frozenset({
     "req", "res", "request", "response", "params", "props", "state", "env", "data", "item", "com", "org", "net",
     "io", "java", "javax", "android", "androidx", "kotlin", "scala", "jdk", "sun", "edu", "gov", "uk", "de", "fr",
     "nl", "ch", "at", "be", "dk", "se", "no", "fi", "it", "es", "pl", "ru", "jp", "cn", "br", "au", "ca", "us",
-    "user", "users", "my", "new", "old", "py", "path", "logging", "log", "logger", "x", "y", "z", "a", "b", "c", "e", "f", "g", "k", "m", "n", "p", "s", "t",
+    "user", "users", "my", "new", "old", "py", "path", "logging", "log", "logger",
+    "x", "y", "z", "a", "b", "c", "e", "f", "g", "k", "m", "n", "p", "s", "t",
 })
 _FILE_EXTENSIONS = frozenset({
     "py", "js", "ts", "json", "yaml", "yml", "toml", "ini", "cfg", "conf", "txt", "md", "rst", "sh", "sql", "xml",

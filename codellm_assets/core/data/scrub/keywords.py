@@ -65,7 +65,7 @@ _NOT_SECRET_SUFFIXES = {
     "args", "kwargs", "fds", "fd", "through", "thru", "store", "vault", "scope", "scopes",
     "challenge", "request", "response", "status", "state", "result", "results",
     "seconds", "secs", "sec", "minutes", "mins", "hours", "days", "ms", "millis", "interval", "delay",
-    "stdin", "stdout", "prompt", "command", "cmd", "hash", "hashed", "digest", "salt", "rounds",
+    "stdin", "stdout", "command", "cmd", "hash", "hashed", "digest", "salt", "rounds",
 }
 # names of error codes and of things about a secret, not the secret: INVALID_PASSWORD = '28P01'
 _NEVER_SECRET_SEGMENTS = {"public", "pub", "secretary", "secretaries", "socket", "nonce", "invalid", "incorrect",
@@ -206,7 +206,8 @@ def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, thresh
             and value.lower() not in _TYPE_NAMES and not _CAMEL_TYPE.fullmatch(value) and not value.startswith("_")):
         return True  # YAML / compose / .env `password: lpnjflwp` alone on its line: a literal, even a word
     lower_random = len(value) >= 8 and value.isalnum() and value.islower() and not value.isalpha() and tier == PASSWORD
-    if (rest_of_line is not None and not _IDENT_LINE_END_OK.match(rest_of_line)) or (_wordy(value) and not lower_random):
+    if (rest_of_line is not None and not _IDENT_LINE_END_OK.match(rest_of_line)) or (
+            _wordy(value) and not lower_random):
         return False  # a bare name before "," or ")" is an argument; PKCS7PrivateKeyTypes is a class
     if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
         return True  # hunter2, abc123def; a variable named like that is rare

@@ -84,7 +84,8 @@ MORE_PROVIDER_RULES: tuple[ProviderRule, ...] = (
     _p("atlassian_token", r"ATCTT3[A-Za-z0-9_\-=]{60,}", "ATCTT3", ex=("c=", "ATCTT3", (S, 180)), no="ATCTT3 docs"),
     _p("gitlab_token", r"glsoat-[A-Za-z0-9_\-]{20,}", "glsoat-", ex=("t=", "glsoat-", (S, 20)), no="glsoat-"),
     # --- clouds and hosting ---------------------------------------------------------------------------
-    _p("aws_bedrock_key", r"ABSK[A-Za-z0-9+/]{109,269}={0,2}", "ABSK", ex=("AWS_BEARER_TOKEN_BEDROCK=", "ABSK", (B, 132)),
+    _p("aws_bedrock_key", r"ABSK[A-Za-z0-9+/]{109,269}={0,2}", "ABSK",
+       ex=("AWS_BEARER_TOKEN_BEDROCK=", "ABSK", (B, 132)),
        no="ABSK = 'abs key'"),
     _p("aws_bedrock_key", r"bedrock-api-key-[A-Za-z0-9+/]{100,}={0,2}", "bedrock-api-key-",
        ex=("token = '", "bedrock-api-key-", (B, 400), "'"), no="see bedrock-api-key-docs"),
@@ -166,14 +167,16 @@ MORE_PROVIDER_RULES: tuple[ProviderRule, ...] = (
        ex=("TWITTER_BEARER=", "AAAAAAAAAAAAAAAAAAAAAA", (A, 60)), no="pad = 'AAAAAAAAAAAAAAAAAAAAAA'"),
     _kw("mailjet_key", ("mailjet", "mj_apikey"), r"[a-f0-9]{32}", ex=_assign("MAILJET_API_SECRET", (H, 32)),
         no="mailjet_sender = 'ops'"),
-    _kw("postmark_token", ("postmark",), _UUID_RE, ex=_assign("POSTMARK_SERVER_TOKEN", UUID), no="postmark_stream = 'x'"),
+    _kw("postmark_token", ("postmark",), _UUID_RE, ex=_assign("POSTMARK_SERVER_TOKEN", UUID),
+        no="postmark_stream = 'x'"),
     _kw("sparkpost_key", ("sparkpost",), r"[a-f0-9]{40}", ex=_assign("SPARKPOST_API_KEY", (H, 40)),
         no="sparkpost_region = 'eu'"),
     _kw("messagebird_key", ("messagebird", "message_bird", "message-bird"), r"[A-Za-z0-9]{25}",
         ex=_assign("MESSAGEBIRD_API_KEY", (A, 25)), no="messagebird_origin = 'acme'"),
     _kw("plivo_token", ("plivo", "vonage", "nexmo"), r"[A-Za-z0-9]{40}|[A-Za-z0-9]{16}|[a-f0-9]{8}",
         ex=_assign("PLIVO_AUTH_TOKEN", (A, 40)), no="plivo_number = 'x'"),
-    _kw("honeycomb_key", ("honeycomb", "hny_"), r"[A-Za-z0-9]{22}|[a-f0-9]{32}", ex=_assign("HONEYCOMB_API_KEY", (A, 22)),
+    _kw("honeycomb_key", ("honeycomb", "hny_"), r"[A-Za-z0-9]{22}|[a-f0-9]{32}",
+        ex=_assign("HONEYCOMB_API_KEY", (A, 22)),
         no="honeycomb_dataset = 'prod'"),
     _kw("newrelic_key", ("newrelic", "new_relic"), r"[A-Za-z0-9]{40}|[a-f0-9]{32}",
         ex=_assign("NEW_RELIC_LICENSE_KEY", (A, 40)), no="newrelic_app = 'api'"),
@@ -215,7 +218,8 @@ MORE_PROVIDER_RULES: tuple[ProviderRule, ...] = (
         no="vault_addr = 'https://vault'"),
     _kw("adyen_key", ("adyen",), r"AQE[A-Za-z0-9+/=_\-]{80,}", ex=_assign("ADYEN_API_KEY", "AQE", (A, 120)),
         no="adyen_merchant = 'Acme'"),
-    _kw("gocardless_token", ("gocardless",), r"live_[A-Za-z0-9_\-=]{40}", ex=_assign("GOCARDLESS_TOKEN", "live_", (S, 40)),
+    _kw("gocardless_token", ("gocardless",), r"live_[A-Za-z0-9_\-=]{40}",
+        ex=_assign("GOCARDLESS_TOKEN", "live_", (S, 40)),
         no="gocardless_env = 'live'"),
     _kw("mollie_key", ("mollie",), r"(?:live|test)_[A-Za-z0-9]{30}", ex=_assign("MOLLIE_API_KEY", "live_", (A, 30)),
         no="mollie_locale = 'nl_NL'"),
@@ -242,11 +246,14 @@ MORE_PROVIDER_RULES: tuple[ProviderRule, ...] = (
     _p("frameio_token", r"fio-u-[A-Za-z0-9_\-=]{64}" + _END, "fio-u-", ex=("FIO=", "fio-u-", (S, 64)), no="fio-u-"),
     _p("grafana_key", r"eyJrIjoi[A-Za-z0-9]{60,100}={0,2}", "eyJrIjoi", ex=("GRAFANA=", "eyJrIjoi", (A, 72)),
        no="eyJrIjoi"),
-    _p("huggingface_token", r"api_org_[A-Za-z]{34}" + _END, "api_org_", ex=("HF=", "api_org_", (string.ascii_letters, 34)),
+    _p("huggingface_token", r"api_org_[A-Za-z]{34}" + _END, "api_org_",
+       ex=("HF=", "api_org_", (string.ascii_letters, 34)),
        no="api_org_id = 3"),
-    _p("infracost_key", r"ico-[A-Za-z0-9]{32}" + _END, "ico-", check=_has_mix, ex=("INFRACOST_API_KEY=", "ico-", (A, 32)),
+    _p("infracost_key", r"ico-[A-Za-z0-9]{32}" + _END, "ico-", check=_has_mix,
+       ex=("INFRACOST_API_KEY=", "ico-", (A, 32)),
        no="favicon-small.png"),
-    _p("intra42_secret", r"s-s4t2(?:ud|af)-[a-f0-9]{64}" + _END, "s-s4t2", ex=("s=", "s-s4t2ud-", (H, 64)), no="s-s4t2"),
+    _p("intra42_secret", r"s-s4t2(?:ud|af)-[a-f0-9]{64}" + _END, "s-s4t2",
+       ex=("s=", "s-s4t2ud-", (H, 64)), no="s-s4t2"),
     _p("jfrog_token", r"cmVmdGtu[A-Za-z0-9]{56}" + _END, "cmVmdGtu", ex=("JF=", "cmVmdGtu", (A, 56)), no="cmVmdGtu"),
     _p("mailgun_key", r"pubkey-[a-f0-9]{32}" + _END, "pubkey-", ex=("MG=", "pubkey-", (H, 32)), no="pubkey-file"),
     _p("mapbox_token", r"sk\.eyJ[A-Za-z0-9_\-]{50,}\.[A-Za-z0-9_\-]{20,}", "sk.eyJ",
@@ -270,7 +277,8 @@ MORE_PROVIDER_RULES: tuple[ProviderRule, ...] = (
        ex=("RZ=", "rzp_live_", (A, 14)), no="rzp_live_"),
     _p("telnyx_key", r"KEY[0-9A-F]{32}_[A-Za-z0-9]{22}" + _END, ex=("T=", "KEY", ("0123456789ABCDEF", 32), "_",
        (A, 22)), no="KEY_NAME = 'x'"),
-    _p("clickup_token", r"pk_\d{6,10}_[A-Z0-9]{32}" + _END, "pk_", ex=("CU=", "pk_", (D, 8), "_", (U, 32)), no="pk_id = 1"),
+    _p("clickup_token", r"pk_\d{6,10}_[A-Z0-9]{32}" + _END, "pk_",
+       ex=("CU=", "pk_", (D, 8), "_", (U, 32)), no="pk_id = 1"),
     _p("intercom_token", r"dG9rOi[A-Za-z0-9+/]{40,}={0,2}", "dG9rOi", ex=("IC=", "dG9rOi", (B, 60)), no="dG9rOi"),
     _p("salesforce_token", r"00D[A-Za-z0-9]{12,15}![A-Za-z0-9_.]{80,}",
        ex=("SF=", "00D", (A, 12), "!", (A, 96)), no="00D = 1"),
@@ -284,7 +292,8 @@ MORE_PROVIDER_RULES: tuple[ProviderRule, ...] = (
            UUID, "'"), no="url='https://acme.webhook.office.com/'"),
     _p("google_chat_webhook", r"chat\.googleapis\.com/v1/spaces/[A-Za-z0-9_\-]+/messages\?key=[^\s'\"&]+&token="
        r"[A-Za-z0-9_\-%=]+", "chat.googleapis.com/v1/spaces/", bounded=False,
-       ex=("u='https://", "chat.googleapis.com/v1/spaces/", (S, 11), "/messages?key=", (S, 39), "&token=", (S, 43), "'"),
+       ex=("u='https://", "chat.googleapis.com/v1/spaces/", (S, 11), "/messages?key=", (S, 39), "&token=",
+           (S, 43), "'"),
        no="u='https://chat.googleapis.com/v1/spaces/'"),
     # --- AI providers -----------------------------------------------------------------------------------
     _p("langsmith_key", r"lsv2_(?:pt|sk)_[a-f0-9]{32}_[a-f0-9]{10}" + _END, "lsv2_", ex=("LS=", "lsv2_pt_", (H, 32),
@@ -300,7 +309,7 @@ def build_example(parts: tuple, rng: random.Random) -> tuple[str, str]:
     """(text, secret) for a rule's ``example``."""
     drawn: list[str] = []
     first = last = None
-    for i, part in enumerate(parts):
+    for part in parts:
         if part is UUID or part == UUID:
             h = "".join(rng.choice(H) for _ in range(32))
             value = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
