@@ -16,7 +16,7 @@ TABLE = [(p.rule.kind, *build_example(p.example, RNG), p.counter_example) for p 
 
 def test_provider_breadth():
     from codellm_assets.core.data.scrub.rules import PROVIDER_RULES
-    assert len(PROVIDER_RULES) >= 200 or len({r.kind for r in PROVIDER_RULES}) >= 130, len(PROVIDER_RULES)
+    assert len(PROVIDER_RULES) >= 220 and len({r.kind for r in PROVIDER_RULES}) >= 190, len(PROVIDER_RULES)
 
 
 @pytest.mark.parametrize(("kind", "text", "secret", "counter"), TABLE, ids=[f"{t[0]}-{i}" for i, t in enumerate(TABLE)])
