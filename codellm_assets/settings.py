@@ -72,7 +72,7 @@ class ScrubSettings(_Model):
     internal_domains: list[str] = Field(default_factory=list, description="the company's own DNS domains "
                                         "(e.g. acme.io, int.acme.net): host names under them are redacted as <HOST>")
     private_tlds: list[str] = Field(default_factory=lambda: ["internal", "corp", "lan", "local", "intra",
-                                                             "intranet", "private"],
+                                                             "intranet"],
                                     description="suffixes that only exist inside a company network")
     disabled_rules: list[str] = Field(default_factory=list, description="placeholder kinds not to redact (e.g. "
                                       "a rule with false positives on your code); the blocking re-scan still runs")

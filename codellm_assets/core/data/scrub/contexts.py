@@ -54,7 +54,7 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
     (r"echo[ \t]+(?:-n[ \t]+)?(?:" + _Q + "|" + _BARE + r")[ \t]*\|[ \t]*(?=[^\n]*(?:password-stdin|sudo[ \t]+-s|"
      r"passwd|chpasswd|--stdin))", "password"),
     # setters and builders: setPassword("..") / .password("..") / withPassword("..") / PASSWORD_KEY, "..")
-    (r"password[ \t]*\([ \t]*" + _Q + r"(?:[ \t]*\.tochararray\(\))?[ \t]*\)", "password"),
+    (r"password[ \t]*\([ \t]*" + _Q.replace("`", "") + r"(?:[ \t]*\.tochararray\(\))?[ \t]*\)", "password"),
     (r"getconnection\([^,\n()]{1,200},[ \t]*" + r"""(?P<uq>['"])[^'"\n]{1,64}(?P=uq),[ \t]*""" + _Q, "password"),
     # auth=("user", ".."), HTTPBasicAuth("u", ".."), UsernamePasswordCredentials("u", ".."),
     # PasswordAuthentication("u", "..".toCharArray())
@@ -144,6 +144,8 @@ def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
                 continue  # AWS_SECRET_KEY: the AWS rule names it
             start, end = m.span("v" if m.group("v") is not None else "b")
             value = text[start:end]
+            if m.group("b") is not None and ("." in value or "," in value):
+                continue  # Django's key alphabet has neither: hashlib.sha256(x).hexdigest(), is code
             if not is_placeholder(value.replace("(", "").replace(")", "")) and shannon_entropy(value) >= 4.0:
                 yield Span(start, end, "django_secret_key", 0)
 

@@ -46,7 +46,9 @@ _DB_SCHEME = re.compile(r"(?:jdbc:[a-z0-9]+(?::[a-z0-9]+)?|postgres(?:ql)?|mysql
                         r"kafka|nats|ldaps?|memcached?|elasticsearch|influxdb|mqtts?|stomp|zookeeper|"
                         r"[a-z]+\+(?:psycopg2?|asyncpg|pymysql|mysqldb|aiomysql|pyodbc|cx_oracle))\Z", re.IGNORECASE)
 _AUTHORITY = re.compile(r"(?:[^\s/@'\"<>]*@)?([A-Za-z0-9.\-]+(?::\d+)?(?:,[A-Za-z0-9.\-]+(?::\d+)?)*)")
+_PLACEHOLDER_HEADS = frozenset({"host", "hostname", "server", "myhost", "yourhost", "your-host", "your-server"})
 _KEEP_HOSTS = ("localhost", "example.com", "example.org", "example.net", "host.docker.internal",
+               "metadata.google.internal", "metadata.internal",
                "gateway.docker.internal", "kubernetes.docker.internal")
 
 
@@ -77,8 +79,9 @@ def _is_code(text: str, lo: int, hi: int, labels: list[str]) -> bool:
     if (lo > 0 and text[lo - 1] in _IDENT_NEIGHBOURS and not unc) or (hi < len(text) and text[hi] in _IDENT_NEIGHBOURS
                                                                       and not unc):
         return True
-    if text[lo] in ".-" or (hi < len(text) and text[hi] in "(["):
-        return True  # .env.local; threading.local(); cfg.internal[...]
+    if text[lo] in ".-" or (hi < len(text) and text[hi] in "([") or (
+            hi + 1 < len(text) and text[hi] == "." and text[hi + 1].isalnum()):
+        return True  # .env.local; threading.local(); cfg.internal[...]; fsspec.implementations.local.LocalFileSystem
     if lo > 0 and text[lo - 1] == "@" and (lo == 1 or text[lo - 2].isspace()):
         return True  # @app.internal decorator
     if labels[0] in _CODE_HEADS and len(labels) <= 3:
@@ -131,7 +134,8 @@ def _url_hosts(text: str, domains: Sequence[str]) -> Iterator[Span]:
         for part in am.group(1).split(","):
             name = part.split(":", 1)[0]
             low = name.lower().strip(".")
-            if "." in low and not _is_ip(low) and not any(low == k or low.endswith("." + k) for k in _KEEP_HOSTS):
+            if "." in low and not _is_ip(low) and not any(low == k or low.endswith("." + k) for k in _KEEP_HOSTS) \
+                    and low.split(".", 1)[0] not in _PLACEHOLDER_HEADS:
                 yield Span(pos, pos + len(name), "host", HOST_PRIORITY)
             pos += len(part) + 1
 
