@@ -254,15 +254,19 @@ PROVIDER_FORMATS: list[tuple[str, Callable[[Gen], str]]] = [
 
 
 def build_company_files(slice_: str = "tuning", seeds: int = 3, per_template: int = 12) -> list[CompanyFile]:
-    """``per_template`` files per template and seed; ``slice_`` is "tuning" or "held" (other templates, seeds)."""
+    """``per_template`` files per template and seed; ``slice_`` is "tuning", "held" or "fresh" (other templates
+    and seeds each)."""
     if slice_ == "tuning":
         from codellm_assets.testing.company_templates import TEMPLATES
         base = 0
     elif slice_ == "held":
         from codellm_assets.testing.company_secrets_heldout import TEMPLATES
         base = HELD_SEED_BASE
+    elif slice_ == "fresh":
+        from codellm_assets.testing.company_secrets_fresh import TEMPLATES
+        base = 2 * HELD_SEED_BASE
     else:
-        raise ValueError(f"slice {slice_!r}: use 'tuning' or 'held'")
+        raise ValueError(f"slice {slice_!r}: use 'tuning', 'held' or 'fresh'")
     files: list[CompanyFile] = []
     for seed in range(base, base + seeds):
         for t_index, template in enumerate(TEMPLATES):
