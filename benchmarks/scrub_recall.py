@@ -1,12 +1,13 @@
 """Secrets/PII scrubber: recall and look-alike keep rate per type, and throughput, beside detect-secrets.
 
 1. The company-style labelled set (codellm_assets/testing/company_secrets.py): files of many types generated
-   from templates with seeds, TUNING slice (the templates the rules were tuned on) and HELD slice (other
-   templates and seeds, never tuned on) side by side, for ``scrub_text`` and for detect-secrets 1.5 with ALL
-   its plugins (``default_settings`` enables every plugin) scanning each file under its own name as its CLI
-   does. A secret is caught by the scrubber when its value no longer occurs; by detect-secrets when it reports
-   a finding on a line holding the secret (any Private Key finding for a key block). A look-alike is kept
-   when its text survives / when detect-secrets reports nothing on its line.
+   from templates with seeds: TUNING (the templates the rules were tuned on), HELD (other templates and
+   seeds; only its totals were looked at while tuning) and FRESH (written after tuning, other ecosystems)
+   side by side, for ``scrub_text`` and for detect-secrets 1.5 with ALL its plugins (``default_settings``
+   enables every plugin) scanning each file under its own name as its CLI does. A secret is caught by the
+   scrubber when its value no longer occurs; by detect-secrets when it reports a finding on a line holding
+   the secret (any Private Key finding for a key block). A look-alike is kept when its text survives / when
+   detect-secrets reports nothing on its line.
 2. The older snippet set (secrets_labelled.py), scrubber only.
 3. Throughput on real code: the .py files of the installed site-packages, read until ``--mb`` MB. Then the
    independent re-scan (``find_leftovers``) over the scrubbed output. detect-secrets scans ``--baseline-mb``.
@@ -78,38 +79,40 @@ def detect_secrets_stats(files: list[CompanyFile], workdir: Path) -> dict[str, l
     return stats
 
 
+SLICES = ("tuning", "held", "fresh")  # see company_secrets: tuned on / never tuned on / written after tuning
+
+
 def company_table(seeds: int, per_template: int) -> None:
     columns = {}
     with default_settings(), tempfile.TemporaryDirectory() as tmp:
-        for name in ("tuning", "held"):
+        for name in SLICES:
             files = build_company_files(name, seeds=seeds, per_template=per_template)
             columns[name] = (len(files), score_files(files, lambda t: scrub_text(t).text),
                              detect_secrets_stats(files, Path(tmp) / name))
     kinds = sorted({k for _, ours, _ in columns.values() for k in ours}, key=lambda k: (k.startswith("keep:"), k))
-    print(f"company-style files: tuning {columns['tuning'][0]} files, held {columns['held'][0]} files")
-    print(f"{'type':28s} {'n tune':>7s} {'scrub':>6s} {'d-s':>6s} {'n held':>7s} {'scrub':>6s} {'d-s':>6s}"
-          "   (secret: recall; keep: look-alikes kept)")
+    print("company-style files: " + ", ".join(f"{name} {columns[name][0]} files" for name in SLICES))
+    print(f"{'type':28s}" + "".join(f" {'n ' + name:>8s} {'scrub':>6s} {'d-s':>6s}" for name in SLICES)
+          + "   (secret: recall; keep: look-alikes kept)")
 
     def cell(stats: dict[str, list[int]], key: str) -> str:
         n, ok = stats.get(key, [0, 0])
         return f"{ok / n:6.3f}" if n else f"{'-':>6s}"
     for kind in kinds:
         row = [f"{kind:28s}"]
-        for name in ("tuning", "held"):
+        for name in SLICES:
             _, ours, theirs = columns[name]
-            row += [f"{ours.get(kind, [0])[0]:7d}", cell(ours, kind), cell(theirs, kind)]
+            row += [f"{ours.get(kind, [0])[0]:8d}", cell(ours, kind), cell(theirs, kind)]
         print(" ".join(row))
     for prefix, label in (("secret:", "RECALL (all secrets)"), ("keep:", "KEPT (all look-alikes)")):
         row = [f"{label:28s}"]
-        for name in ("tuning", "held"):
+        for name in SLICES:
             _, ours, theirs = columns[name]
             tot = [[sum(v[i] for k, v in st.items() if k.startswith(prefix)) for i in (0, 1)] for st in (ours, theirs)]
-            row += [f"{tot[0][0]:7d}", f"{tot[0][1] / tot[0][0]:6.3f}", f"{tot[1][1] / tot[1][0]:6.3f}"]
+            row += [f"{tot[0][0]:8d}", f"{tot[0][1] / tot[0][0]:6.3f}", f"{tot[1][1] / tot[1][0]:6.3f}"]
         print(" ".join(row))
         worst = {name: min((v[1] / v[0], k) for k, v in columns[name][1].items() if k.startswith(prefix))
                  for name in columns}
-        print(f"{'  worst type':28s} tuning {worst['tuning'][1]} {worst['tuning'][0]:.3f}; "
-              f"held {worst['held'][1]} {worst['held'][0]:.3f}")
+        print(f"{'  worst type':28s} " + "; ".join(f"{name} {worst[name][1]} {worst[name][0]:.3f}" for name in SLICES))
 
 
 def labelled_table(seeds: int) -> None:

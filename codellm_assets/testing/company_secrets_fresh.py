@@ -13,7 +13,8 @@ def appsettings_json(g: Gen) -> None:
         "{\n  \"ConnectionStrings\": {\n"
         f"    \"Default\": \"Server={g.s('internal_host', g.host())};Database=Orders;User Id=api;"
         f"Password={g.s('password', g.password(url_safe=True))};\"\n  }},\n"
-        f"  \"Smtp\": {{ \"Host\": \"{g.s('internal_host', g.host())}\", \"Password\": \"{g.s('password', g.password())}\" }},\n"
+        f"  \"Smtp\": {{ \"Host\": \"{g.s('internal_host', g.host())}\", "
+        f"\"Password\": \"{g.s('password', g.password())}\" }},\n"
         f"  \"InstrumentationKey\": \"{g.k('uuid', g.uuid())}\",\n"
         f"  \"Version\": \"{g.k('version', g.version())}\"\n}}\n"
     )
@@ -77,7 +78,8 @@ def cloud_init(g: Gen) -> None:
     g.file.text = (
         "#cloud-config\nusers:\n  - name: ops\n"
         f"    passwd: {g.s('password_hash', g.password_hash())}\n"
-        f"    ssh_authorized_keys:\n      - {g.k('public_key', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI' + g.chars(43))} ops\n"
+        f"    ssh_authorized_keys:\n"
+        f"      - {g.k('public_key', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI' + g.chars(43))} ops\n"
         "chpasswd:\n  list: |\n"
         f"    root:{g.s('password', g.password())}\n"
         f"write_files:\n  - path: /etc/resolv.conf\n    content: nameserver {g.k('public_ip', g.public_ip())}\n"

@@ -136,7 +136,7 @@ def test_public_addresses_kept_private_redacted():
     assert scrub_text(text).text == text.replace("10.1.2.3", "<IP>")
 
 
-@pytest.mark.parametrize("slice_", ["tuning", "held"])
+@pytest.mark.parametrize("slice_", ["tuning", "held", "fresh"])
 def test_company_files_recall_and_keep_rate(slice_):
     """The issue's bar on the generated company files: recall >= 0.99, every type >= 0.95, kept >= 0.95."""
     files = build_company_files(slice_, seeds=1, per_template=6)

@@ -43,6 +43,8 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
      "password"),
     (r"-pass(?:in|out)[ \t]+pass:(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"smbclient\b[^\n]{0,200}?-u[ \t]+[^\s%]+%(?:" + _Q + "|" + _BARE + ")", "password"),
+    (r"user[ \t]+\S+[ \t]+(?:insecure-)?password[ \t]+" + _BARE, "password"),  # haproxy userlist
+    (r"stats[ \t]+auth[ \t]+[^\s:]+:" + _BARE, "password"),  # haproxy stats auth user:password
     (r"htpasswd[ \t]+-[a-z]*b[a-z]*[ \t]+\S+[ \t]+\S+[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"mongo(?:sh|dump|restore|import|export)?\b[^\n|;]{0,200}?[ \t]-p[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
     (r"sqlcmd\b[^\n|;]{0,200}?[ \t]-p[ \t]+(?:" + _Q + "|" + _BARE + ")", "password"),
@@ -63,7 +65,8 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
     (r"authentication" + _PAIR, "password"),
 ))
 _FLAG_LITERALS = frozenset({"sshpass", "mysql", "docker", "redis-cli", "ldap", "-pass", "smbclient", "htpasswd",
-                            "mongo", "sqlcmd", "rabbitmqctl", "storepass", "keypass", "echo"})
+                            "mongo", "sqlcmd", "rabbitmqctl", "storepass", "keypass", "echo", "user",
+                            "stats"})
 _USERS_TABLE = re.compile(r"users[\"']?[ \t]*:[ \t]*\{")
 _TABLE_ENTRY = re.compile(r"""[ \t\n]*[\"']?[\w.\-]{1,40}[\"']?[ \t]*:[ \t]*"""
                           r"""(?P<q>['"`])(?P<v>[^'"`\n]{3,200})(?P=q)[ \t]*,?""")
@@ -128,7 +131,7 @@ def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
             # a value glued to a tool's password flag is a password whatever it looks like; elsewhere a bare
             # value must look random (SQL `IDENTIFIED BY name` in prose is not one)
             strong = literal in _FLAG_LITERALS
-            if _ok(value) and (m.group("v") is not None or strong or _randomish(value)):
+            if _ok(value) and (m.groupdict().get("v") is not None or strong or _randomish(value)):
                 yield Span(start, end, kind, 1)
     if "users" in low and "basic" in low:
         yield from _user_table(text, low)
@@ -136,6 +139,8 @@ def find_context_passwords(text: str, lowered: str | None) -> Iterator[Span]:
         yield from _table_column(text, low)
     if "/" in low:
         yield from _user_slash_password(text, low)
+    if "chpasswd" in low:
+        yield from _chpasswd_list(text, low)
     if "pass" in low or "pw" in low:
         yield from _prose(text, low)
     if "secret_key" in low:
@@ -226,3 +231,20 @@ def _user_slash_password(text: str, low: str) -> Iterator[Span]:
             if _ok(value) and (_randomish(value) or (value.isalpha() and value.islower() and not _wordy(value))) and \
                     not value.startswith(("http", "www.")):
                 yield Span(start, end, "password", 1)
+
+
+_CHPASSWD = re.compile(r"chpasswd:[^\n]*\n(?:[ \t]+[^\n]*\n)*?[ \t]+list:[ \t]*[|>][-+]?[ \t]*\n")
+_CHPASSWD_LINE = re.compile(r"([ \t]+)[\w.\-]{1,32}:(?P<b>[^\s:]{3,200})[ \t]*(?:\n|$)")
+
+
+def _chpasswd_list(text: str, low: str) -> Iterator[Span]:
+    """cloud-init ``chpasswd: list: |`` blocks: one ``user:password`` per line."""
+    for m in _CHPASSWD.finditer(low):
+        pos, indent = m.end(), None
+        while (line := _CHPASSWD_LINE.match(text, pos)) is not None:
+            if indent is not None and len(line.group(1)) != indent:
+                break
+            indent = len(line.group(1))
+            if _ok(line.group("b")):
+                yield Span(line.start("b"), line.end("b"), "password", 1)
+            pos = line.end()

@@ -298,7 +298,7 @@ def _is_assignment(text: str, m: re.Match[str], key_start: int, ident: str, pref
     """Is ``key <op> value`` really a key/value pair here, given the operator and what precedes the key?"""
     op = m.group("op").strip()
     if key_start > 0 and text[key_start - 1] not in _KEY_PRECEDERS and text[max(0, key_start - 5):key_start].lower(
-            ) != "$env:":  # PowerShell $env:API_KEY = ... is an assignment
+            ) != "$env:" and not text.endswith("->", 0, key_start):  # PowerShell $env:KEY =, PHP $mail->Password =
         return False  # arn:aws:secretsmanager:..., a/secret: not a key
     if not op:  # whitespace "assignment" only for `--password x`, `ENV TOKEN x`, .netrc `password x`
         return (ident.startswith("-") or bool(_SPACE_OP_LINE.match(prefix))
@@ -343,7 +343,7 @@ def _value_span(text: str, m: re.Match[str], key_start: int, ident: str, tier: s
     op = m.group("op").strip()
     flag = value.startswith("-") and (len(value) <= 3 or _wordy(value.lstrip("-")))
     if op in ("", ",") and (flag or _ENV_ASSIGNMENT.fullmatch(value)
-                            or value.replace("-", "").replace("_", "").isalpha()):
+                            or (value.replace("-", "").replace("_", "").isalpha() and _wordy(value))):
         return None  # `--password requires ...`, ("user", "password", "port"): words, flags, other options
     if tier == PASSWORD and squash(ident) in ("pass", "pw", "pwd") and not _looks_random(value):
         return None  # a bare "pass"/"pw" key is ambiguous ({'pass': 'bandpass'}): only password-like values
