@@ -65,8 +65,7 @@ _CONTEXT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((p.split("[
     (r"authentication" + _PAIR, "password"),
 ))
 _FLAG_LITERALS = frozenset({"sshpass", "mysql", "docker", "redis-cli", "ldap", "-pass", "smbclient", "htpasswd",
-                            "mongo", "sqlcmd", "rabbitmqctl", "storepass", "keypass", "echo", "user",
-                            "stats"})
+                            "mongo", "sqlcmd", "rabbitmqctl", "storepass", "keypass", "echo", "stats"})
 _USERS_TABLE = re.compile(r"users[\"']?[ \t]*:[ \t]*\{")
 _TABLE_ENTRY = re.compile(r"""[ \t\n]*[\"']?[\w.\-]{1,40}[\"']?[ \t]*:[ \t]*"""
                           r"""(?P<q>['"`])(?P<v>[^'"`\n]{3,200})(?P=q)[ \t]*,?""")

@@ -343,7 +343,8 @@ def _value_span(text: str, m: re.Match[str], key_start: int, ident: str, tier: s
     op = m.group("op").strip()
     flag = value.startswith("-") and (len(value) <= 3 or _wordy(value.lstrip("-")))
     if op in ("", ",") and (flag or _ENV_ASSIGNMENT.fullmatch(value)
-                            or (value.replace("-", "").replace("_", "").isalpha() and _wordy(value))):
+                            or (value.replace("-", "").replace("_", "").isalpha()
+                                and (tier != PASSWORD or _wordy(value) or "_" in value))):
         return None  # `--password requires ...`, ("user", "password", "port"): words, flags, other options
     if tier == PASSWORD and squash(ident) in ("pass", "pw", "pwd") and not _looks_random(value):
         return None  # a bare "pass"/"pw" key is ambiguous ({'pass': 'bandpass'}): only password-like values
