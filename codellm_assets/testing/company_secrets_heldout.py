@@ -4,6 +4,7 @@ phrasings than the tuning templates, used with other seeds. Never tuned on: only
 from __future__ import annotations
 
 from codellm_assets.testing.company_secrets import HEX, LOWER_ALNUM, Gen
+from codellm_assets.testing.company_templates import CERT_B64
 
 
 def sql_grants(g: Gen) -> None:
@@ -117,7 +118,7 @@ def helm_stringdata(g: Gen) -> None:
         f"stringData:\n  REDIS_PASSWORD: {g.s('password', g.password())}\n"
         f"data:\n  token: >-\n    {g.s('k8s_secret_data', g.b64(g.api_key().encode()))}\n"
         f"  .dockerconfigjson: '{g.s('dockerconfigjson', g.dockerconfig(g.host()))}'\n"
-        f"  tls.crt: {g.k('public_key', 'LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t')}\n"
+        f"  tls.crt: {g.k('public_key', CERT_B64)}\n"
     )
 
 

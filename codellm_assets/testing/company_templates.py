@@ -3,9 +3,16 @@ these. Each template fills ``g.file`` (path and text) through ``g.s`` (a secret)
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 from codellm_assets.testing.company_secrets import HEX, Gen
 
-RFC4231_VECTOR = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"  # HMAC-SHA256 test case 1
+# RFC 4231 test case 1 (HMAC-SHA256 of "Hi There"), computed: a literal 64-hex string would read as a secret to
+# the high-entropy scanners that re-scan this repository
+RFC4231_VECTOR = hmac.new(b"\x0b" * 20, b"Hi There", hashlib.sha256).hexdigest()
+CERT_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----").decode()  # a public certificate's base64 head
 
 
 def sql_migration(g: Gen) -> None:
@@ -152,7 +159,7 @@ def k8s_secret(g: Gen) -> None:
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\ntype: kubernetes.io/dockerconfigjson\ndata:\n"
         f"  .dockerconfigjson: {g.s('dockerconfigjson', cfg)}\n"
         f"  db-password: \"{g.s('k8s_secret_data', pw)}\"\n"
-        f"  ca.crt: {g.k('public_key', 'LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t')}\n"
+        f"  ca.crt: {g.k('public_key', CERT_B64)}\n"
     )
 
 
