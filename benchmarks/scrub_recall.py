@@ -1,15 +1,18 @@
 """Secrets/PII scrubber: recall and look-alike keep rate per type, and throughput, beside detect-secrets.
 
-1. The labelled set (codellm_assets/testing/secrets_labelled.py, generated secrets in code contexts and
-   look-alikes) through ``scrub_text`` and through detect-secrets 1.5 used alone with its default plugins
-   and filters, each sample written to a file of its type and scanned as its CLI does (``scan_file``). A
-   secret counts as caught by detect-secrets when it reports a finding on a line that holds part of the
-   secret; a look-alike is kept when it reports nothing.
-2. Throughput on real code: the .py files of the installed site-packages, read until ``--mb`` MB. Then the
-   independent re-scan (``find_leftovers``) over the scrubbed output, which must find nothing. detect-secrets
-   scans its own slice (``--baseline-mb``), as it is much slower.
+1. The company-style labelled set (codellm_assets/testing/company_secrets.py): files of many types generated
+   from templates with seeds: TUNING (the templates the rules were tuned on), HELD (other templates and
+   seeds; only its totals were looked at while tuning) and FRESH (written after tuning, other ecosystems)
+   side by side, for ``scrub_text`` and for detect-secrets 1.5 with ALL its plugins (``default_settings``
+   enables every plugin) scanning each file under its own name as its CLI does. A secret is caught by the
+   scrubber when its value no longer occurs; by detect-secrets when it reports a finding on a line holding
+   the secret (any Private Key finding for a key block). A look-alike is kept when its text survives / when
+   detect-secrets reports nothing on its line.
+2. The older snippet set (secrets_labelled.py), scrubber only.
+3. Throughput on real code: the .py files of the installed site-packages, read until ``--mb`` MB. Then the
+   independent re-scan (``find_leftovers``) over the scrubbed output. detect-secrets scans ``--baseline-mb``.
 
-    .venv/bin/python benchmarks/scrub_recall.py [--seeds 3] [--mb 100] [--baseline-mb 3]
+    .venv/bin/python benchmarks/scrub_recall.py [--seeds 3] [--per-template 10] [--mb 20] [--baseline-mb 2]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from detect_secrets.core.scan import scan_file
 from detect_secrets.settings import default_settings
 
 from codellm_assets.core.data.scrub.scrubber import find_leftovers, scrub_text
+from codellm_assets.testing.company_secrets import CompanyFile, build_company_files, score_files
 from codellm_assets.testing.secrets_labelled import Sample, build_labelled_set
 
 _EXTENSIONS = {"python": ".py", "js": ".js", "yaml": ".yaml", "json": ".json", "env": ".env", "ini": ".ini",
@@ -48,6 +52,67 @@ def detect_secrets_flags(sample: Sample, workdir: Path, index: int) -> bool:
                 p in line for s in sample.secrets for p in (s, s[:24], s[-24:])):  # PEM: the BEGIN line
             return True
     return False
+
+
+def detect_secrets_stats(files: list[CompanyFile], workdir: Path) -> dict[str, list[int]]:
+    """Per type ``[n, ok]`` for detect-secrets (all plugins), attributing findings by line."""
+    stats: dict[str, list[int]] = {}
+    for index, f in enumerate(files):
+        target = workdir / str(index) / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f.text, encoding="utf-8")
+        findings = list(scan_file(str(target)))
+        flagged = {x.line_number for x in findings}
+        has_key = any(x.type == "Private Key" for x in findings)
+        lines = f.text.splitlines()
+
+        def on_flagged_line(value: str, lines: list[str] = lines, flagged: set[int] = flagged) -> bool:
+            return any(value in lines[n - 1] for n in flagged if 0 < n <= len(lines))
+        for kind, value in f.secrets:
+            row = stats.setdefault(f"secret:{kind}", [0, 0])
+            row[0] += 1
+            row[1] += has_key if kind == "private_key" else on_flagged_line(value)
+        for cat, value in f.keeps:
+            row = stats.setdefault(f"keep:{cat}", [0, 0])
+            row[0] += 1
+            row[1] += not on_flagged_line(value)
+    return stats
+
+
+SLICES = ("tuning", "held", "fresh")  # see company_secrets: tuned on / never tuned on / written after tuning
+
+
+def company_table(seeds: int, per_template: int) -> None:
+    columns = {}
+    with default_settings(), tempfile.TemporaryDirectory() as tmp:
+        for name in SLICES:
+            files = build_company_files(name, seeds=seeds, per_template=per_template)
+            columns[name] = (len(files), score_files(files, lambda t: scrub_text(t).text),
+                             detect_secrets_stats(files, Path(tmp) / name))
+    kinds = sorted({k for _, ours, _ in columns.values() for k in ours}, key=lambda k: (k.startswith("keep:"), k))
+    print("company-style files: " + ", ".join(f"{name} {columns[name][0]} files" for name in SLICES))
+    print(f"{'type':28s}" + "".join(f" {'n ' + name:>8s} {'scrub':>6s} {'d-s':>6s}" for name in SLICES)
+          + "   (secret: recall; keep: look-alikes kept)")
+
+    def cell(stats: dict[str, list[int]], key: str) -> str:
+        n, ok = stats.get(key, [0, 0])
+        return f"{ok / n:6.3f}" if n else f"{'-':>6s}"
+    for kind in kinds:
+        row = [f"{kind:28s}"]
+        for name in SLICES:
+            _, ours, theirs = columns[name]
+            row += [f"{ours.get(kind, [0])[0]:8d}", cell(ours, kind), cell(theirs, kind)]
+        print(" ".join(row))
+    for prefix, label in (("secret:", "RECALL (all secrets)"), ("keep:", "KEPT (all look-alikes)")):
+        row = [f"{label:28s}"]
+        for name in SLICES:
+            _, ours, theirs = columns[name]
+            tot = [[sum(v[i] for k, v in st.items() if k.startswith(prefix)) for i in (0, 1)] for st in (ours, theirs)]
+            row += [f"{tot[0][0]:8d}", f"{tot[0][1] / tot[0][0]:6.3f}", f"{tot[1][1] / tot[1][0]:6.3f}"]
+        print(" ".join(row))
+        worst = {name: min((v[1] / v[0], k) for k, v in columns[name][1].items() if k.startswith(prefix))
+                 for name in columns}
+        print(f"{'  worst type':28s} " + "; ".join(f"{name} {worst[name][1]} {worst[name][0]:.3f}" for name in SLICES))
 
 
 def labelled_table(seeds: int) -> None:
@@ -98,9 +163,9 @@ def load_corpus(limit_bytes: int, skip_bytes: int = 0) -> list[tuple[Path, str]]
 def throughput(mb: float, baseline_mb: float) -> None:
     corpus = load_corpus(int(mb * 1e6))
     size = sum(len(t.encode()) for _, t in corpus) / 1e6
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     results = [scrub_text(text) for _, text in corpus]
-    scrub_s = time.perf_counter() - started
+    scrub_s, scrub_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     counts: Counter[str] = Counter()
     for r in results:
         counts.update(r.counts)
@@ -116,20 +181,23 @@ def throughput(mb: float, baseline_mb: float) -> None:
     base_s = time.perf_counter() - started
 
     print(f"\ncorpus: {len(corpus)} .py files of site-packages, {size:.1f} MB")
-    print(f"{'scrub_text':32s} {size / scrub_s:8.1f} MB/s  ({scrub_s:.1f} s; {sum(counts.values())} redactions, "
-          f"{sum(1 for r in results if r.counts)} files touched)")
+    print(f"{'scrub_text':32s} {size / scrub_s:8.1f} MB/s wall, {size / scrub_cpu:.1f} MB/s of CPU time "
+          f"({scrub_s:.1f} s; {sum(counts.values())} redactions, {sum(1 for r in results if r.counts)} files touched)")
     print(f"{'find_leftovers on its output':32s} {size / check_s:8.1f} MB/s  ({leftovers} leftovers)")
     print(f"{'detect-secrets scan_file':32s} {base_size / base_s:8.1f} MB/s  (on {base_size:.1f} MB: "
-          f"{base_findings} findings, default plugins)")
+          f"{base_findings} findings, all plugins)")
     print("redactions by type:", dict(counts.most_common()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=3, help="labelled sets to generate (different secrets)")
-    parser.add_argument("--mb", type=float, default=100.0, help="MB of real code for the throughput run")
-    parser.add_argument("--baseline-mb", type=float, default=3.0, help="MB for detect-secrets (slow)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per slice (different secrets)")
+    parser.add_argument("--per-template", type=int, default=10, help="files per template and seed")
+    parser.add_argument("--mb", type=float, default=20.0, help="MB of real code for the throughput run")
+    parser.add_argument("--baseline-mb", type=float, default=2.0, help="MB for detect-secrets (slow)")
     args = parser.parse_args()
+    company_table(args.seeds, args.per_template)
+    print()
     labelled_table(args.seeds)
     throughput(args.mb, args.baseline_mb)
 

@@ -69,6 +69,12 @@ class ScrubSettings(_Model):
     redact_emails: bool = True
     redact_ips: bool = True
     redact_phones: bool = True
+    redact_hosts: bool = True
+    internal_domains: list[str] = Field(default_factory=list, description="the company's own DNS domains "
+                                        "(e.g. acme.io, int.acme.net): host names under them are redacted as <HOST>")
+    private_tlds: list[str] = Field(default_factory=lambda: ["internal", "corp", "lan", "local", "intra",
+                                                             "intranet"],
+                                    description="suffixes that only exist inside a company network")
     disabled_rules: list[str] = Field(default_factory=list, description="placeholder kinds not to redact (e.g. "
                                       "a rule with false positives on your code); the blocking re-scan still runs")
 

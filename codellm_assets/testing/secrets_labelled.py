@@ -236,11 +236,11 @@ def _secret_samples(f: FakeSecrets) -> list[Sample]:
                      ("dockerfile", 'LABEL maintainer="{}"\n')]:
         first = f.rng.choice(["jane.doe", "r.patel", "mike", "a.nguyen", "tom+ci"])
         add("email", ctx, tpl, f"{first}@{f.rng.choice(['acme-corp.com', 'gmail.com', 'company.io', 'uni.edu'])}")
-    for ip in ("10.24.3.17", "172.20.1.5", "192.168.10.42", "34.201.12.9", "8.8.4.4"):
+    for ip in ("10.24.3.17", "172.20.1.5", "192.168.10.42", "100.64.7.3", "10.0.12.250"):
         ctx, tpl = f.rng.choice([("python", 'DB_HOST = "{}"\n'), ("nginx", "upstream api {{ server {}:8080; }}\n"),
                                  ("yaml", "hosts:\n  - {}\n")])
         add("ip", ctx, tpl, ip)
-    for ip in ("2a00:1450:4001:82b::200e", "fd12:3456:789a:1::1", "2606:4700:4700::1111"):
+    for ip in ("fd12:3456:789a:1::1", "fdab:cd00:12:7::42"):  # unique local (private) IPv6
         add("ip", "python", 'PEER = "{}"\n', ip)
     for phone in ("+1 (415) 555-0132", "+44 20 7946 0958", "(212) 555-0187", "415-555-0199", "+4930123456789"):
         add("phone", f.rng.choice(["python", "yaml"]), 'SUPPORT_PHONE = "{}"\n', phone)
@@ -303,7 +303,9 @@ def _lookalike_samples(f: FakeSecrets) -> list[Sample]:
         ],
         "address": [
             'HOST = "127.0.0.1"\n', 'app.run(host="0.0.0.0", port=8000)\n', 'addr = "::1"\n',
-            'TEST_IP = "192.0.2.10"\n', 'peer = "198.51.100.7"\n', 'gateway = "203.0.113.5"\n',
+            'TEST_IP = "192.0.2.10"\n', 'DNS = ["8.8.8.8", "1.1.1.1", "9.9.9.9"]\n', "server 34.201.12.9:8080;\n",
+            'PEER = "2a00:1450:4001:82b::200e"\n', 'resolver 2606:4700:4700::1111;\n',
+            'peer = "198.51.100.7"\n', 'gateway = "203.0.113.5"\n',
             'v6 = "2001:db8::1"\n', '__version__ = "1.2.3.4"\n', 'setup(name="pkg", version="10.0.0.1")\n',
             "requests>=2.31.0.1\n", 'netmask = "255.255.255.0"\n', 'BROADCAST = "255.255.255.255"\n',
             'cidr = "10.0.0.0/8"\n', 'OID = ObjectIdentifier("2.5.29.17")\n', "ts = '12:30:45'\n",
@@ -314,7 +316,7 @@ def _lookalike_samples(f: FakeSecrets) -> list[Sample]:
             'FROM = "noreply@github.com"\n', 'git clone git@github.com:acme/widgets.git\n',
             'DEFAULT_FROM = "alerts@example.net"\n', "@app.route('/users/<int:id>')\n", "y = x@self.weight.T\n",
             '@pytest.mark.parametrize("a", [1, 2])\n',
-            'ssh_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 alice@laptop.local"\n',
+            'ssh_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 alice@laptop"\n',
             'cipher = "aes256-gcm@openssh.com"\n',
         ],
         "number": [

@@ -148,8 +148,10 @@ PII = [
     ("y = x@self.weight.T", None),
     ("@pytest.mark.parametrize('a', [1])", None),
     ('HOST = "10.24.3.17"', 'HOST = "<IP>"'),
-    ("server 34.201.12.9:8080;", "server <IP>:8080;"),
-    ('PEER = "2a00:1450:4001:82b::200e"', 'PEER = "<IP>"'),
+    ("server 34.201.12.9:8080;", None), ('PEER = "2a00:1450:4001:82b::200e"', None),  # public: kept
+    ('DNS = ["8.8.8.8", "1.1.1.1", "9.9.9.9"]', None), ('ULA = "fd12:3456:789a:1::1"', 'ULA = "<IP>"'),
+    ('NAT = "100.64.7.3"', 'NAT = "<IP>"'), ("ops@db01.corp.internal", "<EMAIL>"),
+    ("to: dba@acme.local", "to: <EMAIL>"),
     ('HOST = "127.0.0.1"', None), ('bind = "0.0.0.0"', None), ('addr = "::1"', None),
     ('TEST = "192.0.2.10"', None), ('v6 = "2001:db8::1"', None), ('netmask = "255.255.255.0"', None),
     ('__version__ = "1.2.3.4"', None), ('cidr = "10.0.0.0/8"', None), ("x = arr[1::2]", None),

@@ -65,6 +65,7 @@ _NOT_SECRET_SUFFIXES = {
     "args", "kwargs", "fds", "fd", "through", "thru", "store", "vault", "scope", "scopes",
     "challenge", "request", "response", "status", "state", "result", "results",
     "seconds", "secs", "sec", "minutes", "mins", "hours", "days", "ms", "millis", "interval", "delay",
+    "stdin", "stdout", "command", "cmd", "hash", "hashed", "digest", "salt", "rounds",
 }
 # names of error codes and of things about a secret, not the secret: INVALID_PASSWORD = '28P01'
 _NEVER_SECRET_SEGMENTS = {"public", "pub", "secretary", "secretaries", "socket", "nonce", "invalid", "incorrect",
@@ -103,6 +104,7 @@ _WORD_PATH = re.compile(r"(?>[a-z]++\d{1,4}+[a-z]*+|[A-Za-z][a-z]*+|[A-Z]{2,5}+|
                         r"(?:[/\-_.:@](?>[a-z]++\d{1,4}+[a-z]*+|[A-Za-z][a-z]*+|[A-Z]{2,5}+|\d{1,4}+))++")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_CONSONANT_RUN = re.compile(r"[b-df-hj-np-tv-xzB-DF-HJ-NP-TV-XZ]{4}")
 _WORD_RUN = re.compile(r"[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])")
 _CAMEL_TYPE = re.compile(r"(?:[A-Z][a-z0-9]++)++")
 _TYPE_NAMES = {"str", "string", "bytes", "int", "float", "bool", "any", "object", "none", "optional", "dict",
@@ -153,6 +155,9 @@ def _secret_shape(value: str, tier: str, threshold: float) -> bool:
     if tier == KEY:
         return has_digit and shannon_entropy(value) >= threshold
     mixed = any(c.isupper() for c in value) and any(c.islower() for c in value)
+    if has_digit and len(value) >= 16 and sum(c.isalnum() for c in value) >= len(value) - 2:
+        # short keyword-anchored API keys (20-24 lower-case letters and digits) reach ~3.3 bits/char only
+        threshold = min(threshold, 3.0)
     return (has_digit or mixed) and _entropy_ok(value, threshold)
 
 
@@ -164,7 +169,8 @@ def _is_regex(value: str) -> bool:
 def _wordy(value: str) -> bool:
     """Mostly made of pronounceable words (``V1SecretEnvSource``, ``dagsterK8sConfig``): a name. Random
     alphanumerics reach 80% coverage in under 0.1% of 16-character draws and practically never beyond."""
-    words = [w for w in _WORD_RUN.findall(value) if sum(c in "aeiouAEIOU" for c in w) >= 0.25 * len(w)]
+    words = [w for w in _WORD_RUN.findall(value) if sum(c in "aeiouAEIOU" for c in w) >= 0.25 * len(w)
+             and not _CONSONANT_RUN.search(w)]  # "kfpvh": 4+ consonants in a row is rarely a word
     return sum(map(len, words)) >= 0.8 * len(value)
 
 
@@ -183,7 +189,7 @@ def _password_shape(value: str) -> bool:
 
 
 def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, threshold: float,
-                         spaced_assignment: bool = False) -> bool:
+                         spaced_assignment: bool = False, config_line: bool = False) -> bool:
     """An unquoted value is a literal in YAML/.env/INI/Dockerfile, a reference in code; tell them apart.
     ``rest_of_line`` is None where the line goes on by design (``--password x --user y``);
     ``spaced_assignment``: ``key = value``, code style, where any dotted name is an attribute reference."""
@@ -196,7 +202,12 @@ def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, thresh
         return False  # f(password=pw, x) / "Password: see below": code or prose, not a config line
     if not _IDENT.fullmatch(value):
         return True  # P@ss-w0rd!, 1234abcd, sk-...: not an expression
-    if (rest_of_line is not None and not _IDENT_LINE_END_OK.match(rest_of_line)) or _wordy(value):
+    if (tier == PASSWORD and config_line and rest_of_line is not None and _BARE_LINE_END.match(rest_of_line)
+            and value.lower() not in _TYPE_NAMES and not _CAMEL_TYPE.fullmatch(value) and not value.startswith("_")):
+        return True  # YAML / compose / .env `password: lpnjflwp` alone on its line: a literal, even a word
+    lower_random = len(value) >= 8 and value.isalnum() and value.islower() and not value.isalpha() and tier == PASSWORD
+    if (rest_of_line is not None and not _IDENT_LINE_END_OK.match(rest_of_line)) or (
+            _wordy(value) and not lower_random):
         return False  # a bare name before "," or ")" is an argument; PKCS7PrivateKeyTypes is a class
     if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
         return True  # hunter2, abc123def; a variable named like that is rare
@@ -204,12 +215,15 @@ def _unquoted_is_literal(value: str, tier: str, rest_of_line: str | None, thresh
     # one that is not made of words is a literal (passwd=JvwSDrtqoh, API_TOKEN=kXqPzRmW...).
     if spaced_assignment or value.startswith("_") or value.lower() in _TYPE_NAMES or _CAMEL_TYPE.fullmatch(value):
         return False  # a variable, a private name or a type (token: _StrPathToken, password: SecretStr)
-    return _looks_random(value) if tier == PASSWORD else _secret_shape(value, SECRET, threshold)
+    if tier == PASSWORD:  # a random lower-case password (ixtfpvke) is no word: 4 consonants in a row, few vowels
+        return _looks_random(value) or not _wordy(value)
+    return _secret_shape(value, SECRET, threshold)
 
 
 # after an unquoted literal: end of line, a comment, or the next separator of a config/query/connection string
-_LINE_END_OK = re.compile(r"[ \t]*(?:$|\r|#|//|;|&|,[ \t]*$|\}|\]|[\"'](?!\w))", re.MULTILINE)
-_IDENT_LINE_END_OK = re.compile(r"[ \t]*(?:$|\r|#|//|;|&|[\"'](?!\w))", re.MULTILINE)
+_LINE_END_OK = re.compile(r"[ \t]*(?:$|\r|#|//|;|&|,[ \t]*$|\}|\]|[\"'`](?!\w))", re.MULTILINE)
+_IDENT_LINE_END_OK = re.compile(r"[ \t]*(?:$|\r|#|//|;|&|[\"'`](?!\w))", re.MULTILINE)
+_BARE_LINE_END = re.compile(r"[ \t]*(?:$|\r|#)", re.MULTILINE)
 _KEY_PRECEDERS = frozenset(" \t\n\r\"'`{(,[;$&?!|*")
 
 
@@ -283,7 +297,8 @@ def _unquoted_end(text: str, start: int, end: int, config_line: bool) -> int:
 def _is_assignment(text: str, m: re.Match[str], key_start: int, ident: str, prefix: str) -> bool:
     """Is ``key <op> value`` really a key/value pair here, given the operator and what precedes the key?"""
     op = m.group("op").strip()
-    if key_start > 0 and text[key_start - 1] not in _KEY_PRECEDERS:
+    if key_start > 0 and text[key_start - 1] not in _KEY_PRECEDERS and text[max(0, key_start - 5):key_start].lower(
+            ) != "$env:" and not text.endswith("->", 0, key_start):  # PowerShell $env:KEY =, PHP $mail->Password =
         return False  # arn:aws:secretsmanager:..., a/secret: not a key
     if not op:  # whitespace "assignment" only for `--password x`, `ENV TOKEN x`, .netrc `password x`
         return (ident.startswith("-") or bool(_SPACE_OP_LINE.match(prefix))
@@ -291,7 +306,7 @@ def _is_assignment(text: str, m: re.Match[str], key_start: int, ident: str, pref
     if op == ",":  # ("API_KEY", "literal"), but not f(token, "literal")
         return key_start > 0 and text[key_start - 1] in "\"'`"
     if op == "==" and m.group("uv") is not None:  # a comparison of variables, but .env `PASSWORD==x` is "=x"
-        return bool(_CONFIG_LINE_PREFIX.match(prefix)) and ident.isupper()
+        return bool(_CONFIG_LINE_PREFIX.match(prefix)) and (ident.isupper() or "." in ident)
     return True
 
 
@@ -305,7 +320,10 @@ def _unquoted_span(text: str, m: re.Match[str], ident: str, tier: str, prefix: s
     shell_env = op == "=" and ident.isupper() and text[m.start("op") - 1] != " " and not prefix
     rest = None if op == "" or ident.startswith("-") or shell_env else text[end:end + 40]
     spaced = op in ("=", ":=") and text[m.start("op") - 1] in " \t"
-    if end == start or not _unquoted_is_literal(text[start:end], tier, rest, threshold, spaced):
+    if spaced and not prefix and "." in ident and not ident.startswith(("self.", "this.", "cls.", "@")):
+        spaced = False  # a .properties line `db.pass = value`: a dotted key at the start of a line is config
+    config_line = bool(_CONFIG_LINE_PREFIX.match(prefix)) and (op == ":" or (op == "=" and not spaced))
+    if end == start or not _unquoted_is_literal(text[start:end], tier, rest, threshold, spaced, config_line):
         return None
     return (start - 1 if op == "==" else start), end  # .env `PASSWORD==x`: the value starts with "="
 
@@ -325,7 +343,8 @@ def _value_span(text: str, m: re.Match[str], key_start: int, ident: str, tier: s
     op = m.group("op").strip()
     flag = value.startswith("-") and (len(value) <= 3 or _wordy(value.lstrip("-")))
     if op in ("", ",") and (flag or _ENV_ASSIGNMENT.fullmatch(value)
-                            or value.replace("-", "").replace("_", "").isalpha()):
+                            or (value.replace("-", "").replace("_", "").isalpha()
+                                and (tier != PASSWORD or _wordy(value) or "_" in value))):
         return None  # `--password requires ...`, ("user", "password", "port"): words, flags, other options
     if tier == PASSWORD and squash(ident) in ("pass", "pw", "pwd") and not _looks_random(value):
         return None  # a bare "pass"/"pw" key is ambiguous ({'pass': 'bandpass'}): only password-like values

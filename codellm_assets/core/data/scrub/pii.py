@@ -1,10 +1,11 @@
 """Personal data in code: e-mail addresses, IPv4/IPv6 addresses and phone numbers.
 
 Each finder anchors on a literal (``@``, ``.``, ``:``, ``+``, ``(``, ``-``) so the scan stays near memory speed,
-then extends leftwards and validates in Python. Kept on purpose: documentation and loopback addresses
-(``example.com``, ``localhost``, ``127.0.0.1``, ``0.0.0.0``, ``::1``, RFC 5737 / RFC 3849 ranges), netmasks
-and other reserved ranges, version strings (``__version__ = "1.2.3.4"``), ``git@host`` SSH remotes and
-``noreply@`` senders.
+then extends leftwards and validates in Python. E-mails count at any TLD (``.internal``, ``.corp`` too); IP
+addresses only in private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7): public resolvers
+(8.8.8.8, 1.1.1.1, 9.9.9.9) and documentation ranges are public knowledge. Kept on purpose: documentation
+domains (``example.com``, ``.test``), netmasks, version strings (``__version__ = "1.2.3.4"``), ``git@host``
+SSH remotes and ``noreply@`` senders.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ _GENERIC_TLDS = frozenset((
 # openssh.com / libssh.org name SSH algorithms ("aes256-gcm@openssh.com"), not mailboxes
 _KEEP_DOMAINS = ("example.com", "example.org", "example.net", "example.edu", "localhost", "localdomain",
                  "openssh.com", "libssh.org")
-_KEEP_TLDS = frozenset({"example", "test", "invalid", "localhost", "local", "internal"})
+_KEEP_TLDS = frozenset({"example", "test", "invalid", "localhost"})  # RFC 2606: never a real mailbox
+# a first domain label that is a code receiver: x@self.weight (matrix product), this@Outer.run (Kotlin)
+_CODE_RECEIVERS = frozenset({"self", "this", "cls", "np", "torch", "tf", "jnp", "ctx", "model", "layer"})
 _KEEP_LOCALS = frozenset({"noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "git"})
 
 
@@ -45,8 +48,8 @@ def find_emails(text: str) -> Iterator[Span]:
         domain, tld = m.group(1), m.group(2)
         if not (tld.islower() or tld.isupper()):
             continue
-        if tld.lower() not in _GENERIC_TLDS and len(tld) != 2:
-            continue  # x@self.weight, @pytest.mark: not a top-level domain
+        if domain.split(".", 1)[0].lower() in _CODE_RECEIVERS or text.startswith("(", m.end()):
+            continue  # x@self.weight, q@k.transpose(...): code, not a mailbox
         lm = _EMAIL_LOCAL.search(text, max(0, m.start() - 64), m.start())
         if lm is None:
             continue
@@ -56,6 +59,8 @@ def find_emails(text: str) -> Iterator[Span]:
         local = text[start:m.start()]
         if not local or not any(c.isalnum() for c in local):
             continue
+        if len(tld) > 2 and tld.lower() not in _GENERIC_TLDS and len(local) < 2:
+            continue  # a@b.weight: any TLD counts (.internal, .corp, .engineering), but not a one-letter name
         if start > 0 and text[start - 1] == ":" and not text.endswith("mailto", 0, start - 1):
             continue  # https://user:token@host is URL user-info, handled by the secret rules
         if text.endswith("//", 0, start):
@@ -73,16 +78,21 @@ _VERSION_CONTEXT = re.compile(r"(?:version|\bver\b|release|requires|==|>=|<=|~=|
                               r"\brfc|section|§)"
                               r"[^\n]{0,40}\Z",
                               re.IGNORECASE)
-_DOC_NETS = tuple(ipaddress.ip_network(n) for n in (
-    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "0.0.0.0/8", "2001:db8::/32"))
 _IPV6_SEED = re.compile(r"::|:[0-9A-Fa-f]{1,4}:")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _WORDISH = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
+# Only the company's own network is personal/internal data: public addresses (8.8.8.8, 1.1.1.1, a CDN) are
+# public knowledge, and documentation ranges are examples.
+_PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
+
+
 def _keep_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return (ip.is_loopback or ip.is_unspecified or ip.is_link_local or ip.is_multicast or ip.is_reserved
-            or any(ip in net for net in _DOC_NETS if net.version == ip.version))
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not any(ip in net for net in _PRIVATE_NETS if net.version == ip.version)
 
 
 def _is_network_address(text: str, end: int, ip: ipaddress.IPv4Address) -> bool:

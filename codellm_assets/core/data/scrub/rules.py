@@ -13,124 +13,31 @@ would disable CPython's literal fast path.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
-import json
-import math
 import re
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Iterator
 
 import numpy as np
 
 from codellm_assets.core.data.scrub.lookalikes import is_placeholder
-
-_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-
-
-class Span(NamedTuple):
-    """A region of text to replace: ``[start, end)`` and the placeholder kind (``aws_access_key``, ``email``)."""
-
-    start: int
-    end: int
-    kind: str
-    priority: int = 0  # lower wins when spans of different detectors overlap
-
-
-def shannon_entropy(value: str) -> float:
-    """Shannon entropy of ``value`` in bits per character (0 for an empty string)."""
-    if not value:
-        return 0.0
-    n = len(value)
-    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
-
-
-def _has_mix(value: str) -> bool:
-    """Letters and digits both present: random tokens almost always are, words and identifiers rarely."""
-    return any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
-
-
-def _plain_token(value: str) -> bool:
-    """No regex or code punctuation: a token, not the pattern that describes one."""
-    return not any(c in value for c in "()[]{}|\\<>")
-
-
-def _has_digit(value: str) -> bool:
-    return any(c.isdigit() for c in value)
-
-
-def _mixed_case_random(value: str) -> bool:
-    return any(c.isupper() for c in value) and any(c.islower() for c in value) and shannon_entropy(value) >= 3.5
-
-
-def _random_enough(value: str) -> bool:
-    return _has_mix(value) and shannon_entropy(value) >= 3.0
-
-
-def _not_example(value: str) -> bool:
-    """AKIA...EXAMPLE, ghp_xxxxxxxx..., T00000000: documentation placeholders in a real token format."""
-    low = value.lower()
-    return "example" not in low and "xxxxxxxx" not in low and "00000000" not in low
-
-
-def _b64_json_object(part: str) -> bool:
-    """True when ``part`` is base64url of a JSON object (a JWT header)."""
-    try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-        return isinstance(json.loads(raw.decode("utf-8")), dict)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        return False
-
-
-def _jwt_check(token: str) -> bool:
-    return _b64_json_object(token.split(".", 1)[0].rstrip("="))
-
-
-def _b64_userpass(value: str) -> bool:
-    """Docker ``auth`` / HTTP Basic values are base64 of ``user:password``."""
-    try:
-        raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        return False
-    _user, sep, password = raw.partition(":")
-    return bool(sep and password and raw.isprintable())
-
-
-def _bearer_check(value: str) -> bool:
-    return _has_mix(value) or shannon_entropy(value) >= 3.5
-
-
-def _aws_secret_check(value: str) -> bool:
-    return _has_mix(value) and shannon_entropy(value) >= 3.5
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One token format. ``group`` is the part of the match that is replaced (0: the whole match).
-
-    A rule with ``triggers`` is tried only where one of those literals occurs (the pattern starts with it;
-    lower-case literals of an IGNORECASE rule match in any case); all triggers are found in one pass
-    (``iter_triggers``). A rule without triggers scans the text itself with its literal-led pattern.
-    """
-
-    kind: str
-    pattern: re.Pattern[str]
-    triggers: tuple[str, ...] = ()
-    group: int = 0
-    left: re.Pattern[str] | None = None      # extends the secret leftwards; must match right before the hit
-    before: str | None = None                # characters allowed right before the match
-    check: Callable[[str], bool] | None = None
-    bounded: bool = True                     # the secret may not be glued to a letter/digit on its left
-
-
-def _r(kind: str, pattern: str, *triggers: str, **kw) -> Rule:
-    flags = re.IGNORECASE if kw.pop("ignorecase", False) else 0
-    left = kw.pop("left", None)
-    return Rule(kind, re.compile(pattern, flags), triggers, left=re.compile(left + r"\Z") if left else None, **kw)
-
+from codellm_assets.core.data.scrub.providers import MORE_PROVIDER_RULES
+from codellm_assets.core.data.scrub.rulebase import (  # noqa: F401  (Span, shannon_entropy: re-exported)
+    _ALNUM,
+    Rule,
+    Span,
+    _aws_secret_check,
+    _b64_userpass,
+    _bearer_check,
+    _has_digit,
+    _has_mix,
+    _jwt_check,
+    _mixed_case_random,
+    _not_example,
+    _plain_token,
+    _r,
+    _random_enough,
+    shannon_entropy,
+)
 
 # Order matters only for ties: the first rule that claims a region names it.
 PROVIDER_RULES: tuple[Rule, ...] = (
@@ -227,14 +134,20 @@ PROVIDER_RULES: tuple[Rule, ...] = (
        check=_b64_userpass, bounded=False),
     _r("auth_header", r"Token\s+([A-Za-z0-9_\-]{20,})(?![A-Za-z0-9_\-])", "Token", group=1, check=_random_enough,
        bounded=False),
+    *(p.rule for p in MORE_PROVIDER_RULES),  # the long tail of providers, each with its examples (providers.py)
 )
 
 
 _TRIGGERED = [r for r in PROVIDER_RULES if r.triggers]
 _SCANNING = [r for r in PROVIDER_RULES if not r.triggers]
+# the literal a scanning rule's pattern starts with ("" when it starts with a class): checked with `in` first
+_SCANNING_GATES = [(r, re.match(r"[A-Za-z0-9_\-]*", r.pattern.pattern).group(0) if not r.pattern.flags & re.IGNORECASE
+                    else "") for r in _SCANNING]
 _ALL_TRIGGERS = sorted({t for r in _TRIGGERED for t in r.triggers}, key=len, reverse=True)
 # A rule also applies where its trigger is a prefix of a longer trigger found at the same place.
-_RULES_BY_TRIGGER = {lit: [r for r in _TRIGGERED if any(lit.startswith(t) for t in r.triggers)]
+# Compared without case: where "azdo" (folded) and "AZDO" (exact) start at the same place, only one is
+# reported, so both literals' rules run there; each pattern checks the case itself.
+_RULES_BY_TRIGGER = {lit: [r for r in _TRIGGERED if any(lit.lower().startswith(t.lower()) for t in r.triggers)]
                      for lit in _ALL_TRIGGERS}
 
 
@@ -258,6 +171,29 @@ _TRIGRAM_TABLE = np.zeros(1 << 21, dtype=bool)
 _TRIGRAM_TABLE[list(_BY_TRIGRAM)] = True
 
 
+def _casings(head: str, folded: bool) -> set[str]:
+    return {"".join(c) for c in itertools.product(*((ch.lower(), ch.upper()) for ch in head))} if folded else {head}
+
+
+def _codes(heads: set[str]) -> np.ndarray:
+    return np.array(sorted(sum(ord(ch) << (7 * (len(h) - 1 - i)) for i, ch in enumerate(h)) for h in heads),
+                    dtype=np.int64)
+
+
+# Second filter on the trigram hits, vectorised: a trigger of 4 (5+) characters needs its first 4 (5) there
+# too, so "config" no longer stops at the "con" of "confluent" in Python (~90k such hits per 5 MB of code).
+_SHORT_TRIGRAMS = np.zeros(1 << 21, dtype=bool)
+_SHORT_TRIGRAMS[[_trigram(*map(ord, h)) for t in _ALL_TRIGGERS if len(t) == 3 and t.isascii()
+                 for h in _casings(t, t in _FOLDED)]] = True
+_HEADS4 = _codes({h for t in _ALL_TRIGGERS if len(t) == 4 and t.isascii() for h in _casings(t, t in _FOLDED)})
+def _member(values: np.ndarray, sorted_heads: np.ndarray) -> np.ndarray:
+    idx = np.minimum(np.searchsorted(sorted_heads, values), len(sorted_heads) - 1)
+    return sorted_heads[idx] == values
+
+
+_HEADS5 = _codes({h for t in _ALL_TRIGGERS if len(t) >= 5 and t.isascii() for h in _casings(t[:5], t in _FOLDED)})
+
+
 def iter_triggers(text: str) -> Iterator[tuple[int, str]]:
     """(position, longest trigger literal) for every trigger occurrence in ``text``.
 
@@ -269,6 +205,12 @@ def iter_triggers(text: str) -> Iterator[tuple[int, str]]:
         codes = np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8).astype(np.uint32)
         trigrams = _trigram(codes[:-2], codes[1:-1], codes[2:])
         hits = np.flatnonzero(_TRIGRAM_TABLE[trigrams])
+        if len(hits):
+            last = len(codes) - 1  # a trigger needs a token after it: clamping at the end loses nothing
+            tri = trigrams[hits]
+            code4 = (tri.astype(np.int64) << 7) | codes[np.minimum(hits + 3, last)]
+            code5 = (code4 << 7) | codes[np.minimum(hits + 4, last)]
+            hits = hits[_SHORT_TRIGRAMS[tri] | _member(code4, _HEADS4) | _member(code5, _HEADS5)]
         for pos, code in zip(hits.tolist(), trigrams[hits].tolist()):
             for lit, folded in _BY_TRIGRAM[code]:
                 if text.startswith(lit, pos) if not folded else text[pos:pos + len(lit)].lower() == lit:
@@ -333,7 +275,7 @@ def find_url_credentials(text: str) -> Iterator[Span]:
         yield Span(m.start(2), m.end(2), kind)
 
 
-_TOKEN_RUN = re.compile(r"[A-Za-z0-9_\-+/=~]*+")  # no ".": a token may follow a dot (JWT parts)
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_\-+/~]*+")  # no "." or "=": a token may follow (JWT parts, KEY=token)
 
 
 def _accept(rule: Rule, text: str, m: re.Match[str]) -> Span | None:
@@ -341,7 +283,7 @@ def _accept(rule: Rule, text: str, m: re.Match[str]) -> Span | None:
     if rule.before is not None and (m.start() == 0 or text[m.start() - 1] not in rule.before):
         return None
     if rule.left is not None:
-        lm = rule.left.search(text, max(0, start - 64), start)
+        lm = rule.left.search(text, max(0, start - 128), start)
         if lm is None:
             return None
         start = lm.start()
@@ -369,7 +311,9 @@ def find_provider_spans(text: str) -> Iterator[Span]:
                 matched_to = max(matched_to, span.end)
                 yield span
         skip_until[lit] = matched_to if matched_to >= 0 else _TOKEN_RUN.match(text, pos + len(lit)).end()
-    for rule in _SCANNING:
+    for rule, literal in _SCANNING_GATES:
+        if literal and literal not in text:
+            continue  # str's search is faster than the engine's, and most texts have none of these
         for m in rule.pattern.finditer(text):
             if (span := _accept(rule, text, m)) is not None:
                 yield span

@@ -7,7 +7,7 @@ once (overlaps merged, so a secret is never half-replaced and placeholders are n
    PEM private key blocks across lines, passwords in URLs, Azure, Vault, npm, Twilio, SendGrid, auth
    headers, Docker ``auths``, PyPI, ... ;
 2. keyword-anchored assignments (``scrub_keywords``) with an entropy threshold;
-3. PII (``scrub_pii``): e-mail addresses, IPv4/IPv6 addresses, phone numbers.
+3. PII (``pii``, ``hosts``): e-mail addresses, private IPv4/IPv6 addresses, phone numbers, internal host names.
 
 ``find_leftovers`` (``scrub_leftovers``) is the independent re-scan used by the blocking asset check.
 Pure Python, no Dagster: the pipeline calls ``scrub_text`` per file, the CLI calls ``scrub_tree``.
@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codellm_assets.core.data.git_scan import decode_blob
+from codellm_assets.core.data.scrub.contexts import find_context_passwords
+from codellm_assets.core.data.scrub.encoded import find_encoded_json, find_k8s_secret_data
+from codellm_assets.core.data.scrub.hashes import find_password_hashes
+from codellm_assets.core.data.scrub.hosts import find_internal_hosts
 from codellm_assets.core.data.scrub.keywords import find_keyword_spans
 from codellm_assets.core.data.scrub.leftovers import Finding, find_leftovers, mask_secret, summarize_findings
 from codellm_assets.core.data.scrub.pii import find_emails, find_ipv4, find_ipv6, find_phones
@@ -33,7 +37,7 @@ __all__ = ["Finding", "ScrubInputError", "ScrubReport", "ScrubResult", "find_lef
            "placeholder", "scrub_text", "scrub_tree", "summarize_findings"]
 
 PII_PRIORITY = 2  # spans from scrub_pii; secrets are 0 (provider formats) and 1 (keyword assignments)
-PII_PLACEHOLDERS = {"email": "<EMAIL>", "ip": "<IP>", "phone": "<PHONE>"}
+PII_PLACEHOLDERS = {"email": "<EMAIL>", "ip": "<IP>", "phone": "<PHONE>", "host": "<HOST>"}
 _DATA_URI = re.compile(r"data:[\w/+.\-]{1,60};base64,[A-Za-z0-9+/=]{16,}")
 SKIP_DIRS = frozenset({".git", ".hg", ".svn"})
 
@@ -56,7 +60,11 @@ def _collect_spans(text: str, settings: ScrubSettings) -> list[Span]:
     if len(lowered) != len(text):  # a few non-ASCII characters change length when lower-cased
         lowered = None
     spans: list[Span] = [*find_provider_spans(text), *find_url_credentials(text),
-                         *find_keyword_spans(text, lowered, settings.entropy_threshold)]
+                         *find_keyword_spans(text, lowered, settings.entropy_threshold),
+                         *find_context_passwords(text, lowered), *find_password_hashes(text)]
+    if "eyJ" in text:
+        spans.extend(find_encoded_json(text))
+    spans.extend(find_k8s_secret_data(text))
     if settings.redact_emails and "@" in text:
         spans.extend(find_emails(text))
     if settings.redact_ips:
@@ -65,6 +73,8 @@ def _collect_spans(text: str, settings: ScrubSettings) -> list[Span]:
             spans.extend(find_ipv6(text))
     if settings.redact_phones:
         spans.extend(find_phones(text))
+    if settings.redact_hosts:
+        spans.extend(find_internal_hosts(text, settings.private_tlds, settings.internal_domains))
     if spans and "base64," in text:
         # a token-shaped run inside an embedded image is a coincidence, not a secret
         blobs = [m.span() for m in _DATA_URI.finditer(text)]
