@@ -137,8 +137,10 @@ def _give_feedback(settings, n: int) -> None:
             cid = f"cmpl-{uuid.uuid4().hex}"
             store.record_request(RequestRecord(id=cid, slot="production", version="base", status="ok",
                                                user=f"dev{i}", latency_s=0.1, prompt=f"def kept_{i}(x):\n",
-                                               completion=f"    return x + {i}\n", raw_prefix=f"def kept_{i}(x):\n",
-                                               raw_suffix=""))
+                                               completion=f"    return x + {i}\n",
+                                               # real source, so the examples pass the corpus gate
+                                               raw_prefix=module(f"kept_{uuid.uuid4().hex[:8]}", body_lines=20)
+                                               + f"\n\ndef kept_{i}(x):\n", raw_suffix=""))
             store.flush()
             store.record_feedback(cid, "accept")
         store.flush()

@@ -87,7 +87,7 @@ def _is_code(text: str, lo: int, hi: int, labels: list[str]) -> bool:
     if labels[0] in _CODE_HEADS and len(labels) <= 3:
         return True
     if text.endswith(("getLogger(\"", "getLogger('"), max(0, lo - 12), lo) and len(labels) <= 3:
-        return True  # logging.getLogger("aiohttp.internal"): a logger named after a module
+        return True  # getLogger() of "<package>.internal": a logger named after a module, not a host
     line_start = text.rfind("\n", max(0, lo - 200), lo) + 1
     return bool(_IMPORT_LINE.match(text, line_start)) and text.find("://", line_start, lo) < 0
 

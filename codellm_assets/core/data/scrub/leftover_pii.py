@@ -41,9 +41,11 @@ _LABEL_RUN = re.compile(r"[A-Za-z0-9\-.]+$")
 # what usually precedes `.internal` / `.local` in code: an object, not a host
 _CODE_OWNERS = frozenset({"self", "cls", "this", "threading", "os", "sys", "super", "ctx", "context", "obj", "np",
                           "config", "settings", "state", "module", "window", "document", "process", "com", "org",
-                          "net", "io", "java", "javax", "android", "kotlin", "torch", "req", "res", "request", "args"})
-# names every machine has, not the company's: docker's and kubernetes' generic ones
-_KEPT_HOSTS = re.compile(r"(?:^|\.)(?:docker\.internal|cluster\.local|localhost\.localdomain)$")
+                          "net", "io", "java", "javax", "android", "kotlin", "torch", "req", "res", "request", "args",
+                          "py", "path", "pathlib", "fs"})
+# names every machine has, not the company's: docker's, kubernetes' and the clouds' metadata services
+_KEPT_HOSTS = re.compile(r"(?:^|\.)(?:docker\.internal|cluster\.local|localhost\.localdomain|"
+                         r"metadata\.google\.internal|metadata\.internal)$")
 _IMPORT = re.compile(r"[ \t]*(?:from|import|package|using|namespace|require|use)\b")
 
 
@@ -140,7 +142,9 @@ def _host_hits(text: str, lowered: str, domains: Iterable[str]) -> Iterator[tupl
             continue          # Foo.internal, MyApp.local: a CamelCase identifier, not a host
         if start > 0 and text[start - 1] == "@" and (start == 1 or not text[start - 2].isalnum()):
             continue          # @app.internal: a decorator (an address has a local part before the @)
-        if not labels[0] or not labels[0][0].isalnum() or labels[0] in _CODE_OWNERS or _KEPT_HOSTS.search(host):
+        if not labels[0] or not labels[0][0].isalnum() or _KEPT_HOSTS.search(host):
+            continue
+        if any(lb in _CODE_OWNERS for lb in labels):   # py.path.local, self.state.internal: objects
             continue
         if _IMPORT.match(lowered, lowered.rfind("\n", 0, start) + 1):
             continue

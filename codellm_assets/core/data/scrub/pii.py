@@ -73,10 +73,10 @@ def find_emails(text: str) -> Iterator[Span]:
 # --- IPv4 / IPv6 ---------------------------------------------------------------------------------------------
 _IPV4_TAIL = re.compile(r"\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\d)")
 _IPV4_HEAD = re.compile(r"\d{1,3}\Z")
-# versions (__version__ = "1.2.3.4", pkg>=1.2.3.4) and OIDs (ObjectIdentifier("2.5.29.24")) look like IPv4
-_VERSION_CONTEXT = re.compile(r"(?:version|\bver\b|release|requires|==|>=|<=|~=|!=|\boid|objectidentifier|"
-                              r"\brfc|section|§)"
-                              r"[^\n]{0,40}\Z",
+# versions (__version__ = "1.2.3.4", pkg>=1.2.3.4) and OIDs (ObjectIdentifier("2.5.29.24")) look like IPv4.
+# A comparison operator counts only as a pin (pkg==1.2.3.4): `host == "10.1.2.3"` in code is an address.
+_VERSION_CONTEXT = re.compile(r"(?:(?:version|\bver\b|release|requires|\boid|objectidentifier|\brfc|section|§)"
+                              r"[^\n]{0,40}|[\w\])]\s?(?:==|>=|<=|~=|!=)\s?)\Z",
                               re.IGNORECASE)
 _IPV6_SEED = re.compile(r"::|:[0-9A-Fa-f]{1,4}:")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
