@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 FEEDBACK_THRESHOLD = 3
 RETRAIN = ["training_dataset", "base_model", "lora_adapter", "company_benchmark", "eval_scores",
-           "registered_model", "deployed_endpoint"]
+           "registered_model", "deployed_endpoint", "packaged_model"]
 
 
 class Daemon:
