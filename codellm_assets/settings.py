@@ -153,11 +153,15 @@ class EvalSettings(_Model):
                                    "interval; the gate passes only if its worse end is within the margin")
     gate_bootstrap_samples: int = Field(2000, ge=100, description="paired bootstrap resamples")
     gate_seed: int = Field(0, description="seed of the bootstrap (the verdict is reproducible)")
-    gate_min_tasks: int = Field(30, ge=1, description="fewer paired tasks (or held-out files) than this: the "
-                                "comparison fails, not enough evidence")
+    gate_min_tasks: int = Field(30, ge=1, description="fewer paired tasks than this (pass@1, company score): "
+                                "the comparison fails, not enough evidence")
+    gate_min_files: int = Field(10, ge=1, description="fewer paired held-out files than this: the likelihood "
+                                "comparison fails (a per-file bits-per-char difference is far less noisy "
+                                "than a pass/fail)")
     company_tasks_file: str | None = Field(None, description="hand-written tasks (JSONL, seed format), relative "
                                            "to this settings file; also fed to decontamination")
-    company_max_tasks: int = Field(20, ge=0)
+    company_max_tasks: int = Field(40, ge=0, description="mined tasks (+ the hand-written ones): enough for "
+                                   "gate_min_tasks when the held-out split has the functions")
 
 
 class ServingSettings(_Model):

@@ -4,8 +4,9 @@ A challenger trained with a learning rate that wrecks it fails eval_gate. eval_s
 in its own run (as `codellm run` does, or a re-run from the UI), then declarative automation is
 evaluated the way the daemon does (twice, with the cursor) and every run it requests is executed:
 nothing is registered, nothing deployed. Then each way around the gate is tried directly: no verdict,
-a reported (runless) materialization, a forged runless verdict, an edited stored value, a version
-registered outside the graph, forged gate tags on a version with another adapter.
+a reported (runless) materialization, a forged runless verdict, an edited stored value, a check passed
+under looser settings, an adapter changed after its evaluation, a version registered outside the
+graph, an invented gate record, gate tags copied onto a version with another adapter.
 """
 
 from __future__ import annotations
@@ -178,6 +179,32 @@ def test_an_edited_stored_value_is_refused(env):
     assert env.versions() == []
 
 
+def test_registration_rederives_the_verdict_under_its_own_settings(env):
+    """A check passed under looser settings than registration's does not register."""
+    [ev] = env.run("eval_scores", config=env.with_eval("loose.yaml", gate_margin=10.0))
+    assert ev.success, ev.error
+    result = env.execute(["registered_model"])   # the strict settings
+    assert not result.success and "re-derived" in step_error(result)
+    assert env.versions() == []
+
+
+def test_an_adapter_changed_after_its_evaluation_is_refused(env):
+    """lora_adapter retrained (here: its weights changed) after eval_scores passed on the previous one."""
+    loose = env.with_eval("loose.yaml", gate_margin=10.0)
+    [ev] = env.run("eval_scores", config=loose)
+    assert ev.success, ev.error
+    adapter_dir = json.loads((env.settings.data_dir / "lora_adapter.json").read_text())["adapter_dir"]
+    weights_file = env.settings.resolve(adapter_dir) / "adapter_model.safetensors"
+    original = weights_file.read_bytes()
+    try:
+        save_file({k: v * 0.5 for k, v in load_file(weights_file).items()}, weights_file)
+        result = env.execute(["registered_model"], config=loose)
+        assert not result.success and "evaluated adapter" in step_error(result)
+    finally:
+        weights_file.write_bytes(original)
+    assert env.versions() == []
+
+
 def test_a_passed_gate_registers_its_record_and_deploys(env):
     loose = env.with_eval("loose.yaml", gate_margin=10.0)
     results = env.run("eval_scores*", config=loose)
@@ -209,17 +236,24 @@ def _register_outside_the_graph(env, adapter_dir: str) -> str:
 
 def test_deployed_endpoint_refuses_a_version_without_a_passed_gate(env):
     lora = json.loads((env.settings.data_dir / "lora_adapter.json").read_text())
-    _register_outside_the_graph(env, lora["adapter_dir"])
+    version = _register_outside_the_graph(env, lora["adapter_dir"])
     result = env.execute(["deployed_endpoint"])
     assert not result.success and "holds no passed eval gate" in step_error(result)
     assert env.routes()["canary"] == ("codellm/1", 5)
+    # An invented gate record (tags typed into the MLflow UI): no such passed evaluation in the instance.
+    client = MlflowClient(env.settings.mlflow_tracking_uri, env.settings.mlflow_tracking_uri)
+    sha = registry.get_version(env.settings.mlflow_tracking_uri, "codellm", version).tags["codellm.adapter_sha256"]
+    invented = registry.GateRecord("passed", "some-run", 999999, "x", "some-run", 1, sha)
+    for key, value in invented.tags().items():
+        client.set_model_version_tag("codellm", version, key, value)
+    result = env.execute(["deployed_endpoint"])
+    assert not result.success and "does not match a passed eval_gate" in step_error(result)
     # Tags copied from a gated version (the MLflow UI lets anyone edit tags) onto another adapter.
     other = env.root / "other" / "adapter"   # MLflow keeps a directory artifact under its own name
     shutil.copytree(lora["adapter_dir"], other)
     weights = load_file(other / "adapter_model.safetensors")
     save_file({k: v + 0.5 for k, v in weights.items()}, other / "adapter_model.safetensors")
     version = _register_outside_the_graph(env, str(other))
-    client = MlflowClient(env.settings.mlflow_tracking_uri, env.settings.mlflow_tracking_uri)
     for key, value in registry.read_gate(registry.get_version(env.settings.mlflow_tracking_uri, "codellm",
                                                               "1")).tags().items():
         client.set_model_version_tag("codellm", version, key, value)

@@ -10,9 +10,10 @@ interval at ``eval.gate_confidence``:
   (i.e. the challenger's per-character perplexity at most ``1 + margin`` times the reference's).
 
 Fail closed: a gated metric missing on either side, different task sets, or fewer than
-``eval.gate_min_tasks`` paired tasks fails its row. Below ``eval.gate_floor`` on both sides the company
-score of a tiny model is noise (it writes no working code): that comparison is then reported but
-decided on held-out bits per character instead, which such a model does measure (also paired).
+``eval.gate_min_tasks`` paired tasks (``eval.gate_min_files`` held-out files) fails its row. Below
+``eval.gate_floor`` on both sides the company score of a tiny model is noise (it writes no working
+code): that comparison is then reported but decided on held-out bits per character instead, which
+such a model does measure (also paired).
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def compare(name: str, challenger: Mapping, reference: Mapping, ev: EvalSettings
     ok = low >= bound - 1e-12 if higher_better else high <= bound + 1e-12
     note = "higher is better: lower end >= -margin" if higher_better else \
         "lower is better: upper end <= log2(1 + margin)"
-    if len(ours) < ev.gate_min_tasks:
-        ok, note = False, f"{len(ours)} paired tasks < eval.gate_min_tasks {ev.gate_min_tasks}: not enough evidence"
+    least, knob = (ev.gate_min_files, "gate_min_files") if name == FALLBACK else (ev.gate_min_tasks, "gate_min_tasks")
+    if len(ours) < least:
+        ok, note = False, f"{len(ours)} paired tasks < eval.{knob} {least}: not enough evidence"
     return {"metric": name, "n": len(ours), "challenger": round(c, 4), "reference": round(r, 4),
             "delta": round(delta, 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
             "bound": round(bound, 4), "ok": bool(ok), "note": note}
