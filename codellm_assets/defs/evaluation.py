@@ -80,6 +80,13 @@ def reference_for(s: Settings, lora_adapter: dict) -> Reference:
                          "changed: it cannot be re-scored on these tasks; rebuild that base or promote another")
     adapter = registry.download_adapter(s.mlflow_tracking_uri, info.name, info.version,
                                         s.models_dir / "adapters" / f"{info.name}-v{info.version}")
+    try:
+        sha = registry.validate_adapter(adapter, base).sha256
+    except registry.AdapterValidationError as e:
+        sha = f"invalid ({e})"
+    if sha != identity["adapter_sha256"]:
+        return Reference(label, identity, None, error=f"{label}'s downloaded adapter ({sha}) is not the one it "
+                         "was registered with (codellm.adapter_sha256): fix the registry's artifacts")
     return Reference(label, identity, base, str(adapter))
 
 

@@ -278,3 +278,14 @@ def test_the_champion_is_rescored_on_the_same_tasks_once(env):
     for table, key in (("humaneval", "task_id"), ("company", "task_id"), ("holdout", "id")):
         assert [r[key] for r in ours[table]] == [r[key] for r in theirs[table]] and ours[table]
     assert os.environ.get("DAGSTER_HOME")
+
+
+def test_eval_and_registration_in_one_run(env):
+    """The daemon's shape: eval_scores, its blocking check and registered_model in one run."""
+    loose = env.with_eval("loose.yaml", gate_margin=10.0)
+    before = env.versions()
+    result = env.execute(["eval_scores", "registered_model"], config=loose)
+    assert result.success, step_error(result)
+    [new] = sorted(set(env.versions()) - set(before))
+    gate = registry.read_gate(registry.get_version(env.settings.mlflow_tracking_uri, "codellm", new))
+    assert gate.passed and gate.eval_run_id == gate.check_run_id == result.run_id
