@@ -139,7 +139,8 @@ class EvalSettings(_Model):
     samples_per_task: int = Field(1, ge=1)
     temperature: float = Field(0.0, ge=0)
     max_new_tokens: int = Field(64, ge=1)
-    generation_batch_size: int = Field(16, ge=1, description="prompts per generate() call (local models)")
+    generation_batch_size: int = Field(16, ge=1, description="prompts per generate() call (local models, "
+                                       "shortest prompts first)")
     k: list[int] = Field(default_factory=lambda: [1])
     timeout_s: float = Field(5.0, gt=0)
     workers: int = Field(0, ge=0, description="0: number of cores")

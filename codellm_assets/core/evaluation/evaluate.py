@@ -101,10 +101,19 @@ def _sandbox_runner(timeout_s: float) -> Callable[[str, float], bool]:
 
 
 def local_generator(model, tokenizer, batch_size: int = 16) -> Callable[..., list[list[str]]]:
-    """Generation in this process (transformers; CPU here, a GPU in the GPU image), batched."""
+    """Generation in this process (transformers; CPU here, a GPU in the GPU image), batched. Prompts go
+    shortest first so a batch pads little (HumanEval prompts range from 100 to 1,500 characters)."""
     from codellm_assets.core.training.inference import generate_completions
 
-    return lambda prompts, **kw: generate_completions(model, tokenizer, prompts, batch_size=batch_size, **kw)
+    def generate(prompts: Sequence[str], **kw) -> list[list[str]]:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        outs = generate_completions(model, tokenizer, [prompts[i] for i in order], batch_size=batch_size, **kw)
+        result: list[list[str]] = [[] for _ in prompts]
+        for i, out in zip(order, outs):
+            result[i] = out
+        return result
+
+    return generate
 
 
 def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, company_tasks: Sequence[BenchTask],
