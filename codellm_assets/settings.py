@@ -144,21 +144,36 @@ class RegistrySettings(_Model):
 
 
 class EvalSettings(_Model):
-    humaneval_subset: int = Field(10, ge=0, description="0: all 164 tasks")
+    humaneval_subset: int = Field(164, ge=0, description="HumanEval tasks scored, drawn once by "
+                                  "humaneval_seed (the same tasks every run); 0: all 164")
+    humaneval_seed: int = Field(0, description="which tasks a subset holds (part of the benchmark's identity)")
     samples_per_task: int = Field(1, ge=1)
     temperature: float = Field(0.0, ge=0)
     max_new_tokens: int = Field(64, ge=1)
+    generation_batch_size: int = Field(16, ge=1, description="prompts per generate() call (local models, "
+                                       "shortest prompts first)")
     k: list[int] = Field(default_factory=lambda: [1])
     timeout_s: float = Field(5.0, gt=0)
     workers: int = Field(0, ge=0, description="0: number of cores")
-    gate_margin: float = Field(0.02, ge=0, description="allowed regression of pass@1 / company score")
+    holdout_files: int = Field(64, ge=0, description="held-out company files scored for likelihood")
+    holdout_chars: int = Field(2000, ge=64, description="characters of each held-out file scored")
+    gate_margin: float = Field(0.02, ge=0, description="allowed regression of pass@1 / company score "
+                               "(absolute; relative on held-out perplexity per character)")
     gate_floor: float = Field(0.2, ge=0, le=1, description="company score below which (on both sides) the gate "
-                              "compares held-out perplexity instead: generation of a tiny model is noise")
-    reference_via_gateway: bool = Field(True, description="score the deployed champion through the live gateway "
-                                        "(the path IDEs use) when it serves it; else use its recorded scores")
+                              "decides on held-out bits per character instead: generation of a tiny model is noise")
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1, description="two-sided confidence of the paired bootstrap "
+                                   "interval; the gate passes only if its worse end is within the margin")
+    gate_bootstrap_samples: int = Field(2000, ge=100, description="paired bootstrap resamples")
+    gate_seed: int = Field(0, description="seed of the bootstrap (the verdict is reproducible)")
+    gate_min_tasks: int = Field(30, ge=1, description="fewer paired tasks than this (pass@1, company score): "
+                                "the comparison fails, not enough evidence")
+    gate_min_files: int = Field(10, ge=1, description="fewer paired held-out files than this: the likelihood "
+                                "comparison fails (a per-file bits-per-char difference is far less noisy "
+                                "than a pass/fail)")
     company_tasks_file: str | None = Field(None, description="hand-written tasks (JSONL, seed format), relative "
                                            "to this settings file; also fed to decontamination")
-    company_max_tasks: int = Field(20, ge=0)
+    company_max_tasks: int = Field(40, ge=0, description="mined tasks (+ the hand-written ones): enough for "
+                                   "gate_min_tasks when the held-out split has the functions")
     isolation: Literal["full", "reduced", "any"] = Field(
         "full", description="sandbox for generated code: full (namespaces; refuse to score without them), "
         "reduced (no namespaces, on purpose), any (the strongest the machine gives)")

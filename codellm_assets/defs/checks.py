@@ -12,8 +12,8 @@ import polars as pl
 from codellm_assets.core.data.gx_checks import validate_dataframe
 from codellm_assets.core.data.languages import KNOWN_LANGUAGES
 from codellm_assets.core.data.scrub.leftovers import LeftoverPolicy, find_leftovers
-from codellm_assets.core.evaluation import evaluate
-from codellm_assets.defs.shared import markdown_table, repos_partitions
+from codellm_assets.core.evaluation import gate
+from codellm_assets.defs.shared import consumed_eval_scores, markdown_table, repos_partitions
 from codellm_assets.resources import SettingsResource
 
 
@@ -123,14 +123,23 @@ def no_split_overlap(training_dataset: dict) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="eval_scores", blocking=True,
-                description="The challenger may not regress from the champion (or the base) by more than "
-                            "eval.gate_margin on pass@1 or the company score.")
-def eval_gate(settings: SettingsResource, eval_scores: dict) -> dg.AssetCheckResult:
+                description="The challenger vs the champion (or the base), re-scored on the same tasks in the "
+                            "same run: a paired bootstrap per gated metric; passes only if the worse end of the "
+                            "interval is within eval.gate_margin. A missing metric, too few tasks, or a stored "
+                            "value that is not this materialization's fails.")
+def eval_gate(context: dg.AssetCheckExecutionContext, settings: SettingsResource,
+              eval_scores: dict) -> dg.AssetCheckResult:
     ev = settings.get().eval
-    verdict = evaluate.gate(eval_scores["challenger"], eval_scores["reference"],
-                            reference_label=eval_scores["reference_label"], margin=ev.gate_margin, floor=ev.gate_floor)
-    cols = ["metric", "challenger", verdict.reference, "delta", "ok", "note"]
-    return dg.AssetCheckResult(passed=verdict.passed, metadata={
-        "reference": verdict.reference, "margin": settings.get().eval.gate_margin,
+    consumed = consumed_eval_scores(context)
+    run_id, data_version = (consumed[1], consumed[2]) if consumed else (None, None)
+    problems = gate.identity_problems(eval_scores, run_id=run_id, data_version=data_version)
+    verdict = gate.decide_scores(eval_scores, ev)
+    cols = ["metric", "n", "challenger", "reference", "delta", "ci_low", "ci_high", "bound", "ok", "note"]
+    return dg.AssetCheckResult(passed=verdict.passed and not problems, metadata={
+        "reference": verdict.reference, "margin": ev.gate_margin, "confidence": ev.gate_confidence,
+        "bootstrap_samples": ev.gate_bootstrap_samples, "min_tasks": ev.gate_min_tasks,
         "comparison": dg.MetadataValue.md(markdown_table(verdict.rows, cols)),
-        **{f"{r['metric']}_ok": r["ok"] for r in verdict.rows}})
+        "intervals": dg.MetadataValue.json({r["metric"]: [r.get("ci_low"), r.get("ci_high")] for r in verdict.rows}),
+        "identity_problems": dg.MetadataValue.json(problems),
+        "eval_run_id": str(run_id), "eval_data_version": str(data_version),
+        **{f"{r['metric']}_ok": bool(r["ok"]) for r in verdict.rows if r["ok"] is not None}})

@@ -17,7 +17,7 @@ from codellm_assets.core.serving.client import GatewayNotServing, gateway_serves
 from codellm_assets.core.serving.routes import Route, RoutesChanged
 from codellm_assets.core.serving.store import utcnow
 from codellm_assets.core.training import registry
-from codellm_assets.defs.shared import RETRAIN_CHAIN
+from codellm_assets.defs.shared import RETRAIN_CHAIN, recorded_gate_verdict
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
 
@@ -42,17 +42,48 @@ def verify_deployment(metrics_store: MetricsStoreResource, url: str, version: st
             store.revoke_api_key(key)
 
 
+def gated_adapter(context: dg.AssetExecutionContext, s, name: str, number: str) -> tuple[str, dict]:
+    """(local adapter dir, gate summary) of a version whose registry record carries a passed eval gate that
+    this instance recorded, for exactly the adapter the registry serves; else a Failure naming what lacks."""
+    def refuse(reason: str) -> dg.Failure:
+        return dg.Failure(description=f"{name} v{number} not deployed: {reason}")
+
+    try:
+        info = registry.get_version(s.mlflow_tracking_uri, name, number)
+    except registry.RegistryError as e:
+        raise refuse(str(e)) from e
+    record = registry.read_gate(info)
+    if record is None or not record.passed:
+        raise refuse("its registry record holds no passed eval gate (versions are registered by the "
+                     "registered_model asset, which records the gate it passed)")
+    recorded = recorded_gate_verdict(context.instance, record.eval_storage_id)
+    if recorded is None or not recorded.passed or recorded.check_run_id != record.check_run_id \
+            or recorded.eval_run_id != record.eval_run_id:
+        raise refuse(f"its gate record (eval_scores materialization {record.eval_storage_id}, check run "
+                     f"{record.check_run_id}) does not match a passed eval_gate evaluation in this instance")
+    base = (info.tags or {}).get("codellm.base_model", "")
+    adapter = registry.download_adapter(s.mlflow_tracking_uri, name, number,
+                                        s.models_dir / "adapters" / f"{name}-v{number}")
+    try:
+        sha = registry.validate_adapter(adapter, base).sha256
+    except registry.AdapterValidationError as e:
+        raise refuse(f"its adapter does not validate: {e}") from e
+    if not sha == record.adapter_sha256 == (info.tags or {}).get("codellm.adapter_sha256"):
+        raise refuse(f"the registry serves adapter {sha[:12]}, the gate evaluated {record.adapter_sha256[:12]}")
+    return str(adapter), {"eval_storage_id": record.eval_storage_id, "eval_run_id": record.eval_run_id,
+                          "check_run_id": record.check_run_id}
+
+
 @dg.asset(op_tags=k8s_tags_for("deployed_endpoint"), automation_condition=RETRAIN_CHAIN, group_name="deployment",
           description="The registered challenger on the gateway: canary at the first weight (or blue/green), "
-                      "recorded in the routing table; the canary guard takes it from there.")
+                      "recorded in the routing table; the canary guard takes it from there. Refuses a version "
+                      "whose registry record lacks a passed eval gate.")
 def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResource,
                       metrics_store: MetricsStoreResource, gateway: GatewayResource,
                       registered_model: dict) -> dg.Output[dict]:
     s = settings.get()
     version = version_name(registered_model["name"], registered_model["version"])
-    adapter = registry.download_adapter(s.mlflow_tracking_uri, registered_model["name"],
-                                        str(registered_model["version"]),
-                                        s.models_dir / "adapters" / version.replace("/", "-v"))
+    adapter, gate_summary = gated_adapter(context, s, registered_model["name"], str(registered_model["version"]))
     new = Route("canary", version, registered_model["base_model_dir"], str(adapter), s.monitoring.canary_steps[0])
     with metrics_store.open() as store:
         routes = plan_routes(store.routes(), new, strategy=s.monitoring.strategy,
@@ -74,6 +105,7 @@ def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResou
         metadata={"version": version, "strategy": s.monitoring.strategy,
                   "canary_weight": next((r.weight for r in routes if r.slot == "canary"), 0),
                   "routes": dg.MetadataValue.json(weights), "gateway_url": dg.MetadataValue.url(url),
+                  "gate": dg.MetadataValue.json(gate_summary),
                   "gateway_live": live, "gateway_status": detail})
 
 

@@ -1,21 +1,22 @@
-"""Evaluation: the company benchmark (held-out files + hand-written tasks), eval scores of the
-challenger vs the champion (or the base), and the blocking gate."""
+"""Evaluation: the company benchmark (held-out files + hand-written tasks), and eval scores of the
+challenger and of the champion (or the base) on the same tasks; the blocking gate is in checks.py."""
 
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core.evaluation import company_bench, evaluate, review
-from codellm_assets.core.evaluation.remote_generate import OpenAICompletions
+from codellm_assets.core.evaluation import company_bench, evaluate, gate, review
 from codellm_assets.core.fsutil import atomic_write_bytes
-from codellm_assets.core.serving.client import gateway_serves
 from codellm_assets.core.training import registry
-from codellm_assets.defs.shared import EVAL_METRICS_TAG, RETRAIN_CHAIN, markdown_table
+from codellm_assets.core.training.checkpoints import base_model_fingerprint
+from codellm_assets.defs.shared import RETRAIN_CHAIN, markdown_table
 from codellm_assets.k8s_tags import k8s_tags_for
-from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
+from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
 
 
@@ -52,83 +53,110 @@ def company_benchmark(context: dg.AssetExecutionContext, settings: SettingsResou
         "holdout_files": len(holdout), "examples": dg.MetadataValue.json([t.task_id for t in tasks[:10]])})
 
 
-def champion_reference(s: Settings) -> tuple[str, str, dict] | None:
-    """(label, served version name, metrics recorded at its registration) of the champion, if any."""
+@dataclass
+class Reference:
+    """What the challenger is compared with: the champion (its own base, adapter and tokenizer) or the base."""
+
+    label: str
+    identity: dict
+    base_dir: str | None
+    adapter_dir: str | None = None
+    error: str | None = None   # why it cannot be scored: the gate then fails closed with this reason
+
+
+def reference_for(s: Settings, lora_adapter: dict) -> Reference:
     info = registry.get_alias(s.mlflow_tracking_uri, s.registry.model_name, "champion")
     if info is None:
-        return None
-    raw = (info.tags or {}).get(EVAL_METRICS_TAG)
-    return f"champion v{info.version}", f"{info.name}/{info.version}", json.loads(raw) if raw else {}
+        base = lora_adapter["base_model_dir"]
+        return Reference("base", {"kind": "base", "base_fingerprint": base_model_fingerprint(base)}, base)
+    tags = info.tags or {}
+    label = f"champion v{info.version}"
+    identity = {"kind": "champion", "version": f"{info.name}/{info.version}",
+                "adapter_sha256": tags.get("codellm.adapter_sha256"),
+                "base_fingerprint": tags.get("codellm.base_fingerprint")}
+    base = tags.get("codellm.base_model", "")
+    if not (Path(base) / "config.json").is_file() or base_model_fingerprint(base) != identity["base_fingerprint"]:
+        return Reference(label, identity, None, error=f"{label}'s base model {base or '(untagged)'} is gone or "
+                         "changed: it cannot be re-scored on these tasks; rebuild that base or promote another")
+    adapter = registry.download_adapter(s.mlflow_tracking_uri, info.name, info.version,
+                                        s.models_dir / "adapters" / f"{info.name}-v{info.version}")
+    try:
+        sha = registry.validate_adapter(adapter, base).sha256
+    except registry.AdapterValidationError as e:
+        sha = f"invalid ({e})"
+    if sha != identity["adapter_sha256"]:
+        return Reference(label, identity, None, error=f"{label}'s downloaded adapter ({sha}) is not the one it "
+                         "was registered with (codellm.adapter_sha256): fix the registry's artifacts")
+    return Reference(label, identity, base, str(adapter))
 
 
-def eval_api_key(s: Settings, store_resource: MetricsStoreResource) -> str:
-    """The evaluation's own gateway key (team `codellm-eval`), created once and kept under home (0600)."""
-    path = s.home_dir / "eval.key"
-    if path.exists():
-        return path.read_text().strip()
-    with store_resource.open() as store:
-        key = store.create_api_key("codellm-eval")
-    atomic_write_bytes(path, key.encode())
-    path.chmod(0o600)
-    return key
-
-
-def _reference_scores(context, s: Settings, gateway: GatewayResource, store: MetricsStoreResource,
-                      lora_adapter: dict, common: dict) -> tuple[str, dict]:
-    """Champion through the live gateway when it serves it; else its recorded scores; else the base model."""
+def reference_scores(context, s: Settings, ref: Reference, bench: str, common: dict) -> tuple[dict, bool]:
+    """(paired record, from cache) of the reference on THIS run's tasks; cached by reference identity +
+    benchmark hash (a champion is scored once per benchmark, not on every retrain)."""
     from codellm_assets.core.training.inference import load_for_inference
 
-    champion = champion_reference(s)
-    if champion is not None:
-        label, version, recorded = champion
-        live, detail = gateway_serves(gateway.base_url(), version, timeout_s=2)
-        if s.eval.reference_via_gateway and live:
-            remote = OpenAICompletions(gateway.base_url(), version, api_key=eval_api_key(s, store))
-            try:
-                scores = evaluate.evaluate_model(None, None, label=label, generate=remote.generate, **common)
-            finally:
-                remote.close()
-            # Perplexity needs the weights: the value measured when the champion was registered.
-            scores.metrics["holdout_perplexity"] = recorded.get("holdout_perplexity")
-            return f"{label} (via gateway)", scores.metrics
-        context.log.info(f"champion {version} not scored live (gateway: {detail}); using its recorded scores")
-        if recorded:
-            return label, recorded
-    base, base_tok = load_for_inference(lora_adapter["base_model_dir"])
-    return "base", evaluate.evaluate_model(base, base_tok, label="base", **common).metrics
+    if ref.error:
+        return {"metrics": {}, "error": ref.error}, False
+    key = hashlib.sha256(json.dumps({**ref.identity, "benchmark": bench}, sort_keys=True).encode()).hexdigest()[:32]
+    cache = s.data_dir / "eval_cache" / f"{key}.json"
+    if cache.is_file():
+        context.log.info(f"{ref.label}: scores on benchmark {bench} from cache {cache}")
+        return json.loads(cache.read_text()), True
+    model, tok = load_for_inference(ref.base_dir, ref.adapter_dir)
+    record = evaluate.paired_record(evaluate.evaluate_model(model, tok, label=ref.label, **common))
+    atomic_write_bytes(cache, json.dumps(record, default=str).encode())
+    return record, False
+
+
+def _adapter_sha(lora_adapter: dict) -> str:
+    try:
+        return registry.validate_adapter(lora_adapter["adapter_dir"], lora_adapter["base_model_dir"]).sha256
+    except registry.AdapterValidationError as e:
+        raise dg.Failure(description=f"lora_adapter cannot be evaluated: {e}") from e
 
 
 @dg.asset(op_tags=k8s_tags_for("eval_scores"), automation_condition=RETRAIN_CHAIN, group_name="evaluation",
           description="HumanEval pass@k (sandboxed), company benchmark, syntax-error / lint rates and held-out "
-                      "perplexity of the challenger, side by side with the champion (or the base model).")
-def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, gateway: GatewayResource,
-                metrics_store: MetricsStoreResource, lora_adapter: dict, company_benchmark: dict,
-                training_dataset: dict) -> dg.Output[dict]:
+                      "likelihood of the challenger AND of the champion (or the base) on the same tasks, with "
+                      "the per-task results the eval_gate check pairs. Data version: the scores' fingerprint.")
+def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, lora_adapter: dict,
+                company_benchmark: dict, training_dataset: dict) -> dg.Output[dict]:
     from codellm_assets.core.training.inference import load_for_inference
 
     s = settings.get()
     tasks = load_tasks(company_benchmark["tasks_path"])
     holdout = pl.read_parquet(training_dataset["holdout_path"])["content"].to_list()
     common = dict(settings=s.eval, company_tasks=tasks, holdout_texts=holdout, log=context.log.info)
+    bench = evaluate.benchmark_hash(s.eval, tasks, holdout)
+    adapter_sha = _adapter_sha(lora_adapter)
     model, tok = load_for_inference(lora_adapter["base_model_dir"], lora_adapter["adapter_dir"])
     challenger = evaluate.evaluate_model(model, tok, label="challenger", **common)
-    ref_label, ref_metrics = _reference_scores(context, s, gateway, metrics_store, lora_adapter, common)
+    del model
+    if _adapter_sha(lora_adapter) != adapter_sha:
+        raise dg.Failure(description="lora_adapter changed while it was being evaluated: re-run eval_scores")
+    ref = reference_for(s, lora_adapter)
+    ref_record, cached = reference_scores(context, s, ref, bench, common)
+    ref_metrics = ref_record.get("metrics", {})
     out_dir = s.data_dir / "eval_scores"
     atomic_write_bytes(out_dir / "humaneval_results.jsonl",
                        "".join(json.dumps(r) + "\n" for r in challenger.humaneval_results).encode())
     atomic_write_bytes(out_dir / "company_results.jsonl",
                        "".join(json.dumps(r) + "\n" for r in challenger.company_results).encode())
     reviews = review.ReviewQueue(s.store_url).aggregate()
-    value = {"challenger": challenger.metrics, "reference_label": ref_label, "reference": ref_metrics,
-             "adapter_dir": lora_adapter["adapter_dir"], "base_model_dir": lora_adapter["base_model_dir"],
-             "mlflow_run_id": lora_adapter.get("mlflow_run_id"), "isolation": challenger.isolation,
-             "results_dir": str(out_dir), "human_review": reviews}
-    table = [{"metric": k, "challenger": challenger.metrics.get(k), ref_label: ref_metrics.get(k)}
+    value = gate.seal({
+        "challenger": challenger.metrics, "reference_label": ref.label, "reference": ref_metrics,
+        "reference_identity": ref.identity, "reference_error": ref.error, "benchmark_hash": bench,
+        "paired": {"challenger": evaluate.paired_record(challenger), "reference": ref_record},
+        "adapter_dir": lora_adapter["adapter_dir"], "base_model_dir": lora_adapter["base_model_dir"],
+        "adapter_sha256": adapter_sha, "mlflow_run_id": lora_adapter.get("mlflow_run_id"),
+        "isolation": challenger.isolation, "results_dir": str(out_dir), "human_review": reviews}, context.run_id)
+    table = [{"metric": k, "challenger": challenger.metrics.get(k), ref.label: ref_metrics.get(k)}
              for k in challenger.metrics]
-    return dg.Output(value, metadata={
+    return dg.Output(value, data_version=dg.DataVersion(value["fingerprint"]), metadata={
         **{k: round(float(v), 4) for k, v in challenger.metrics.items() if isinstance(v, (int, float))},
-        "reference": ref_label,
-        "side_by_side": dg.MetadataValue.md(markdown_table(table, ["metric", "challenger", ref_label])),
+        "reference": ref.label, "reference_cached": cached, "reference_error": str(ref.error or ""),
+        "benchmark_hash": bench, "adapter_sha256": adapter_sha,
+        "side_by_side": dg.MetadataValue.md(markdown_table(table, ["metric", "challenger", ref.label])),
         "sandbox_isolation": challenger.isolation, "eval_seconds": round(challenger.seconds, 1),
         "human_review": dg.MetadataValue.json(reviews),
     })

@@ -7,10 +7,17 @@ from pathlib import Path
 import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
+from codellm_assets.core.evaluation import gate
 from codellm_assets.core.training import registry
 from codellm_assets.core.training.base_model import get_preset, resolve_base_model
 from codellm_assets.core.training.lora import TrainingError, train_lora
-from codellm_assets.defs.shared import EVAL_METRICS_TAG, RETRAIN_CHAIN, markdown_table
+from codellm_assets.defs.shared import (
+    EVAL_METRICS_TAG,
+    RETRAIN_CHAIN,
+    consumed_eval_scores,
+    markdown_table,
+    recorded_gate_verdict,
+)
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
 from codellm_assets.settings import Settings
@@ -115,27 +122,78 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
         "incremental_from_champion": bool(init)})
 
 
+def _refuse(reason: str, **metadata) -> dg.Failure:
+    return dg.Failure(description=f"not registered, no version created: {reason}",
+                      metadata={k: str(v) for k, v in metadata.items()})
+
+
+def passed_gate(context: dg.AssetExecutionContext, s: Settings, eval_scores: dict,
+                adapter_sha256: str) -> registry.GateRecord:
+    """The passed eval gate of the exact eval_scores materialization this step consumes, or a Failure.
+
+    Passed means: the stored value is that materialization's (run id, data version, fingerprint); the
+    instance holds an eval_gate evaluation from a run that targets it and passed; the verdict re-derived
+    from the stored per-task results under the current settings passes too; and it evaluated this adapter."""
+    consumed = consumed_eval_scores(context)
+    if consumed is None:
+        raise _refuse("eval_scores has no materialization to read a gate verdict for")
+    storage_id, run_id, data_version = consumed
+    where = dict(eval_storage_id=storage_id, eval_run_id=run_id or "(no run)")
+    problems = gate.identity_problems(eval_scores, run_id=run_id, data_version=data_version)
+    if problems:
+        raise _refuse("; ".join(problems), **where)
+    recorded = recorded_gate_verdict(context.instance, storage_id)
+    if recorded is None:
+        raise _refuse(f"no eval_gate verdict for eval_scores materialization {storage_id} (run {run_id}): a missing "
+                      "verdict is not a pass; run the eval_gate check on it (materialize eval_scores with its checks)",
+                      **where)
+    verdict = gate.decide_scores(eval_scores, s.eval)
+    failed = [f"{r['metric']}: {r.get('note')}" for r in verdict.rows if r["ok"] is False]
+    if not recorded.passed:
+        raise _refuse(f"eval_gate FAILED for eval_scores materialization {storage_id} (run {run_id}, check run "
+                      f"{recorded.check_run_id}): {'; '.join(failed) or 'see the check'}", **where)
+    if not verdict.passed:
+        raise _refuse(f"the verdict re-derived from the stored per-task results fails under the current settings "
+                      f"({'; '.join(failed)}): re-run the eval_gate check", **where)
+    if eval_scores.get("adapter_sha256") != adapter_sha256:
+        raise _refuse(f"eval_scores evaluated adapter {str(eval_scores.get('adapter_sha256'))[:12]}, lora_adapter "
+                      f"now holds {adapter_sha256[:12]}: evaluate this adapter first", **where)
+    return registry.GateRecord(
+        verdict="passed", eval_run_id=run_id, eval_storage_id=storage_id, eval_data_version=str(data_version),
+        check_run_id=recorded.check_run_id, check_execution_id=recorded.check_execution_id,
+        adapter_sha256=adapter_sha256, summary=json.dumps(verdict.summary(), default=str))
+
+
 @dg.asset(op_tags=k8s_tags_for("registered_model"), automation_condition=RETRAIN_CHAIN, group_name="training",
-          description="The adapter registered as a new MLflow model version (with its base and dataset), "
-                      "alias `challenger`; a corrupt adapter is refused and no version created.")
+          description="The adapter registered as a new MLflow model version (with its base, dataset and the passed "
+                      "eval gate it was registered under), alias `challenger`. Refused, no version created, unless "
+                      "eval_gate passed for the exact eval_scores materialization consumed, on this adapter.")
 def registered_model(context: dg.AssetExecutionContext, settings: SettingsResource, lora_adapter: dict,
                      eval_scores: dict) -> dg.Output[dict]:
     s = settings.get()
     try:
-        registry.validate_adapter(lora_adapter["adapter_dir"], lora_adapter["base_model_dir"])
+        adapter = registry.validate_adapter(lora_adapter["adapter_dir"], lora_adapter["base_model_dir"])
     except registry.AdapterValidationError as e:
         raise dg.Failure(description=f"adapter refused, no version created: {e}") from e
+    gate_record = passed_gate(context, s, eval_scores, adapter.sha256)
     manifest = {"manifest_hash": lora_adapter["manifest_hash"], "commits": lora_adapter["commits"]}
-    info = registry.register_adapter(
-        tracking_uri=s.mlflow_tracking_uri, model_name=s.registry.model_name,
-        adapter_dir=lora_adapter["adapter_dir"], base_model_dir=lora_adapter["base_model_dir"],
-        run_id=lora_adapter["mlflow_run_id"], dataset_manifest=manifest, alias="challenger",
-        tokenizer_dir=lora_adapter.get("tokenizer_dir"), lock_url=s.registry.lock_url,
-        extra_tags={EVAL_METRICS_TAG: json.dumps(eval_scores["challenger"]),
-                    "eval.reference": eval_scores["reference_label"]})
-    context.log.info(f"registered {info.name} v{info.version} as challenger")
+    try:
+        info = registry.register_adapter(
+            tracking_uri=s.mlflow_tracking_uri, model_name=s.registry.model_name,
+            adapter_dir=lora_adapter["adapter_dir"], base_model_dir=lora_adapter["base_model_dir"],
+            run_id=lora_adapter["mlflow_run_id"], dataset_manifest=manifest, alias="challenger",
+            tokenizer_dir=lora_adapter.get("tokenizer_dir"), lock_url=s.registry.lock_url, gate=gate_record,
+            extra_tags={EVAL_METRICS_TAG: json.dumps(eval_scores["challenger"]),
+                        "eval.reference": eval_scores["reference_label"]})
+    except registry.AdapterValidationError as e:
+        raise dg.Failure(description=f"adapter refused, no version created: {e}") from e
+    context.log.info(f"registered {info.name} v{info.version} as challenger (gate passed on eval_scores "
+                     f"{gate_record.eval_storage_id}, run {gate_record.eval_run_id})")
     return dg.Output({"name": info.name, "version": str(info.version), "run_id": info.run_id,
                       "base_model_dir": lora_adapter["base_model_dir"], "adapter_dir": lora_adapter["adapter_dir"]},
                      metadata={"model": info.name, "version": str(info.version),
                                "aliases": dg.MetadataValue.json(list(info.aliases)),
-                               "source": str(info.source), "mlflow_run_id": info.run_id})
+                               "source": str(info.source), "mlflow_run_id": info.run_id,
+                               "gate_eval_run_id": gate_record.eval_run_id,
+                               "gate_eval_storage_id": gate_record.eval_storage_id,
+                               "gate_check_run_id": gate_record.check_run_id})

@@ -1,25 +1,132 @@
-"""The champion gate as a table: worse blocks, better passes, the perplexity fallback below the floor."""
+"""The champion gate, paired task by task: worse beyond the margin blocks, equal passes, too little evidence
+blocks, a missing metric blocks, a noisy small-sample "within the margin" no longer passes."""
+
+import math
+import random
 
 import pytest
 
-from codellm_assets.core.evaluation.evaluate import gate
+from codellm_assets.core.evaluation import gate
+from codellm_assets.settings import EvalSettings
+
+EV = EvalSettings(gate_margin=0.02, gate_floor=0.2, gate_min_tasks=30, gate_bootstrap_samples=2000)
 
 
-def m(p1, company, ppl=100.0):
-    return {"pass@1": p1, "company_score": company, "holdout_perplexity": ppl}
+def he(passed: list[bool]) -> list[dict]:
+    return [{"task_id": f"HumanEval/{i}", "samples": 1, "correct": int(p)} for i, p in enumerate(passed)]
 
 
-@pytest.mark.parametrize("challenger,reference,passed", [
-    (m(0.40, 0.60), m(0.35, 0.55), True),      # better on both
-    (m(0.34, 0.60), m(0.35, 0.60), True),      # within the 0.02 margin
-    (m(0.30, 0.60), m(0.35, 0.60), False),     # pass@1 regressed by 0.05
-    (m(0.40, 0.50), m(0.40, 0.60), False),     # company score regressed by 0.10
-    (m(0.0, 0.05, ppl=90), m(0.0, 0.10, ppl=100), True),     # below the floor: lower perplexity wins
-    (m(0.0, 0.15, ppl=120), m(0.0, 0.10, ppl=100), False),   # below the floor: 20 % worse perplexity blocks
-    (m(0.0, 0.50, ppl=120), m(0.0, 0.10, ppl=100), True),    # above the floor: generation decides
-    ({"pass@1": 0.3, "company_score": None}, m(0.3, 0.6), True),   # missing metric: not comparable
-])
-def test_gate(challenger, reference, passed):
-    verdict = gate(challenger, reference, reference_label="champion v3", margin=0.02, floor=0.2)
-    assert verdict.passed is passed, verdict.rows
-    assert all("metric" in r and "champion v3" in r for r in verdict.rows)
+def company(scores: list[float]) -> list[dict]:
+    return [{"task_id": f"company/{i}", "edit_similarity": s, "passed": None} for i, s in enumerate(scores)]
+
+
+def holdout(bpc: list[float], chars: int = 1000) -> list[dict]:
+    return [{"id": f"f{i}", "nll": b * chars * math.log(2), "chars": chars, "tokens": chars // 3}
+            for i, b in enumerate(bpc)]
+
+
+def side(passed, comp, bpc=None) -> dict:
+    return {"humaneval": he(passed), "company": company(comp), "holdout": holdout(bpc or [2.0] * 40)}
+
+
+def rows(verdict) -> dict:
+    return {r["metric"]: r for r in verdict.rows}
+
+
+def test_the_same_model_passes_with_a_zero_width_interval():
+    rng = random.Random(1)
+    passed = [rng.random() < 0.4 for _ in range(164)]
+    comp = [rng.random() for _ in range(40)]
+    v = gate.decide(side(passed, comp), side(passed, comp), reference_label="champion v3", ev=EV)
+    assert v.passed, v.rows
+    assert rows(v)["pass@1"]["ci_low"] == rows(v)["pass@1"]["ci_high"] == 0.0
+    assert rows(v)["pass@1"]["n"] == 164 and v.confidence == 0.95
+
+
+def test_a_clear_regression_fails_and_reports_its_interval():
+    ref = [i % 2 == 0 for i in range(164)]                    # 82 / 164
+    ours = [p and i % 8 != 0 for i, p in enumerate(ref)]       # loses 21 tasks: -0.128
+    comp = [0.5] * 40
+    v = gate.decide(side(ours, comp), side(ref, comp), reference_label="champion v3", ev=EV)
+    r = rows(v)["pass@1"]
+    assert not v.passed and r["ok"] is False
+    assert r["ci_low"] <= r["delta"] <= r["ci_high"] < -EV.gate_margin
+
+
+def test_a_ten_task_subset_within_the_old_margin_does_not_pass():
+    """Today's gate: 0.3 vs 0.3 on 10 tasks 'within 0.02' passes. Swapped outcomes on 6 tasks are no evidence."""
+    ref = [True, True, True, False, False, False, False, False, False, False]
+    ours = [False, False, False, True, True, True, False, False, False, False]
+    v = gate.decide(side(ours, [0.5] * 10), side(ref, [0.5] * 10), reference_label="base", ev=EV)
+    assert not v.passed
+    assert "not enough evidence" in rows(v)["pass@1"]["note"]
+    wide = gate.compare("pass@1", side(ours * 4, []), side(ref * 4, []), EV)   # 40 tasks, same 0 delta
+    assert wide["delta"] == 0 and wide["ci_low"] < -EV.gate_margin and wide["ok"] is False
+
+
+def test_a_small_consistent_gain_passes():
+    ref = [i % 3 == 0 for i in range(164)]
+    ours = [p or i % 20 == 1 for i, p in enumerate(ref)]
+    v = gate.decide(side(ours, [0.5] * 40), side(ref, [0.5] * 40), reference_label="champion v1", ev=EV)
+    assert v.passed, v.rows
+    assert rows(v)["pass@1"]["ci_low"] >= 0
+
+
+@pytest.mark.parametrize("drop", ["humaneval", "company"])
+def test_a_missing_metric_fails_closed(drop):
+    ours = side([True] * 40, [0.6] * 40)
+    ref = side([True] * 40, [0.6] * 40)
+    ours[drop] = []
+    v = gate.decide(ours, ref, reference_label="champion v3", ev=EV)
+    assert not v.passed
+    assert any("fails closed" in (r.get("note") or "") for r in v.rows)
+
+
+def test_an_unscorable_reference_fails_closed():
+    v = gate.decide(side([True] * 40, [0.6] * 40), {"metrics": {}, "error": "base gone"}, reference_label="x", ev=EV)
+    assert not v.passed
+
+
+def test_different_task_sets_fail_closed():
+    ours, ref = side([True] * 40, [0.6] * 40), side([True] * 40, [0.6] * 40)
+    ref["humaneval"][0]["task_id"] = "HumanEval/999"
+    assert "same tasks" in gate.compare("pass@1", ours, ref, EV)["note"]
+
+
+def test_below_the_floor_held_out_bits_per_char_decide_paired():
+    rng = random.Random(3)
+    ref_bpc = [2.0 + rng.random() for _ in range(40)]
+    comp = [0.05] * 40
+    better = gate.decide(side([False] * 40, comp, [b - 0.05 for b in ref_bpc]), side([False] * 40, comp, ref_bpc),
+                         reference_label="base", ev=EV)
+    assert better.passed, better.rows
+    assert rows(better)["company_score"]["ok"] is None and "holdout_bits_per_char" in rows(better)
+    worse = gate.decide(side([False] * 40, comp, [b * 1.1 for b in ref_bpc]), side([False] * 40, comp, ref_bpc),
+                        reference_label="base", ev=EV)
+    assert not worse.passed and rows(worse)["holdout_bits_per_char"]["ci_low"] > 0
+    # The per-file pairing is what makes a 1 % gain visible among files whose difficulty varies by 50 %.
+    assert rows(better)["holdout_bits_per_char"]["ci_high"] < 0
+
+
+def test_below_the_floor_without_held_out_scores_fails():
+    comp = [0.05] * 40
+    ours, ref = side([False] * 40, comp), side([False] * 40, comp)
+    ours["holdout"] = []
+    assert not gate.decide(ours, ref, reference_label="base", ev=EV).passed
+
+
+def test_verdict_is_reproducible():
+    rng = random.Random(5)
+    a, b = [rng.random() < 0.5 for _ in range(100)], [rng.random() < 0.5 for _ in range(100)]
+    one = gate.compare("pass@1", side(a, []), side(b, []), EV)
+    two = gate.compare("pass@1", side(a, []), side(b, []), EV)
+    assert one == two
+
+
+def test_identity_of_a_sealed_value():
+    value = gate.seal({"challenger": {"pass@1": 0.5}, "paired": {}}, run_id="run-1")
+    assert gate.identity_problems(value, run_id="run-1", data_version=value["fingerprint"]) == []
+    assert gate.identity_problems(value, run_id="", data_version=value["fingerprint"])       # reported, no run
+    assert gate.identity_problems(value, run_id="run-2", data_version=value["fingerprint"])  # another run's
+    edited = {**value, "challenger": {"pass@1": 0.9}}
+    assert "fingerprint" in gate.identity_problems(edited, run_id="run-1", data_version=value["fingerprint"])[0]

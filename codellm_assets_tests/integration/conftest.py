@@ -20,7 +20,9 @@ SMALL = {"quality": {"min_lines": 3}, "dedup": {"threshold": 0.7},
          "dataset": {"seq_len": 64, "validation_fraction": 0.2, "holdout_fraction": 0.2, "tokenizer_vocab_size": 400},
          "model": {"tiny_hidden_size": 32, "tiny_layers": 1, "tiny_heads": 2, "tiny_pretrain_steps": 3},
          "training": {"max_steps": 4, "batch_size": 2, "save_steps": 2, "eval_steps": 2, "logging_steps": 1},
-         "eval": {"humaneval_subset": 2, "max_new_tokens": 8, "company_max_tasks": 2, "timeout_s": 3}}
+         # gate minimums 2: the gate's plumbing on a tiny benchmark (the evidence rule: evaluation/test_gate.py)
+         "eval": {"humaneval_subset": 2, "max_new_tokens": 8, "company_max_tasks": 2, "timeout_s": 3,
+                  "gate_min_tasks": 2, "gate_min_files": 2}}
 
 
 def write_config(tmp_path: Path, repos: list[dict], **overrides) -> Path:

@@ -1,14 +1,17 @@
 """Evaluate one model (base + optional adapter): HumanEval pass@k in the sandbox, the company benchmark,
 syntax-error and lint rates of the generated code, perplexity on held-out company files.
 
-Also the gate: a challenger may not regress from the champion (or, without one, the base) by more than
-a margin on pass@1 or the company score.
+Per-task results are kept so the gate (``gate.py``) can compare two models task by task.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import random
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +21,7 @@ from codellm_assets.core.evaluation.sandbox.runner import run_sandboxed
 from codellm_assets.settings import EvalSettings
 
 HUMANEVAL_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
-GATED_METRICS = ("pass@1", "company_score")
+MIN_HOLDOUT_CHARS = 64  # shorter held-out files are skipped (the same ones for every tokenizer)
 
 
 @dataclass
@@ -27,37 +30,90 @@ class ModelScores:
     metrics: dict[str, float | None]
     humaneval_results: list[dict] = field(default_factory=list)
     company_results: list[dict] = field(default_factory=list)
+    holdout_results: list[dict] = field(default_factory=list)
     isolation: str = ""
     seconds: float = 0.0
 
 
-def holdout_perplexity(model, tokenizer, texts: Sequence[str], *, max_tokens: int = 256,
-                       max_files: int = 32) -> float | None:
-    """exp(mean token NLL) over the first `max_tokens` tokens of up to `max_files` held-out files."""
+def holdout_sample(texts: Sequence[str], *, max_chars: int, max_files: int) -> list[str]:
+    """The held-out texts scored: the first ``max_files`` long enough, cut at ``max_chars``."""
+    return [t[:max_chars] for t in texts if len(t[:max_chars].strip()) >= MIN_HOLDOUT_CHARS][:max_files]
+
+
+def holdout_nll(model, tokenizer, texts: Sequence[str], *, max_chars: int = 2000, max_files: int = 64,
+                batch_size: int = 8) -> list[dict]:
+    """Per held-out file: summed token NLL (nats) of its first ``max_chars`` characters, the characters
+    and tokens predicted. Per character, so models with different tokenizers compare on the same text;
+    per file, so the gate can pair them. Right padding: positions are those of the unpadded sequence."""
     import torch
 
-    total_nll, total_tokens = 0.0, 0
-    with torch.no_grad():
-        for text in list(texts)[:max_files]:
-            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"]
-            if ids.shape[1] < 2:
-                continue
-            out = model(input_ids=ids, labels=ids)
-            n = ids.shape[1] - 1
-            total_nll += float(out.loss) * n
-            total_tokens += n
-    return math.exp(total_nll / total_tokens) if total_tokens else None
+    items = holdout_sample(texts, max_chars=max_chars, max_files=max_files)
+    limit = getattr(model.config, "max_position_embeddings", None) or 2048
+    rows, side = [], tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=limit)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            with torch.no_grad():
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            nll = -torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
+            for i, text in enumerate(batch):
+                kept = ids[i][mask[i].bool()]
+                chars = len(tokenizer.decode(kept[1:], skip_special_tokens=True))
+                rows.append({"id": hashlib.sha256(text.encode()).hexdigest()[:16], "nll": float(nll[i].sum()),
+                             "chars": chars, "tokens": int(mask[i, 1:].sum())})
+    finally:
+        tokenizer.padding_side = side
+    return rows
+
+
+def humaneval_problems(settings: EvalSettings) -> dict[str, dict]:
+    """The HumanEval tasks of this benchmark: ``humaneval_subset`` drawn once by ``humaneval_seed`` (not
+    the first N, which are easier than the rest), in file order; the same tasks on every run."""
+    problems = humaneval.load_problems()
+    n = settings.humaneval_subset
+    if not n or n >= len(problems):
+        return problems
+    chosen = set(random.Random(settings.humaneval_seed).sample(sorted(problems), n))
+    return {tid: p for tid, p in problems.items() if tid in chosen}
+
+
+def benchmark_hash(settings: EvalSettings, company_tasks: Sequence[BenchTask], holdout_texts: Sequence[str]) -> str:
+    """Identity of what a model is scored on and how: a reference's scores are cached under it."""
+    h = hashlib.sha256()
+    fields = ("humaneval_subset", "humaneval_seed", "samples_per_task", "temperature", "max_new_tokens", "k",
+              "timeout_s", "holdout_files", "holdout_chars")
+    h.update(json.dumps({f: getattr(settings, f) for f in fields}, sort_keys=True).encode())
+    for tid, p in humaneval_problems(settings).items():
+        h.update(f"{tid}\0{p['prompt']}\0{p['test']}\0".encode())
+    for t in company_tasks:
+        h.update(json.dumps(t.to_json(), sort_keys=True).encode())
+    for text in holdout_sample(holdout_texts, max_chars=settings.holdout_chars, max_files=settings.holdout_files):
+        h.update(hashlib.sha256(text.encode()).digest())
+    h.update(json.dumps(HUMANEVAL_STOPS).encode())
+    return h.hexdigest()[:32]
 
 
 def _sandbox_runner(timeout_s: float, isolation: str = "full") -> Callable[[str, float], bool]:
     return lambda program, t: run_sandboxed(program, timeout_s=min(t, timeout_s), isolation=isolation).passed
 
 
-def local_generator(model, tokenizer) -> Callable[..., list[list[str]]]:
-    """Generation in this process (transformers; CPU here, a GPU in the GPU image)."""
+def local_generator(model, tokenizer, batch_size: int = 16) -> Callable[..., list[list[str]]]:
+    """Generation in this process (transformers; CPU here, a GPU in the GPU image), batched. Prompts go
+    shortest first so a batch pads little (HumanEval prompts range from 100 to 1,500 characters)."""
     from codellm_assets.core.training.inference import generate_completions
 
-    return lambda prompts, **kw: generate_completions(model, tokenizer, prompts, **kw)
+    def generate(prompts: Sequence[str], **kw) -> list[list[str]]:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        outs = generate_completions(model, tokenizer, [prompts[i] for i in order], batch_size=batch_size, **kw)
+        result: list[list[str]] = [[] for _ in prompts]
+        for i, out in zip(order, outs):
+            result[i] = out
+        return result
+
+    return generate
 
 
 def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, company_tasks: Sequence[BenchTask],
@@ -65,9 +121,9 @@ def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, comp
                    generate: Callable[..., list[list[str]]] | None = None) -> ModelScores:
     """Scores one model. `generate` (e.g. `OpenAICompletions(...).generate`) replaces local generation;
     held-out perplexity needs the weights, so it is only measured when `model` is given."""
-    generate_completions = generate or local_generator(model, tokenizer)
+    generate_completions = generate or local_generator(model, tokenizer, settings.generation_batch_size)
     started = time.monotonic()
-    problems = humaneval.load_problems(settings.humaneval_subset)
+    problems = humaneval_problems(settings)
     prompts = [p["prompt"] for p in problems.values()]
     gen = generate_completions(prompts, max_new_tokens=settings.max_new_tokens,
                                temperature=settings.temperature, stop=HUMANEVAL_STOPS,
@@ -89,52 +145,31 @@ def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, comp
         company = score_tasks(company_tasks, [o[0] for o in outs],
                               run_program=_sandbox_runner(settings.timeout_s, settings.isolation))
         log(f"[{label}] company benchmark {company['summary']}")
-    ppl = holdout_perplexity(model, tokenizer, holdout_texts) if model is not None else None
+    holdout = holdout_nll(model, tokenizer, holdout_texts, max_chars=settings.holdout_chars,
+                          max_files=settings.holdout_files,
+                          batch_size=settings.generation_batch_size) if model is not None else []
+    nll, tokens, chars = (sum(r[k] for r in holdout) for k in ("nll", "tokens", "chars"))
     metrics = {**report.pass_at_k, "company_score": company["summary"]["company_score"],
                "company_exact_match": company["summary"].get("exact_match"),
                "company_edit_similarity": company["summary"].get("edit_similarity"),
                "company_execution_pass_rate": company["summary"].get("execution_pass_rate"),
                "syntax_error_rate": rates.get("syntax_error_rate"), "buggy_code_rate": rates.get("buggy_code_rate"),
                "lint_findings_per_sample": sum(len(a.lint_findings) for a in assessments) / max(len(assessments), 1),
-               "holdout_perplexity": ppl, "humaneval_tasks": len(problems)}
+               "holdout_perplexity": math.exp(nll / tokens) if tokens else None,
+               "holdout_bits_per_char": nll / chars / math.log(2) if chars else None,
+               "holdout_files": len(holdout), "humaneval_tasks": len(problems)}
     results = [{**r, "risk": a.risk, "syntax_error": a.syntax_error} for r, a in zip(report.results, assessments)]
-    return ModelScores(label, metrics, results, company["results"], report.isolation, time.monotonic() - started)
+    return ModelScores(label, metrics, results, company["results"], holdout, report.isolation,
+                       time.monotonic() - started)
 
 
-@dataclass
-class GateVerdict:
-    passed: bool
-    reference: str
-    rows: list[dict]
-
-
-def gate(challenger: dict, reference: dict, *, reference_label: str, margin: float, floor: float = 0.0) -> GateVerdict:
-    """Blocking when a gated metric drops by more than `margin` below the reference (absolute).
-
-    Below `floor` on both sides a generation metric is noise (a tiny CPU model writes no working code):
-    the company comparison then falls back to held-out perplexity on company code, which such a model
-    does measure, and the challenger may not be worse than the reference by more than `margin` (relative).
-    """
-    rows, passed = [], True
-    for name in GATED_METRICS:
-        ours, theirs = challenger.get(name), reference.get(name)
-        if ours is None or theirs is None:
-            rows.append({"metric": name, "challenger": ours, reference_label: theirs, "ok": True,
-                         "note": "not comparable (missing on one side)"})
-            continue
-        if name == "company_score" and max(ours, theirs) < floor:
-            rows.append({"metric": name, "challenger": round(ours, 4), reference_label: round(theirs, 4),
-                         "ok": True, "note": f"both below the floor {floor}: judged on held-out perplexity"})
-            ppl_ours, ppl_theirs = challenger.get("holdout_perplexity"), reference.get("holdout_perplexity")
-            if ppl_ours is not None and ppl_theirs is not None:
-                ok = ppl_ours <= ppl_theirs * (1 + margin)
-                passed &= ok
-                rows.append({"metric": "holdout_perplexity", "challenger": round(ppl_ours, 3),
-                             reference_label: round(ppl_theirs, 3), "delta": round(ppl_ours - ppl_theirs, 3),
-                             "ok": ok, "note": "lower is better"})
-            continue
-        ok = ours >= theirs - margin
-        passed &= ok
-        rows.append({"metric": name, "challenger": round(ours, 4), reference_label: round(theirs, 4),
-                     "delta": round(ours - theirs, 4), "ok": ok})
-    return GateVerdict(passed, reference_label, rows)
+def paired_record(scores: ModelScores) -> dict:
+    """The per-task tables the gate pairs (see ``gate.METRICS``): small enough to store with the scores."""
+    per_task: dict[str, list[bool]] = defaultdict(list)
+    for r in scores.humaneval_results:
+        per_task[r["task_id"]].append(bool(r["passed"]))
+    return {"metrics": scores.metrics,
+            "humaneval": [{"task_id": t, "samples": len(p), "correct": sum(p)} for t, p in per_task.items()],
+            "company": [{"task_id": r["task_id"], "edit_similarity": r["edit_similarity"], "passed": r["passed"]}
+                        for r in scores.company_results],
+            "holdout": list(scores.holdout_results)}

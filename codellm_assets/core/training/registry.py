@@ -40,6 +40,7 @@ from codellm_assets.core.training.adapter_validation import (  # noqa: F401
     validate_adapter,
 )
 from codellm_assets.core.training.checkpoints import base_model_fingerprint
+from codellm_assets.core.training.gate_record import GATE_TAG, GateRecord, read_gate  # noqa: F401
 from codellm_assets.core.training.registry_lock import RegistryLockTimeout, registry_lock  # noqa: F401
 
 if TYPE_CHECKING:
@@ -271,14 +272,20 @@ def register_adapter(
     base_model_ref: str | None = None,
     tokenizer_dir: str | os.PathLike[str] | None = None,
     lock_url: str | None = None,
+    gate: GateRecord | None = None,
 ) -> ModelVersionInfo:
     """Validate the adapter, log it as a pyfunc model in ``run_id`` and register a new version with
-    lineage tags (base, dataset manifest hash, source commits); point ``alias`` at it.
+    lineage tags (base, dataset manifest hash, source commits) and the ``gate`` it passed; point
+    ``alias`` at it.
 
-    Raises ``AdapterValidationError`` (nothing logged, no version) for a corrupt or mismatched adapter.
-    ``base_model_ref`` is how the version names its base (default: the base's absolute path).
+    Raises ``AdapterValidationError`` (nothing logged, no version) for a corrupt or mismatched adapter,
+    or one that is not the adapter the gate evaluated. ``base_model_ref`` is how the version names its
+    base (default: the base's absolute path).
     """
     info = validate_adapter(adapter_dir, base_model_dir)
+    if gate is not None and gate.adapter_sha256 != info.sha256:
+        raise AdapterValidationError(f"{adapter_dir} (sha256 {info.sha256[:12]}) is not the adapter the eval gate "
+                                     f"evaluated (sha256 {gate.adapter_sha256[:12]}): it changed since")
     base_ref = base_model_ref or str(Path(base_model_dir).resolve())
     base_fp = info.base_fingerprint or base_model_fingerprint(base_model_dir)
     tags = {
@@ -288,6 +295,7 @@ def register_adapter(
         "codellm.lora_r": str(info.r),
         **lineage_tags(dataset_manifest),
         **{_key(k): _clip(v) for k, v in (extra_tags or {}).items()},
+        **(gate.tags() if gate is not None else {}),
     }
     artifacts = {"adapter": str(adapter_dir)}
     if tokenizer_dir:
