@@ -126,6 +126,7 @@ class Gateway:
         while True:
             try:
                 await self.refresh_routes()
+                await self.backend.resync()
                 if self._probe_due():
                     await self.probe()
             except asyncio.CancelledError:
