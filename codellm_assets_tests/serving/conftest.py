@@ -175,7 +175,7 @@ def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealVllm]:
     (.ci/run installs it), so the vllm tests never pass by not running."""
     from codellm_assets.core.serving.backends.vllm_server import INSTALL_HINT, VllmCommand, VllmProcess, vllm_python
 
-    python = vllm_python()
+    python = vllm_python(os.environ.get("CODELLM__SERVING__VLLM_VENV"))     # the settings' env override
     if python is None:
         if os.environ.get("CI"):
             pytest.fail(f"the vLLM venv is missing in CI: {INSTALL_HINT}")

@@ -28,10 +28,14 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def vllm_python(venv: str | Path | None = None) -> Path | None:
-    """The vLLM venv's python when that venv is complete (``.installed`` marker), else None."""
-    root = Path(venv or os.environ.get("CODELLM_VLLM_VENV") or DEFAULT_VENV)
-    python = root / "bin" / "python"
-    return python if python.exists() and (root / ".installed").exists() else None
+    """The vLLM venv's python when that venv is complete (``.installed`` marker), else None. ``venv``:
+    ``serving.vllm_venv``; a relative path is looked up in the working directory, then in this checkout."""
+    root = Path(venv or DEFAULT_VENV).expanduser()
+    for candidate in ([root] if root.is_absolute() else [Path.cwd() / root, REPO_ROOT / root]):
+        python = candidate / "bin" / "python"
+        if python.exists() and (candidate / ".installed").exists():
+            return python
+    return None
 
 
 def lora_rank_for(rank: int) -> int:
