@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core.evaluation import company_bench, evaluate, review
-from codellm_assets.core.evaluation.remote_generate import OpenAICompletions
+from codellm_assets.core.evaluation.remote_generate import OpenAICompletions, vllm_challenger
 from codellm_assets.core.fsutil import atomic_write_bytes
 from codellm_assets.core.serving.client import gateway_serves
 from codellm_assets.core.training import registry
@@ -111,7 +111,16 @@ def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, g
     holdout = pl.read_parquet(training_dataset["holdout_path"])["content"].to_list()
     common = dict(settings=s.eval, company_tasks=tasks, holdout_texts=holdout, log=context.log.info)
     model, tok = load_for_inference(lora_adapter["base_model_dir"], lora_adapter["adapter_dir"])
-    challenger = evaluate.evaluate_model(model, tok, label="challenger", **common)
+    # serving on vLLM: HumanEval / company generation as batched requests to it (the weights still give the
+    # held-out perplexity); None when vLLM is absent or serves another base -> transformers generate.
+    remote = vllm_challenger(s.serving.vllm_url, lora_adapter["base_model_dir"], lora_adapter["adapter_dir"],
+                             log=context.log.info) if s.serving.backend == "vllm" else None
+    try:
+        challenger = evaluate.evaluate_model(model, tok, label="challenger",
+                                             generate=remote.generate if remote else None, **common)
+    finally:
+        if remote is not None:
+            remote.close()
     ref_label, ref_metrics = _reference_scores(context, s, gateway, metrics_store, lora_adapter, common)
     out_dir = s.data_dir / "eval_scores"
     atomic_write_bytes(out_dir / "humaneval_results.jsonl",

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from codellm_assets.commands.serving import _fim_from_preset
+from codellm_assets.core.evaluation.remote_generate import OpenAICompletions, vllm_challenger
 from codellm_assets.core.serving.app import create_app
 from codellm_assets.core.serving.backends.vllm_backend import VllmBackend, lora_name
 from codellm_assets.core.serving.routes import Route
@@ -157,6 +158,25 @@ def test_context_length_error_passed_through_as_400(real_vllm: RealVllm, store: 
         with pytest.raises(openai.BadRequestError):
             list(_client(url, key).completions.create(model="codellm", prompt="def f(x): return x\n" * 100,
                                                       max_tokens=8, stream=True))
+
+
+def test_evaluation_generates_on_the_serving_vllm_in_batches(real_vllm: RealVllm) -> None:
+    """serving.backend vllm: the challenger adapter is loaded into the serving vLLM under its own name, its
+    HumanEval/company prompts go out 16 per request, and the slot is freed afterwards."""
+    v = real_vllm
+    gen = vllm_challenger(v.url, v.base, v.adapter4)
+    assert gen is not None and gen.model in _served(v)
+    prompts = [f"def f{i}(x):\n" for i in range(20)]                  # two requests: 16 + 4 prompts
+    out = gen.generate(prompts, max_new_tokens=6, num_samples=2)
+    assert len(out) == 20 and all(len(o) == 2 and all(isinstance(t, str) for t in o) for o in out)
+    base = OpenAICompletions(v.url, "base").generate(prompts, max_new_tokens=6)
+    assert sum(o[0] != b[0] for o, b in zip(out, base)) >= 10          # the adapter answered, not the base
+    gen.close()
+    assert gen.model not in _served(v)
+    notes: list[str] = []
+    assert vllm_challenger(v.url, v.adapter2, v.adapter4, log=notes.append) is None    # vLLM serves another base
+    assert "generating locally" in notes[0]
+    assert vllm_challenger(None, v.base, v.adapter4) is None
 
 
 def test_vllm_restarted_under_the_gateway(real_vllm: RealVllm, store: Store, tmp_path: Path) -> None:
