@@ -228,6 +228,8 @@ def main() -> None:
     ap.add_argument("--assess-fraction", type=float, default=1.0,
                     help="vllm: serving.assess_fraction of the gateway (the detector's share of completions)")
     ap.add_argument("--json", help="vllm: write the figures to this file")
+    ap.add_argument("--vllm-url", help="vllm: measure this running server (serving lora-1..lora-4) instead")
+    ap.add_argument("--base-model", help="vllm: with --vllm-url, the base model directory it serves")
     args = ap.parse_args()
     if args.backend == "vllm":
         from vllm_gateway import run

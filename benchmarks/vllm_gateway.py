@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import cpu_seconds, free_port, gateway_cmd, measure, start, stop, write_config
+from gateway import free_port, gateway_cmd, measure, start, stop, write_config
 
 from codellm_assets.core.serving.backends.vllm_server import INSTALL_HINT, VllmCommand, VllmProcess, vllm_python
 from codellm_assets.core.serving.routes import Route
@@ -154,49 +154,59 @@ def profile_gateway(tmp: Path, cfg: Path, vllm_url: str, key: str, cpus: str | N
     return lines
 
 
-def run(args: Any, tmp: Path) -> None:
+def _own_vllm(args: Any, tmp: Path, vllm_cpus: str | None) -> tuple[VllmProcess, Path]:
     python = vllm_python(os.environ.get("CODELLM__SERVING__VLLM_VENV"))
     if python is None:
         raise SystemExit(f"no vLLM venv: {INSTALL_HINT}")
-    pin = args.pin and (os.cpu_count() or 1) >= 2
-    vllm_cpus, gw_cpus = ("0", "1") if pin else (None, None)
-    if pin:
-        os.sched_setaffinity(0, {1})           # this load generator shares CPU 1 with the gateway
-    clients, max_tokens = [int(c) for c in args.clients.split(",")], args.max_tokens
     base = build_tiny_model(tmp / "base", heads=2)
     loras = {f"lora-{i}": str(build_tiny_adapter(base, tmp / f"adapter{i}", seed=i)) for i in range(1, 5)}
     cmd = VllmCommand(python, str(base), free_port(), loras=loras, max_model_len=512, max_lora_rank=8,
                       max_loras=4)
+    return VllmProcess(cmd, tmp / "vllm.log", cpus=vllm_cpus), base
+
+
+def run(args: Any, tmp: Path) -> None:
+    """``--vllm-url`` + ``--base-model``: measure a server that is already up (benchmarks/gpu_check.sh: the
+    GPU build serving lora-1..lora-4); else start the CPU build on the tiny model."""
+    external = bool(args.vllm_url)
+    pin = args.pin and not external and (os.cpu_count() or 1) >= 2
+    vllm_cpus, gw_cpus = ("0", "1") if pin else (None, None)
+    if pin:
+        os.sched_setaffinity(0, {1})           # this load generator shares CPU 1 with the gateway
+    clients, max_tokens = [int(c) for c in args.clients.split(",")], args.max_tokens
     load = os.getloadavg()
     pinning = "vLLM CPU 0, gateway + load generator CPU 1" if pin else "no"
-    print(f"vLLM (CPU build) on {os.cpu_count()} cores; pinned: {pinning}; load average before: "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    vllm = VllmProcess(cmd, tmp / "vllm.log", cpus=vllm_cpus).start()
+    print(f"vLLM on {args.vllm_url or 'the CPU build'}, {os.cpu_count()} cores; pinned: {pinning}; load average "
+          f"before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     results: dict[str, Any] = {"pinned": pin, "load_before": load, "max_tokens": max_tokens}
+    vllm, base = (None, Path(args.base_model)) if external else _own_vllm(args, tmp, vllm_cpus)
+    vllm_url = args.vllm_url.rstrip("/") if external else vllm.url
     try:
-        results["vllm_start_s"] = vllm.wait_ready(900)
-        print(f"vLLM ready in {results['vllm_start_s']:.0f} s: {cmd.shell()}")
+        if vllm is not None:
+            vllm.start()
+            results["vllm_start_s"] = vllm.wait_ready(900)
+            print(f"vLLM ready in {results['vllm_start_s']:.0f} s: {vllm.command.shell()}")
         cfg, store_url = write_config(tmp, "vllm-bench", f"  assess_fraction: {args.assess_fraction}\n")
         with Store(store_url) as store:
             store.set_routes([Route("production", "base", str(base), None, 100)])
             key = store.create_api_key("bench")
         gport = free_port()
         gw_url = f"http://127.0.0.1:{gport}"
-        gw = start(_taskset(gw_cpus, gateway_cmd(cfg, gport, "vllm", vllm.url)), f"{gw_url}/readyz",
+        gw = start(_taskset(gw_cpus, gateway_cmd(cfg, gport, "vllm", vllm_url)), f"{gw_url}/readyz",
                    tmp / "gateway.log", timeout=300)
         try:
             if not args.skip_overhead:
-                results["overhead"] = overhead(vllm.url, gw_url, gw.pid, key, clients, args.duration, max_tokens,
+                results["overhead"] = overhead(vllm_url, gw_url, gw.pid, key, clients, args.duration, max_tokens,
                                                args.rounds)
-                results["gateway_cpu_s_total"] = cpu_seconds(gw.pid)
         finally:
             stop(gw)
         if args.profile:
-            results["profile"] = profile_gateway(tmp, cfg, vllm.url, key, gw_cpus, args.duration, max_tokens, 8)
+            results["profile"] = profile_gateway(tmp, cfg, vllm_url, key, gw_cpus, args.duration, max_tokens, 8)
         if not args.skip_multi_lora:
-            results["multi_lora"] = multi_lora(vllm.url, args.lora_clients, args.duration, max_tokens)
+            results["multi_lora"] = multi_lora(vllm_url, args.lora_clients, args.duration, max_tokens)
     finally:
-        vllm.stop()
+        if vllm is not None:
+            vllm.stop()
     results["load_after"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

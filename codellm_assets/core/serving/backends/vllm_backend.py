@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,7 @@ class VllmBackend(Backend):
 
     def __init__(self, default_url: str | None = None, *, fim: FimTokens | None = None,
                  connect_timeout_s: float = 2.0, request_timeout_s: float = 300.0,
-                 max_connections: int = 512) -> None:
+                 max_connections: int = 512, resync_s: float = 5.0) -> None:
         self.default_url = default_url.rstrip("/") if default_url else None
         self.default_fim = fim
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s, sock_connect=connect_timeout_s)
@@ -97,6 +98,8 @@ class VllmBackend(Backend):
         self._targets: dict[str, _Target] = {}
         self._tokenizers: dict[str, Any | None] = {}
         self._reload_locks: dict[str, asyncio.Lock] = {}
+        self.resync_s = resync_s
+        self._next_resync = 0.0
         self.reloads = 0              # versions re-loaded after a vLLM restart (tests and logs)
         self.fresh_retries = 0        # requests re-sent on a fresh connection
 
@@ -177,7 +180,12 @@ class VllmBackend(Backend):
 
     async def resync(self) -> None:
         """Re-load every version whose model the server no longer lists (a restart dropped runtime-loaded
-        adapters). One ``/v1/models`` per endpoint; called by the gateway's maintenance loop."""
+        adapters). One ``/v1/models`` per endpoint, at most every ``resync_s``: called by the gateway's
+        maintenance loop every second, and a request that hits the 404 first re-loads on its own."""
+        now = time.monotonic()
+        if now < self._next_resync:
+            return
+        self._next_resync = now + self.resync_s
         by_endpoint: dict[str, list[_Target]] = {}
         for t in list(self._targets.values()):
             by_endpoint.setdefault(t.endpoint, []).append(t)
