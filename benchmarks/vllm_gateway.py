@@ -78,7 +78,8 @@ def overhead(vllm_url: str, gw_url: str, gw_pid: int, key: str, clients: list[in
     return rows
 
 
-def multi_lora(vllm_url: str, clients: int, duration: float, max_tokens: int) -> list[dict[str, Any]]:
+def multi_lora(vllm_url: str, clients: int, duration: float, max_tokens: int,
+               rounds: int = 1) -> list[dict[str, Any]]:
     """vLLM alone; each client sends to adapter (i mod k): k adapters in use at once."""
     import asyncio
 
@@ -103,14 +104,21 @@ def multi_lora(vllm_url: str, clients: int, duration: float, max_tokens: int) ->
             await asyncio.gather(*(client(i) for i in range(clients)))
             return done, tokens, time.perf_counter() - t0
 
-    print(f"\nmulti-LoRA cost: vLLM alone, {clients} clients, {max_tokens}-token completions, {duration:g} s each")
-    rows, base_rps = [], None
-    for k, models in ((0, ["base"]), (1, ["lora-1"]), (2, ["lora-1", "lora-2"]),
-                      (4, ["lora-1", "lora-2", "lora-3", "lora-4"])):
-        asyncio.run(run(models[:1]))                      # warm: adapter weights in their slots
-        done, tokens, wall = asyncio.run(run(models))
+    print(f"\nmulti-LoRA cost: vLLM alone, {clients} clients, {max_tokens}-token completions, {duration:g} s "
+          f"phases, {rounds} rounds alternating the configurations")
+    configs = ((0, ["base"]), (1, ["lora-1"]), (2, ["lora-1", "lora-2"]), (4, ["lora-1", "lora-2", "lora-3", "lora-4"]))
+    for _k, models in configs:
+        for m in models:                                  # warm: every adapter in its slot once
+            asyncio.run(run([m]))
+    sums = {k: [0, 0, 0.0] for k, _ in configs}
+    for _ in range(rounds):
+        for k, models in configs:
+            done, tokens, wall = asyncio.run(run(models))
+            sums[k] = [sums[k][0] + done, sums[k][1] + tokens, sums[k][2] + wall]
+    rows = []
+    base_rps = sums[0][0] / sums[0][2]
+    for k, (done, tokens, wall) in sums.items():
         rps = done / wall
-        base_rps = base_rps or rps
         rows.append({"adapters": k, "rps": rps, "tokens_per_s": tokens / wall, "vs_base": rps / base_rps})
         print(f"  {k} adapter(s) in use: {rps:6.2f} req/s {tokens / wall:8.1f} tok/s  {100 * rps / base_rps:6.1f} %")
     return rows
@@ -203,7 +211,8 @@ def run(args: Any, tmp: Path) -> None:
         if args.profile:
             results["profile"] = profile_gateway(tmp, cfg, vllm_url, key, gw_cpus, args.duration, max_tokens, 8)
         if not args.skip_multi_lora:
-            results["multi_lora"] = multi_lora(vllm_url, args.lora_clients, args.duration, max_tokens)
+            results["multi_lora"] = multi_lora(vllm_url, args.lora_clients, args.duration, max_tokens,
+                                               args.rounds)
     finally:
         if vllm is not None:
             vllm.stop()
