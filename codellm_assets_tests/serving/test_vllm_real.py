@@ -167,8 +167,10 @@ def test_evaluation_generates_on_the_serving_vllm_in_batches(real_vllm: RealVllm
     gen = vllm_challenger(v.url, v.base, v.adapter4)
     assert gen is not None and gen.model in _served(v)
     prompts = [f"def f{i}(x):\n" for i in range(20)]                  # two requests: 16 + 4 prompts
-    out = gen.generate(prompts, max_new_tokens=6, num_samples=2)
-    assert len(out) == 20 and all(len(o) == 2 and all(isinstance(t, str) for t in o) for o in out)
+    out = gen.generate(prompts, max_new_tokens=6, num_samples=2)          # greedy: one sample, repeated
+    assert len(out) == 20 and all(len(o) == 2 and o[0] == o[1] and isinstance(o[0], str) for o in out)
+    sampled = gen.generate(prompts[:3], max_new_tokens=6, num_samples=2, temperature=1.0)
+    assert all(len(o) == 2 for o in sampled)
     base = OpenAICompletions(v.url, "base").generate(prompts, max_new_tokens=6)
     assert sum(o[0] != b[0] for o, b in zip(out, base)) >= 10          # the adapter answered, not the base
     gen.close()

@@ -38,9 +38,12 @@ class OpenAICompletions:
         OpenAI API takes a list), ``concurrency`` requests in flight, so the server batches them."""
         batches = [list(prompts[i:i + self.batch_size]) for i in range(0, len(prompts), self.batch_size)]
 
+        # greedy samples are all the same (vLLM refuses n > 1 at temperature 0): ask once, repeat
+        n = 1 if temperature == 0 else num_samples
+
         def one(batch: list[str]) -> list[list[str]]:
             body = {"model": self.model, "prompt": batch, "max_tokens": max_new_tokens,
-                    "temperature": temperature, "n": num_samples}
+                    "temperature": temperature, "n": n}
             if stop:
                 body["stop"] = list(stop)[:4]   # the OpenAI API takes at most 4 stop sequences
             r = self.client.post(f"{self.base_url}/v1/completions", json=body)
@@ -48,11 +51,11 @@ class OpenAICompletions:
                 raise RemoteGenerationError(f"{self.base_url} model {self.model}: HTTP {r.status_code} "
                                             f"{r.text[:200]}")
             choices = sorted(r.json()["choices"], key=lambda c: c.get("index", 0))
-            if len(choices) != len(batch) * num_samples:
+            if len(choices) != len(batch) * n:
                 raise RemoteGenerationError(f"{self.base_url} model {self.model}: {len(choices)} choices for "
-                                            f"{len(batch)} prompts x {num_samples} samples")
+                                            f"{len(batch)} prompts x {n} samples")
             texts = [_cut(c["text"], stop) for c in choices]
-            return [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(batch))]
+            return [texts[i * n:(i + 1) * n] * (num_samples // n) for i in range(len(batch))]
 
         if len(batches) <= 1 or self.concurrency <= 1:
             return [row for b in batches for row in one(b)]
