@@ -85,6 +85,7 @@ class VllmBackend(Backend):
     """See the module docstring. ``default_url``: the vLLM server for routes without an endpoint."""
 
     name = "vllm"
+    startup_wait_s = 30.0     # the gateway starts serving after its first routing pass (or this long)
 
     def __init__(self, default_url: str | None = None, *, fim: FimTokens | None = None,
                  connect_timeout_s: float = 2.0, request_timeout_s: float = 300.0,
