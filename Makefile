@@ -13,7 +13,9 @@ export TOKENIZERS_PARALLELISM := false
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test dev mlflow serve stop clean lint bench
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: install run test dev mlflow serve stop clean lint bench vllm
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required"'
@@ -49,8 +51,15 @@ mlflow: install
 serve: install
 	$(BIN)/codellm serve
 
+# vLLM's CPU build in its own venv (built once; it pins its own torch/transformers), started detached on
+# 127.0.0.1 with the base model and the adapters the routing table names; prints the command and its URL.
+vllm: install $(DAGSTER_HOME)/dagster.yaml
+	PYTHON=$(PYTHON) bash scripts/vllm-venv.sh $(VLLM_VENV)
+	CODELLM__SERVING__VLLM_VENV=$(VLLM_VENV) $(BIN)/codellm vllm start
+
 stop:
 	-@$(BIN)/codellm serve --stop 2>/dev/null || true
+	-@$(BIN)/codellm vllm stop 2>/dev/null || true
 
 lint: install
 	$(BIN)/ruff check codellm_assets codellm_assets_tests benchmarks

@@ -217,7 +217,26 @@ def main() -> None:
     ap.add_argument("--delay-ms", default="0,20,100", help="stand-in latency per completion, comma-separated")
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true", help="only the transformers backend lines")
+    ap.add_argument("--backend", choices=["standin", "vllm"], default="standin",
+                    help="vllm: a real vLLM server (.venv-vllm) instead of the stand-in (benchmarks/vllm_gateway.py)")
+    ap.add_argument("--max-tokens", type=int, default=64, help="vllm: tokens per completion")
+    ap.add_argument("--rounds", type=int, default=2, help="vllm: A B rounds (direct, gateway) per client count")
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="vllm: no taskset pinning")
+    ap.add_argument("--profile", action="store_true", help="vllm: one more phase with the gateway under cProfile")
+    ap.add_argument("--lora-clients", type=int, default=8, help="vllm: clients of the multi-LoRA measurement")
+    ap.add_argument("--skip-multi-lora", action="store_true")
+    ap.add_argument("--assess-fraction", type=float, default=1.0,
+                    help="vllm: serving.assess_fraction of the gateway (the detector's share of completions)")
+    ap.add_argument("--json", help="vllm: write the figures to this file")
+    ap.add_argument("--vllm-url", help="vllm: measure this running server (serving lora-1..lora-4) instead")
+    ap.add_argument("--base-model", help="vllm: with --vllm-url, the base model directory it serves")
     args = ap.parse_args()
+    if args.backend == "vllm":
+        from vllm_gateway import run
+
+        with tempfile.TemporaryDirectory() as d:
+            run(args, Path(d))
+        return
     print(f"gateway benchmark on {os.cpu_count()} cores (load generator, gateway and backend share them)")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

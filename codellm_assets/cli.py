@@ -14,7 +14,7 @@ app = typer.Typer(help="codellm: train, evaluate, ship and improve a private cod
                   pretty_exceptions_show_locals=False)
 
 # Each module exposes `register(app: typer.Typer) -> None`.
-COMMAND_MODULES = ["scrub", "dedup", "pipeline", "evaluation", "review", "serving", "package"]
+COMMAND_MODULES = ["scrub", "dedup", "pipeline", "evaluation", "review", "serving", "package", "vllm"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"codellm_assets.commands.{_name}").register(app)
 

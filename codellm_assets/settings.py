@@ -184,6 +184,8 @@ class ServingSettings(_Model):
     port: int = Field(8000, ge=0, le=65535)
     backend: Literal["transformers", "vllm"] = "transformers"
     vllm_url: str | None = None
+    vllm_venv: str = Field(".venv-vllm", description="the vLLM venv `codellm vllm start` runs (relative: to the "
+                           "working directory, then the checkout); scripts/vllm-venv.sh builds it")
     store_url: str | None = Field(None, description="SQLAlchemy URL; default: sqlite:///<home>/store.db (WAL)")
     rate_limit_per_minute: int = Field(600, ge=1)
     max_context_tokens: int = Field(2048, ge=16)

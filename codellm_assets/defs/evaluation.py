@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core.evaluation import company_bench, evaluate, gate, review
+from codellm_assets.core.evaluation.remote_generate import vllm_challenger
 from codellm_assets.core.fsutil import atomic_write_bytes
 from codellm_assets.core.training import registry
 from codellm_assets.core.training.checkpoints import base_model_fingerprint
@@ -130,7 +131,16 @@ def eval_scores(context: dg.AssetExecutionContext, settings: SettingsResource, l
     bench = evaluate.benchmark_hash(s.eval, tasks, holdout)
     adapter_sha = _adapter_sha(lora_adapter)
     model, tok = load_for_inference(lora_adapter["base_model_dir"], lora_adapter["adapter_dir"])
-    challenger = evaluate.evaluate_model(model, tok, label="challenger", **common)
+    # serving on vLLM: HumanEval / company generation as batched requests to it (the weights still give the
+    # held-out perplexity); None when vLLM is absent or serves another base -> transformers generate.
+    remote = vllm_challenger(s.serving.vllm_url, lora_adapter["base_model_dir"], lora_adapter["adapter_dir"],
+                             log=context.log.info) if s.serving.backend == "vllm" else None
+    try:
+        challenger = evaluate.evaluate_model(model, tok, label="challenger",
+                                             generate=remote.generate if remote else None, **common)
+    finally:
+        if remote is not None:
+            remote.close()
     del model
     if _adapter_sha(lora_adapter) != adapter_sha:
         raise dg.Failure(description="lora_adapter changed while it was being evaluated: re-run eval_scores")

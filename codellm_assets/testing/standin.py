@@ -62,19 +62,22 @@ def create_standin_app(*, tag: str = "standin", base_model: str = "base", delay_
         state["completions"] += 1
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
-        prompt = body.get("prompt", "")
+        prompts = body.get("prompt", "")
+        prompts = prompts if isinstance(prompts, list) else [prompts]     # vLLM takes a list: choice i*n + j
         max_tokens, n, stops = int(body.get("max_tokens") or 16), int(body.get("n") or 1), body.get("stop") or []
         stops = [stops] if isinstance(stops, str) else stops
         choices = []
-        for i in range(n):
-            words = make_text(tag, model, prompt, max_tokens, i)
-            text, finish = "".join(words), "length"
-            for s in stops:
-                if s in text:
-                    text, finish = text[:text.index(s)], "stop"
-            choices.append((words, text, finish))
-        usage = {"prompt_tokens": len(prompt.split()) + 1, "completion_tokens": n * max_tokens,
-                 "total_tokens": len(prompt.split()) + 1 + n * max_tokens}
+        for p in prompts:
+            for i in range(n):
+                words = make_text(tag, model, p, max_tokens, i)
+                text, finish = "".join(words), "length"
+                for s in stops:
+                    if s in text:
+                        text, finish = text[:text.index(s)], "stop"
+                choices.append((words, text, finish))
+        prompt_tokens = sum(len(p.split()) + 1 for p in prompts)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(choices) * max_tokens,
+                 "total_tokens": prompt_tokens + len(choices) * max_tokens}
         cid, created = f"cmpl-standin{state['completions']}", int(time.time())
         if body.get("stream"):
             return StreamingResponse(_stream(cid, created, model, choices, usage, token_delay_ms),

@@ -18,8 +18,9 @@ def _training_text() -> str:
     return "\n".join(inspect.getsource(m) for m in (textwrap, string, difflib))[:60_000]
 
 
-def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
-    """Save a tokenizer + randomly initialised LlamaForCausalLM under ``out_dir``; returns it."""
+def build_tiny_model(out_dir: Path, *, seed: int = 0, heads: int = 4) -> Path:
+    """Save a tokenizer + randomly initialised LlamaForCausalLM under ``out_dir``; returns it. ``heads=2``
+    gives head_dim 32, the smallest vLLM's CPU attention supports (it rejects the default's 16)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -35,8 +36,8 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
                                    additional_special_tokens=FIM_TOKENS)
     fast.save_pretrained(out_dir)
     torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, vocab_size=len(fast), max_position_embeddings=512,
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=heads,
+                         num_key_value_heads=heads, vocab_size=len(fast), max_position_embeddings=512,
                          eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None)
     model = LlamaForCausalLM(config)
     model.save_pretrained(out_dir)
@@ -64,6 +65,6 @@ if __name__ == "__main__":  # python -m codellm_assets.testing.tiny_model DIR
     import sys
 
     target = Path(sys.argv[1])
-    build_tiny_model(target / "base")
+    build_tiny_model(target / "base", heads=2)      # servable by vLLM's CPU build too
     build_tiny_adapter(target / "base", target / "adapter")
     print(json.dumps({"base": str(target / "base"), "adapter": str(target / "adapter")}))

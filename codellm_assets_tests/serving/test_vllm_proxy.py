@@ -223,3 +223,20 @@ def test_95_5_over_http_sends_exactly_the_predicted_users_to_the_canary(
         store.flush()
         canary_users = store.window_stats(slot="canary").distinct_users
         assert 2 <= canary_users <= 30                 # about 5 % of 250 (12.5 expected)
+
+
+def test_the_first_request_after_start_is_served_not_503(tiny_model: TinyModel, store: Store,
+                                                         standin: Callable[..., StandIn]) -> None:
+    """The vllm gateway accepts connections only after its first routing pass (a script that waits for
+    /healthz and sends at once must not get 503 'still loading')."""
+    class SlowLoad(VllmBackend):          # loading a tokenizer on a busy machine takes seconds
+        async def load_version(self, route: Route) -> None:
+            await asyncio.sleep(1.0)
+            await super().load_version(route)
+
+    prod = standin("prod")
+    key = store.create_api_key("bars")
+    with serve_app(create_app(make_gateway(store, SlowLoad(), _routes(tiny_model, prod)))) as url:
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 2},
+                       headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200, r.text

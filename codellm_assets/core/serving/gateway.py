@@ -106,7 +106,13 @@ class Gateway:
     async def start(self) -> None:
         await self.backend.start()
         self.assessor.start()
-        self._loop_task = asyncio.create_task(self._maintain(), name="gateway-maintenance")
+        first = asyncio.create_task(self.refresh_routes(), name="gateway-first-routes")
+        wait = getattr(self.backend, "startup_wait_s", 0.0)
+        if wait:
+            # A proxy backend loads versions in seconds: accept no request before the first routing pass (or
+            # `wait` s), else the first answers after a start are 503 "still loading" (the pass goes on).
+            await asyncio.wait({first}, timeout=wait)
+        self._loop_task = asyncio.create_task(self._maintain(first), name="gateway-maintenance")
 
     async def stop(self) -> None:
         if self._loop_task is not None:
@@ -123,11 +129,17 @@ class Gateway:
         else:
             await asyncio.to_thread(self.store.flush)
 
-    async def _maintain(self) -> None:
+    async def _maintain(self, first: asyncio.Task[Any] | None = None) -> None:
         """Re-read the routing table every ``route_refresh_s``; re-check readiness when due."""
+        if first is not None:
+            try:
+                await first
+            except Exception:  # logged like any failed pass; the loop retries
+                log.exception("gateway maintenance failed")
         while True:
             try:
                 await self.refresh_routes()
+                await self.backend.resync()
                 if self._probe_due():
                     await self.probe()
             except asyncio.CancelledError:

@@ -75,6 +75,10 @@ class Backend(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop workers, close clients."""
 
+    async def resync(self) -> None:  # noqa: B027 - optional hook: in-process backends cannot lose a version
+        """Re-load versions the model server lost (a restarted vLLM forgets runtime-loaded adapters). Called
+        by the gateway's maintenance loop every ``route_refresh_s``."""
+
     @abc.abstractmethod
     async def load_version(self, route: Route) -> None:
         """Make ``route.version`` servable (its base model plus ``route.adapter_path`` if any). Idempotent."""

@@ -13,6 +13,15 @@ happen before any request reaches vLLM.
 The HTTP client is aiohttp, not httpx: on the hot path httpx/httpcore spend ~600 us of CPU per proxied
 request against ~85 us for aiohttp (benchmarks/gateway.py; 2 cores), which alone would break the gateway's
 "<= 2 ms added at p50" budget under load.
+
+Two failures of a real vLLM are handled here, not surfaced as 503s:
+- Under load vLLM closes kept-alive connections; a request written onto such a connection fails with
+  ``ServerDisconnectedError`` / "Can not write request body" before vLLM ever saw it. It is sent once more on
+  a fresh connection (a separate connector that never reuses one).
+- A restarted vLLM serves only its ``--lora-modules``: adapters loaded at run time are gone and vLLM answers
+  404 "The model `codellm-2` does not exist". The version is re-loaded (``/v1/load_lora_adapter``, or the
+  base model's new name) and the request sent again; :meth:`VllmBackend.resync`, called by the gateway's
+  maintenance loop, notices a changed model list before a request does.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,33 +65,58 @@ class _Target:
     route: Route
     tokenizer: Any | None
     max_model_len: int | None = None
+    fim: FimTokens | None = None          # detected once: get_vocab() copies the whole vocabulary
+
+
+class ModelMissing(BackendError):
+    """vLLM answered 404 for the model name: it restarted (runtime-loaded adapters are gone) or renamed."""
+
+
+# Failures of a request that never reached vLLM: the connection was closed under us while writing.
+# ClientConnectorError (connection refused: the server is down) is a ClientOSError too, but a retry would
+# only fail again; it is excluded.
+def _never_reached(e: BaseException) -> bool:
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(e, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
 
 
 class VllmBackend(Backend):
     """See the module docstring. ``default_url``: the vLLM server for routes without an endpoint."""
 
     name = "vllm"
+    startup_wait_s = 30.0     # the gateway starts serving after its first routing pass (or this long)
 
     def __init__(self, default_url: str | None = None, *, fim: FimTokens | None = None,
                  connect_timeout_s: float = 2.0, request_timeout_s: float = 300.0,
-                 max_connections: int = 512) -> None:
+                 max_connections: int = 512, resync_s: float = 5.0) -> None:
         self.default_url = default_url.rstrip("/") if default_url else None
         self.default_fim = fim
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s, sock_connect=connect_timeout_s)
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None      # force_close: every request on a new connection
         self._targets: dict[str, _Target] = {}
         self._tokenizers: dict[str, Any | None] = {}
+        self._reload_locks: dict[str, asyncio.Lock] = {}
+        self.resync_s = resync_s
+        self._next_resync = 0.0
+        self.reloads = 0              # versions re-loaded after a vLLM restart (tests and logs)
+        self.fresh_retries = 0        # requests re-sent on a fresh connection
 
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout, connector=aiohttp.TCPConnector(limit=self.max_connections))
+            self._fresh = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=self.max_connections,
+                                                                      force_close=True))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for s in (self._session, self._fresh):
+            if s is not None:
+                await s.close()
+        self._session = self._fresh = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -102,8 +137,7 @@ class VllmBackend(Backend):
         if route.adapter_path:
             model = lora_name(route.version)
             if model not in served:
-                await self._post(endpoint, "/v1/load_lora_adapter",
-                                 {"lora_name": model, "lora_path": route.adapter_path}, expect_json=False)
+                await self._load_lora(endpoint, model, route.adapter_path)
         else:
             model = self._base_model_name(served, route, endpoint)
         if route.base_model_path not in self._tokenizers:
@@ -111,9 +145,62 @@ class VllmBackend(Backend):
                                                                               route.base_model_path)
         served = served if model in served else await self._served_models(endpoint)
         max_len = (served.get(model) or {}).get("max_model_len")      # vLLM reports it per model
-        self._targets[route.version] = _Target(endpoint, model, route, self._tokenizers[route.base_model_path],
-                                               int(max_len) if max_len else None)
+        tok = self._tokenizers[route.base_model_path]
+        fim = (detect_fim(tok) if tok is not None else None) or self.default_fim
+        self._targets[route.version] = _Target(endpoint, model, route, tok, int(max_len) if max_len else None,
+                                               fim)
         log.info("vllm backend: version %s -> %s model %s", route.version, endpoint, model)
+
+    async def _load_lora(self, endpoint: str, model: str, path: str) -> None:
+        try:
+            await self._post(endpoint, "/v1/load_lora_adapter", {"lora_name": model, "lora_path": path},
+                             expect_json=False)
+        except BackendRejected as e:
+            if "already" not in str(e):     # loaded meanwhile (another gateway replica): that is success
+                raise
+
+    async def reload(self, version: str, seen: _Target | None = None) -> _Target:
+        """Load ``version`` again (vLLM restarted). One reload at a time per version: requests that failed
+        together wait for the first one's reload instead of each loading the adapter."""
+        lock = self._reload_locks.setdefault(version, asyncio.Lock())
+        async with lock:
+            current = self._targets.get(version)
+            if current is None:
+                raise BackendError(f"version '{version}' is not loaded; loaded: {self.versions()}")
+            if seen is not None and current is not seen:
+                return current              # somebody reloaded it while we waited
+            self._targets.pop(version, None)
+            try:
+                await self.load_version(current.route)
+            except BaseException:
+                self._targets.setdefault(version, current)
+                raise
+            self.reloads += 1
+            log.warning("vllm backend: version %s re-loaded on %s (vLLM restarted?)", version, current.endpoint)
+            return self._targets[version]
+
+    async def resync(self) -> None:
+        """Re-load every version whose model the server no longer lists (a restart dropped runtime-loaded
+        adapters). One ``/v1/models`` per endpoint, at most every ``resync_s``: called by the gateway's
+        maintenance loop every second, and a request that hits the 404 first re-loads on its own."""
+        now = time.monotonic()
+        if now < self._next_resync:
+            return
+        self._next_resync = now + self.resync_s
+        by_endpoint: dict[str, list[_Target]] = {}
+        for t in list(self._targets.values()):
+            by_endpoint.setdefault(t.endpoint, []).append(t)
+        for endpoint, targets in by_endpoint.items():
+            try:
+                served = await self._served_models(endpoint)
+            except BackendError:
+                continue               # down: readiness reports it; the next pass re-checks
+            for t in targets:
+                if t.model not in served:
+                    try:
+                        await self.reload(t.route.version, t)
+                    except (BackendError, BackendRejected) as e:
+                        log.error("vllm backend: cannot re-load %s on %s: %s", t.route.version, endpoint, e)
 
     @staticmethod
     def _base_model_name(served: dict[str, dict[str, Any]], route: Route, endpoint: str) -> str:
@@ -144,8 +231,8 @@ class VllmBackend(Backend):
         return target.max_model_len if target else None
 
     def fim(self, version: str) -> FimTokens | None:
-        tok = self.tokenizer(version)
-        return (detect_fim(tok) if tok is not None else None) or self.default_fim
+        target = self._targets.get(version)
+        return target.fim if target else self.default_fim
 
     async def health(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -158,10 +245,14 @@ class VllmBackend(Backend):
         return {"ok": bool(out) and all(out.values()), "endpoints": out, "versions": self.versions()}
 
     # ---- generation -----------------------------------------------------------------------------------
-    def _payload(self, prompt: str, params: GenerationParams) -> tuple[_Target, dict[str, Any]]:
-        target = self._targets.get(params.version)
+    def _target(self, version: str) -> _Target:
+        target = self._targets.get(version)
         if target is None:
-            raise BackendError(f"version '{params.version}' is not loaded; loaded: {self.versions()}")
+            raise BackendError(f"version '{version}' is not loaded; loaded: {self.versions()}")
+        return target
+
+    @staticmethod
+    def _body(target: _Target, prompt: str, params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {"model": target.model, "prompt": prompt, "max_tokens": params.max_tokens,
                                 "temperature": params.temperature, "top_p": params.top_p, "n": params.n}
         if params.stop:
@@ -172,11 +263,15 @@ class VllmBackend(Backend):
             body["presence_penalty"] = params.presence_penalty
         if params.frequency_penalty:
             body["frequency_penalty"] = params.frequency_penalty
-        return target, body
+        return body
 
     async def generate(self, prompt: str, params: GenerationParams) -> Generation:
-        target, body = self._payload(prompt, params)
-        data = await self._post(target.endpoint, "/v1/completions", body)
+        target = self._target(params.version)
+        try:
+            data = await self._post(target.endpoint, "/v1/completions", self._body(target, prompt, params))
+        except ModelMissing:
+            target = await self.reload(params.version, target)
+            data = await self._post(target.endpoint, "/v1/completions", self._body(target, prompt, params))
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             usage = data.get("usage") or {}
@@ -187,14 +282,35 @@ class VllmBackend(Backend):
         except (KeyError, TypeError, ValueError) as e:
             raise BackendError(f"malformed completion from {target.endpoint}: {e}") from e
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamDelta]:
-        target, body = self._payload(prompt, params)
+    async def _open_stream(self, target: _Target, prompt: str, params: GenerationParams) -> aiohttp.ClientResponse:
+        """The streaming response, status checked; nothing has been read from it yet, so a fresh-connection
+        retry or a reload-and-retry cannot duplicate text."""
+        body = self._body(target, prompt, params)
         body.update(stream=True, stream_options={"include_usage": True})
+        url = f"{target.endpoint}/v1/completions"
+        try:
+            r = await self.session.post(url, json=body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            if not _never_reached(e) or self._fresh is None:
+                raise
+            self.fresh_retries += 1
+            r = await self._fresh.post(url, json=body)
+        if r.status >= 400:
+            text = await r.text()
+            r.release()
+            self._raise_for(r.status, text, target.endpoint)
+        return r
+
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamDelta]:
+        target = self._target(params.version)
         finish, usage = None, {}
         try:
-            async with self.session.post(f"{target.endpoint}/v1/completions", json=body) as r:
-                if r.status >= 400:
-                    self._raise_for(r.status, await r.text(), target.endpoint)
+            try:
+                r = await self._open_stream(target, prompt, params)
+            except ModelMissing:
+                target = await self.reload(params.version, target)
+                r = await self._open_stream(target, prompt, params)
+            async with r:
                 async for raw in r.content:          # one SSE line at a time
                     line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
@@ -219,21 +335,29 @@ class VllmBackend(Backend):
         yield StreamDelta("", finish_reason=finish, prompt_tokens=usage.get("prompt_tokens"),
                           completion_tokens=usage.get("completion_tokens"))
 
+    async def _send(self, session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        async with session.post(url, json=body) as r:
+            return r.status, await r.read()
+
     async def _post(self, endpoint: str, path: str, body: dict[str, Any], *, expect_json: bool = True) -> Any:
+        url = f"{endpoint}{path}"
         try:
-            async with self.session.post(f"{endpoint}{path}", json=body) as r:
-                text = await r.text()
-                status = r.status
+            try:
+                status, raw = await self._send(self.session, url, body)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                if not _never_reached(e) or self._fresh is None:
+                    raise
+                self.fresh_retries += 1          # once, on a connection nobody used before
+                log.info("vllm backend: %s on a kept-alive connection; re-sent on a fresh one", type(e).__name__)
+                status, raw = await self._send(self._fresh, url, body)
         except (TimeoutError, aiohttp.ClientError) as e:
             raise BackendError(f"vLLM at {endpoint} unreachable: {e!r}") from e
         if status >= 400:
-            self._raise_for(status, text, endpoint)
-        if not expect_json:
-            return text
+            self._raise_for(status, raw.decode("utf-8", "replace"), endpoint)
         try:
-            return json.loads(text)
+            return json.loads(raw) if expect_json else raw.decode("utf-8", "replace")
         except ValueError as e:
-            raise BackendError(f"vLLM at {endpoint} answered non-JSON: {text[:200]}") from e
+            raise BackendError(f"vLLM at {endpoint} answered non-JSON: {raw[:200]!r}") from e
 
     @staticmethod
     def _raise_for(status: int, text: str, endpoint: str) -> None:
@@ -244,6 +368,8 @@ class VllmBackend(Backend):
         except (ValueError, AttributeError):
             message = text
         message = str(message)
+        if status == 404 and "does not exist" in message:
+            raise ModelMissing(f"vLLM at {endpoint}: {message[:300]}")
         if 400 <= status < 500 and status not in (404, 408, 429):
             raise BackendRejected(f"vLLM rejected the request: {message[:500]}", status)
         raise BackendError(f"vLLM at {endpoint} answered {status}: {message[:300]}")
