@@ -49,13 +49,14 @@ def ddp_run(tiny_setup, tmp_path_factory):
     return result, records
 
 
-def test_two_ranks_follow_one_process_with_the_doubled_batch(ddp_run, tiny_setup, tmp_path):
+def test_two_ranks_follow_one_process_with_the_doubled_batch(ddp_run, tiny_setup, tmp_path, record_property):
     ddp, records = ddp_run
     single = train_lora(training=TrainingSettings(**{**BASE, "batch_size": 2 * BASE["batch_size"]}),
                         **_kwargs(tiny_setup, tmp_path))
     assert ddp.completed and ddp.steps == single.steps == BASE["max_steps"]
     assert [s for s, _ in ddp.loss_curve] == [s for s, _ in single.loss_curve] == list(range(1, 13))
     diffs = [abs(a - b) for (_, a), (_, b) in zip(ddp.loss_curve, single.loss_curve, strict=True)]
+    record_property("max_loss_diff", max(diffs))  # in --junitxml: the measured gap, for the report
     assert max(diffs) < LOSS_TOL, diffs
     assert ddp.loss_curve[-1][1] < ddp.loss_curve[0][1] - 0.05  # it learned: the comparison is not vacuous
     assert ddp.val_loss_base == pytest.approx(single.val_loss_base, abs=1e-6)
@@ -165,3 +166,13 @@ def test_fsdp_on_two_gpus(tiny_setup, tmp_path):
     training = TrainingSettings(**{**BASE, "distributed": {"nproc_per_node": 2, "strategy": "fsdp"}})
     result = distributed.launch(training=training, **_kwargs(tiny_setup, tmp_path))
     assert result.completed and result.loss_curve[-1][1] < result.loss_curve[0][1]
+
+
+def test_env_overrides_and_a_bad_combination_names_the_key(monkeypatch):
+    from codellm_assets.settings import PROJECT_ROOT, SettingsError, load_settings
+
+    monkeypatch.setenv("CODELLM__TRAINING__DISTRIBUTED__NPROC_PER_NODE", "2")
+    assert load_settings(PROJECT_ROOT / "codellm.yaml").training.distributed.world_size == 2
+    monkeypatch.setenv("CODELLM__TRAINING__DISTRIBUTED__NNODES", "2")
+    with pytest.raises(SettingsError, match="rdzv_endpoint"):
+        load_settings(PROJECT_ROOT / "codellm.yaml")
