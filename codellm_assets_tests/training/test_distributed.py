@@ -1,7 +1,8 @@
 """Data-parallel training on CPU: real torchrun, two processes, the gloo backend, the tiny model.
 
-Two ranks with ``batch_size`` B each must follow one process with 2B (DistributedSampler split + DDP's
-averaged gradients are that same step), and a ``kill -9`` of one rank must resume to the uninterrupted run.
+Two ranks with a per-rank batch B (2 sequences x 2 accumulated micro-batches) must follow one process with 2B
+(DistributedSampler split + DDP's averaged gradients are that same step), and a ``kill -9`` of one rank must
+resume to the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def _kwargs(tiny_setup, out_dir):
 
 
 def _two_ranks(**over) -> TrainingSettings:
-    return TrainingSettings(**{**BASE, **over, "distributed": {"nproc_per_node": 2}})
+    """Two ranks x (2 sequences x 2 accumulated micro-batches): the global batch of 8 also exercises DDP's
+    no_sync accumulation; one process with batch 8 is the reference."""
+    return TrainingSettings(**{**BASE, "batch_size": 2, "gradient_accumulation_steps": 2, **over,
+                               "distributed": {"nproc_per_node": 2}})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def ddp_run(tiny_setup, tmp_path_factory):
 
 def test_two_ranks_follow_one_process_with_the_doubled_batch(ddp_run, tiny_setup, tmp_path, record_property):
     ddp, records = ddp_run
-    single = train_lora(training=TrainingSettings(**{**BASE, "batch_size": 2 * BASE["batch_size"]}),
+    single = train_lora(training=TrainingSettings(**{**BASE, "batch_size": 8}),
                         **_kwargs(tiny_setup, tmp_path))
     assert ddp.completed and ddp.steps == single.steps == BASE["max_steps"]
     assert [s for s, _ in ddp.loss_curve] == [s for s, _ in single.loss_curve] == list(range(1, 13))
@@ -70,7 +74,7 @@ def test_two_ranks_follow_one_process_with_the_doubled_batch(ddp_run, tiny_setup
 
 
 def test_a_half_batch_per_rank_is_caught(ddp_run, tiny_setup, tmp_path):
-    """The tolerance discriminates: one process with the per-rank batch (not doubled) is outside it."""
+    """The tolerance discriminates: one process with half the global batch is outside it."""
     ddp, _ = ddp_run
     half = train_lora(training=TrainingSettings(**{**BASE, "max_steps": 4}), **_kwargs(tiny_setup, tmp_path))
     assert max(abs(a - b) for (_, a), (_, b) in zip(ddp.loss_curve, half.loss_curve)) > 10 * LOSS_TOL
