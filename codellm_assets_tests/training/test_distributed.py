@@ -180,3 +180,29 @@ def test_env_overrides_and_a_bad_combination_names_the_key(monkeypatch):
     monkeypatch.setenv("CODELLM__TRAINING__DISTRIBUTED__NNODES", "2")
     with pytest.raises(SettingsError, match="rdzv_endpoint"):
         load_settings(PROJECT_ROOT / "codellm.yaml")
+
+
+def test_each_rank_resumes_its_own_rng_stream(tiny_setup, tmp_path):
+    """Rank 0 writes every rank's RNG state; on resume rank r gets state r (its dropout masks continue)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
+
+    from codellm_assets.core.training.checkpoints import capture_rng_state, load_checkpoint, save_checkpoint
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_setup.base_dir),
+                           LoraConfig(r=2, target_modules=["q_proj"]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    sched = get_linear_schedule_with_warmup(opt, 0, 4)
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append(capture_rng_state())
+    ckpt = save_checkpoint(tmp_path, model=model, optimizer=opt, scheduler=sched, scaler=None,
+                           state={"step": 2}, rng_states=states)
+    draws = []
+    for rank in (0, 1):
+        load_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, scaler=None, rank=rank)
+        draws.append(torch.rand(3))
+    torch.manual_seed(2)
+    assert torch.equal(draws[1], torch.rand(3)) and not torch.equal(draws[0], draws[1])
