@@ -131,8 +131,9 @@ def lora_config_for(
     )
 
 
-def qlora_quantization_config():
-    """4-bit NF4 with double quantization and bf16 compute: the QLoRA recipe."""
+def qlora_quantization_config(*, fsdp: bool = False):
+    """4-bit NF4 with double quantization and bf16 compute: the QLoRA recipe. Under FSDP the packed 4-bit
+    weights are stored as bf16 so FSDP can flatten and shard them with the rest (FSDP + QLoRA recipe)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -140,6 +141,7 @@ def qlora_quantization_config():
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
+        **({"bnb_4bit_quant_storage": torch.bfloat16} if fsdp else {}),
     )
 
 
@@ -221,6 +223,7 @@ def _load_model(
     precision: Precision,
     device: torch.device,
     gradient_checkpointing: bool,
+    fsdp: bool = False,
 ):
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -231,7 +234,7 @@ def _load_model(
 
             base = AutoModelForCausalLM.from_pretrained(
                 base_model_dir,
-                quantization_config=qlora_quantization_config(),
+                quantization_config=qlora_quantization_config(fsdp=fsdp),
                 dtype=torch.bfloat16,
                 device_map={"": device.index or 0},
             )
@@ -351,7 +354,7 @@ def _train(setup: _Setup, on_log, should_stop) -> TrainResult:
     set_seed(t.seed)  # python, numpy, torch: the LoRA init and dropout draw from these
     model = _load_model(setup.base_model_dir, setup.lora_config, setup.init_dir, use_qlora=setup.use_qlora,
                         precision=setup.precision, device=setup.device,
-                        gradient_checkpointing=t.gradient_checkpointing)
+                        gradient_checkpointing=t.gradient_checkpointing, fsdp=d.enabled and d.strategy == "fsdp")
     train_model = dist_.wrap(model, d, setup.device)  # DDP / FSDP under torchrun; the model itself otherwise
     if d.enabled:  # LoRA init is the same on all ranks (seeded above); dropout masks must differ per rank
         torch.manual_seed(t.seed + d.rank)
