@@ -111,6 +111,32 @@ class ModelSettings(_Model):
     tiny_pretrain_steps: int = Field(60, ge=0)
 
 
+class DistributedSettings(_Model):
+    """Data-parallel training through torchrun: ``nproc_per_node`` processes (GPUs) on each of ``nnodes``
+    nodes; ``ddp`` replicates the model per GPU, ``fsdp`` shards it (bases that do not fit one GPU; CUDA only)."""
+
+    nproc_per_node: int = Field(1, ge=1, description="processes per node, one per GPU (2 on CPU tests: gloo)")
+    nnodes: int = Field(1, ge=1)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl with CUDA, else gloo")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous (node 0); required when "
+                                      "nnodes > 1, e.g. the headless service of the training Job")
+    rdzv_id: str = Field("codellm-train", description="rendezvous id shared by the nodes of one job")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    @model_validator(mode="after")
+    def _rules(self) -> DistributedSettings:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("training.distributed.nnodes > 1 needs training.distributed.rdzv_endpoint "
+                             "(host:port of node 0, e.g. codellm-train-0.codellm-train:29400)")
+        if self.strategy == "fsdp" and self.backend == "gloo":
+            raise ValueError("training.distributed.strategy fsdp shards over GPUs: use backend auto or nccl")
+        return self
+
+
 class TrainingSettings(_Model):
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(40, ge=-1, description="-1: run `epochs`")
@@ -131,6 +157,8 @@ class TrainingSettings(_Model):
     seed: int = 42
     threads: int = Field(0, ge=0, description="torch CPU threads; 0: all cores")
     eval_max_sequences: int = Field(256, ge=0, description="validation sequences scored per eval; 0: all")
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings,
+                                             description="multi-GPU / multi-node data parallelism (torchrun)")
 
 
 class RegistrySettings(_Model):

@@ -65,7 +65,8 @@ def test_only_the_helm_values_escape_the_acceptance_validation():
 
 def test_kustomizations_list_every_manifest_once():
     listed = []
-    for kfile in (K8S / "kustomization.yaml", K8S / "monitoring" / "kustomization.yaml"):
+    for kfile in (K8S / "kustomization.yaml", K8S / "monitoring" / "kustomization.yaml",
+                  K8S / "training" / "kustomization.yaml"):
         listed += [kfile.parent / r for r in ks.load_docs(kfile)[0]["resources"]]
     assert all(p.exists() for p in listed), [str(p) for p in listed if not p.exists()]
     objects = [p for p in ks.acceptance_manifests() if p.name != "kustomization.yaml"]
@@ -73,7 +74,7 @@ def test_kustomizations_list_every_manifest_once():
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) not installed")
-@pytest.mark.parametrize("folder", ["k8s", "k8s/monitoring"])
+@pytest.mark.parametrize("folder", ["k8s", "k8s/monitoring", "k8s/training"])
 def test_kustomize_renders_valid_objects_in_one_namespace(folder):
     out = subprocess.run(["kubectl", "kustomize", folder], cwd=ROOT, capture_output=True, text=True,
                          timeout=60, check=False)
@@ -430,3 +431,36 @@ def test_definitions_carry_the_k8s_tags_on_every_asset():
     untagged = sorted(k.to_user_string() for a in graph.assets_defs if a.is_materializable
                       for k in a.keys if "dagster-k8s/config" not in a.op.tags)
     assert untagged == [], f"add op_tags=k8s_tags_for(name) to: {untagged}"
+
+
+# ---- multi-node training -----------------------------------------------------------------------------------------
+def test_multinode_training_job_matches_the_launcher_and_the_settings(monkeypatch):
+    """The Job's torchrun joins the rendezvous the lora_adapter step's torchrun uses, reads the spec file the
+    step writes, and mounts the volumes where the Dagster step pods have them."""
+    from codellm_assets.core.training import distributed
+
+    job, svc = ks.find_doc("Job", "codellm-train"), ks.find_doc("Service", "codellm-train")
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    assert job["spec"]["completionMode"] == "Indexed" and pod["subdomain"] == svc["metadata"]["name"]
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["selector"].items() <= \
+        job["spec"]["template"]["metadata"]["labels"].items()
+    # pod 0 of the Job hosts the rendezvous: <job>-0.<service>:<port>
+    assert flags["rdzv-endpoint"] == f"codellm-train-0.codellm-train:{svc['spec']['ports'][0]['port']}"
+    assert int(flags["nnodes"]) == job["spec"]["completions"] + 1  # + the lora_adapter step pod
+    assert int(pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) == int(flags["nproc-per-node"])
+    # the step's settings, as the header tells to set them, give the same torchrun flags
+    monkeypatch.setenv("CODELLM__TRAINING__DISTRIBUTED__NNODES", flags["nnodes"])
+    monkeypatch.setenv("CODELLM__TRAINING__DISTRIBUTED__NPROC_PER_NODE", flags["nproc-per-node"])
+    monkeypatch.setenv("CODELLM__TRAINING__DISTRIBUTED__RDZV_ENDPOINT", flags["rdzv-endpoint"])
+    s = load_settings(ROOT / "codellm.k8s.yaml")
+    spec = s.models_dir / "lora_adapter" / distributed.SPEC_FILE  # the out_dir lora_adapter writes into
+    step_cmd = distributed.torchrun_command(s.training.distributed, spec)
+    for flag in ("nnodes", "nproc-per-node", "rdzv-backend", "rdzv-endpoint", "rdzv-id"):
+        assert f"--{flag}={flags[flag]}" in step_cmd, flag
+    assert args[-3:] == step_cmd[-3:] == ["-m", "codellm_assets.core.training.distributed", str(spec)]
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert claims[mounts[str(s.home_dir)]] == "codellm-data" and claims[mounts[str(s.models_dir)]] == "codellm-models"

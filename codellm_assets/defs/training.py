@@ -8,7 +8,7 @@ import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
 from codellm_assets.core.evaluation import gate
-from codellm_assets.core.training import registry
+from codellm_assets.core.training import distributed, registry
 from codellm_assets.core.training.base_model import get_preset, resolve_base_model
 from codellm_assets.core.training.lora import TrainingError, train_lora
 from codellm_assets.defs.shared import (
@@ -91,10 +91,16 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
             mlflow.log_metric("val_loss", record["eval_loss"], step=record["step"])
 
     try:
-        result = train_lora(base_model_dir=base_model["path"], dataset_dir=training_dataset["dataset_dir"],
-                            out_dir=out_dir, training=s.training, target_modules=list(preset.lora_target_modules),
-                            r=preset.lora_r, alpha=preset.lora_alpha, init_adapter_dir=init, on_log=on_log)
-    except TrainingError as e:
+        kwargs = dict(base_model_dir=base_model["path"], dataset_dir=training_dataset["dataset_dir"],
+                      out_dir=out_dir, training=s.training, target_modules=list(preset.lora_target_modules),
+                      r=preset.lora_r, alpha=preset.lora_alpha,
+                      init_adapter_dir=str(init) if init else None, on_log=on_log)
+        if s.training.distributed.world_size > 1:  # torchrun subprocess; rank 0's result is read back
+            context.log.info(f"distributed training: {s.training.distributed.model_dump(mode='json')}")
+            result = distributed.launch(**kwargs)
+        else:
+            result = train_lora(**kwargs)
+    except (TrainingError, distributed.DistributedTrainingError) as e:
         raise dg.Failure(description=str(e)) from e
     run_id = registry.log_training_run(
         result, params={**s.training.model_dump(mode="json"), "preset": s.model.preset,
@@ -116,6 +122,7 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
         "tokens_per_s": round(result.tokens_per_s, 1), "train_tokens": result.train_tokens,
         "trainable_params": result.trainable_params, "total_params": result.total_params,
         "adapter_bytes": result.adapter_bytes, "precision": result.precision, "qlora": result.qlora,
+        "world_size": s.training.distributed.world_size, "strategy": s.training.distributed.strategy,
         "loss_curve": dg.MetadataValue.md(markdown_table([{"step": st, "loss": loss} for st, loss in result.loss_curve],
                                                              ["step", "loss"])),
         "mlflow_run": dg.MetadataValue.url(url), "mlflow_run_id": run_id,

@@ -73,13 +73,18 @@ def dataset_fingerprint(dataset_dir: str | os.PathLike[str]) -> str:
 
 # Settings that change only bookkeeping, not the trained weights: they may differ on resume.
 _NOT_IN_FINGERPRINT = {"logging_steps", "eval_steps", "save_steps", "threads", "eval_max_sequences",
-                       "from_champion", "qlora"}
+                       "from_champion", "qlora", "distributed"}
 
 
 def training_fingerprint(training, lora_config, *, max_steps: int, base_fp: str, data_fp: str,
                          init_fp: str | None) -> str:
-    """What a checkpoint must match to be resumed: settings that shape the weights, LoRA, base, data, init."""
+    """What a checkpoint must match to be resumed: settings that shape the weights, LoRA, base, data, init.
+
+    Of ``training.distributed`` only the world size counts (it sets the global batch and each rank's data);
+    it enters only when > 1, so one-process checkpoints keep their fingerprint."""
     knobs = {k: v for k, v in training.model_dump(mode="json").items() if k not in _NOT_IN_FINGERPRINT}
+    if training.distributed.world_size > 1:
+        knobs["world_size"] = training.distributed.world_size
     lora = {"r": lora_config.r, "alpha": lora_config.lora_alpha, "dropout": lora_config.lora_dropout,
             "targets": sorted(lora_config.target_modules)}
     blob = json.dumps({"training": knobs, "lora": lora, "max_steps": max_steps, "base": base_fp,
@@ -127,8 +132,12 @@ def _fsync_tree(root: Path) -> None:
                 os.close(fd)
 
 
-def save_checkpoint(ckpt_root: Path, *, model, optimizer, scheduler, scaler, state: dict[str, Any]) -> Path:
-    """Write ``step-<state['step']>`` atomically (temp dir + rename); keep the newest ``KEEP_CHECKPOINTS``."""
+def save_checkpoint(ckpt_root: Path, *, model, optimizer, scheduler, scaler, state: dict[str, Any],
+                    optimizer_state: dict | None = None, rng_states: list[dict] | None = None) -> Path:
+    """Write ``step-<state['step']>`` atomically (temp dir + rename); keep the newest ``KEEP_CHECKPOINTS``.
+
+    Under torchrun rank 0 calls this with every rank's RNG state (``rng_states``, rank order) and, for FSDP,
+    the gathered ``optimizer_state``; one process passes neither."""
     step = int(state["step"])
     ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_root / f".tmp-step-{step}-{os.getpid()}"
@@ -137,13 +146,14 @@ def save_checkpoint(ckpt_root: Path, *, model, optimizer, scheduler, scaler, sta
     model.save_pretrained(tmp / "adapter")
     torch.save(
         {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
         },
         tmp / "optimizer.pt",
     )
-    torch.save(capture_rng_state(), tmp / "rng.pt")
+    rng = capture_rng_state() if rng_states is None or len(rng_states) == 1 else {"per_rank": rng_states}
+    torch.save(rng, tmp / "rng.pt")
     (tmp / STATE_FILE).write_text(json.dumps(state))  # written last: its presence marks completeness
     _fsync_tree(tmp)
     final = ckpt_root / f"step-{step}"
@@ -174,8 +184,12 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_checkpoint(ckpt: Path, *, model, optimizer, scheduler, scaler) -> dict[str, Any]:
-    """Restore adapter weights, optimizer, scheduler and RNG from ``ckpt``; returns its ``state.json``."""
+def load_checkpoint(ckpt: Path, *, model, optimizer, scheduler, scaler, rank: int = 0,
+                    optimizer_state_to_load=None) -> dict[str, Any]:
+    """Restore adapter weights, optimizer, scheduler and RNG from ``ckpt``; returns its ``state.json``.
+
+    Every rank loads the same files (``ckpt`` on the shared output volume) and its own RNG state;
+    ``optimizer_state_to_load`` maps a gathered FSDP optimizer state to this rank's shard."""
     from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
@@ -183,11 +197,13 @@ def load_checkpoint(ckpt: Path, *, model, optimizer, scheduler, scaler) -> dict[
     set_peft_model_state_dict(model, load_peft_weights(str(ckpt / "adapter"), device=str(device)))
     # Our own files (optimizer state, numpy RNG arrays): weights_only would refuse the numpy RNG tuple.
     opt_state = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=False)
-    optimizer.load_state_dict(opt_state["optimizer"])
+    saved = opt_state["optimizer"]
+    optimizer.load_state_dict(optimizer_state_to_load(saved) if optimizer_state_to_load else saved)
     scheduler.load_state_dict(opt_state["scheduler"])
     if scaler is not None and opt_state.get("scaler"):
         scaler.load_state_dict(opt_state["scaler"])
-    restore_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
+    rng = torch.load(ckpt / "rng.pt", weights_only=False)
+    restore_rng_state(rng["per_rank"][rank] if "per_rank" in rng else rng)
     return json.loads((ckpt / STATE_FILE).read_text())
 
 

@@ -29,9 +29,11 @@ from typing import Any, Literal
 import torch
 
 from codellm_assets.core.fsutil import replace_dir
+from codellm_assets.core.training import distributed as dist_
 from codellm_assets.core.training.checkpoints import (
     adapter_fingerprint,
     base_model_fingerprint,
+    capture_rng_state,
     dataset_fingerprint,
     find_resumable,
     load_checkpoint,
@@ -129,8 +131,9 @@ def lora_config_for(
     )
 
 
-def qlora_quantization_config():
-    """4-bit NF4 with double quantization and bf16 compute: the QLoRA recipe."""
+def qlora_quantization_config(*, fsdp: bool = False):
+    """4-bit NF4 with double quantization and bf16 compute: the QLoRA recipe. Under FSDP the packed 4-bit
+    weights are stored as bf16 so FSDP can flatten and shard them with the rest (FSDP + QLoRA recipe)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -138,6 +141,7 @@ def qlora_quantization_config():
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
+        **({"bnb_4bit_quant_storage": torch.bfloat16} if fsdp else {}),
     )
 
 
@@ -173,11 +177,12 @@ def choose_precision(device_type: str, bf16_supported: bool) -> Precision:
     return "bf16" if bf16_supported else "fp16"
 
 
-def resolve_max_steps(training: TrainingSettings, n_train: int) -> int:
-    """``max_steps`` if positive, else the optimizer steps needed for ``epochs`` passes over the data."""
+def resolve_max_steps(training: TrainingSettings, n_train: int, world: int = 1) -> int:
+    """``max_steps`` if positive, else the optimizer steps needed for ``epochs`` passes over the data
+    (``world`` ranks each take ``batch_size`` sequences of every global batch)."""
     if training.max_steps > 0:
         return training.max_steps
-    batches = math.ceil(n_train / training.batch_size)
+    batches = math.ceil(math.ceil(n_train / world) / training.batch_size)
     return max(1, math.ceil(training.epochs * batches / training.gradient_accumulation_steps))
 
 
@@ -218,6 +223,7 @@ def _load_model(
     precision: Precision,
     device: torch.device,
     gradient_checkpointing: bool,
+    fsdp: bool = False,
 ):
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -228,7 +234,7 @@ def _load_model(
 
             base = AutoModelForCausalLM.from_pretrained(
                 base_model_dir,
-                quantization_config=qlora_quantization_config(),
+                quantization_config=qlora_quantization_config(fsdp=fsdp),
                 dtype=torch.bfloat16,
                 device_map={"": device.index or 0},
             )
@@ -279,6 +285,7 @@ class _Setup:
     precision: Precision
     base_fp: str = ""
     fingerprint: str = ""
+    dist: dist_.Dist = field(default_factory=dist_.Dist)
 
     @property
     def autocast(self) -> Callable[[], Any]:
@@ -306,20 +313,25 @@ def train_lora(*, base_model_dir: str | os.PathLike[str], dataset_dir: str | os.
     if init_dir is not None and not (init_dir / "adapter_config.json").is_file():
         raise TrainingError(f"{init_dir}: no adapter_config.json; init_adapter_dir must be a saved peft "
                             "adapter")
+    d = dist_.init(training.distributed)  # under torchrun: join the process group; else rank 0 of 1
+    if d.enabled and should_stop is not None:
+        raise TrainingError("should_stop is not supported under torchrun: every rank must stop at the same step")
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    device = dist_.device_for(d)
     setup = _Setup(Path(base_model_dir), Path(dataset_dir), Path(out_dir), training,
                    lora_config_for(target_modules, training, r, alpha), init_dir, device,
                    use_qlora=should_use_qlora(training.qlora, cuda),
-                   precision=choose_precision(device.type, cuda and torch.cuda.is_bf16_supported()))
+                   precision=choose_precision(device.type, cuda and torch.cuda.is_bf16_supported()), dist=d)
     prev_threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(training.threads or os.cpu_count() or 1)
+    if device.type == "cpu":  # the node's cores shared among its ranks
+        torch.set_num_threads(training.threads or max(1, (os.cpu_count() or 1) // d.local_world))
     try:
         result = _train(setup, on_log, should_stop)
     finally:
         torch.set_num_threads(prev_threads)
     result.wall_time_s = time.perf_counter() - wall0
+    if not d.main:  # rank 0 writes the result (and the adapter, the checkpoints, the log)
+        return result
     tmp = setup.out_dir / f".{METRICS_FILE}.tmp"
     tmp.write_text(json.dumps(result.to_dict(), indent=2))
     os.replace(tmp, setup.out_dir / METRICS_FILE)
@@ -332,7 +344,8 @@ def _train(setup: _Setup, on_log, should_stop) -> TrainResult:
     t = setup.training
     setup.out_dir.mkdir(parents=True, exist_ok=True)
     train_split, val_split = load_splits(setup.dataset_dir)
-    max_steps = resolve_max_steps(t, len(train_split))
+    d = setup.dist
+    max_steps = resolve_max_steps(t, len(train_split), d.world)
     setup.base_fp = base_model_fingerprint(setup.base_model_dir)
     setup.fingerprint = training_fingerprint(
         t, setup.lora_config, max_steps=max_steps, base_fp=setup.base_fp,
@@ -341,24 +354,34 @@ def _train(setup: _Setup, on_log, should_stop) -> TrainResult:
     set_seed(t.seed)  # python, numpy, torch: the LoRA init and dropout draw from these
     model = _load_model(setup.base_model_dir, setup.lora_config, setup.init_dir, use_qlora=setup.use_qlora,
                         precision=setup.precision, device=setup.device,
-                        gradient_checkpointing=t.gradient_checkpointing)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+                        gradient_checkpointing=t.gradient_checkpointing, fsdp=d.enabled and d.strategy == "fsdp")
+    train_model = dist_.wrap(model, d, setup.device)  # DDP / FSDP under torchrun; the model itself otherwise
+    if d.enabled:  # LoRA init is the same on all ranks (seeded above); dropout masks must differ per rank
+        torch.manual_seed(t.seed + d.rank)
+    trainable = [p for p in train_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate, weight_decay=0.0)
     scheduler = get_linear_schedule_with_warmup(optimizer, t.warmup_steps, max_steps)
     scaler = torch.amp.GradScaler("cuda") if setup.precision == "fp16" else None
 
     def emit(record: dict[str, Any]) -> None:
+        if not d.main:
+            return
         log.info("train %s", record)
         if on_log is not None:
             on_log(record)
 
     def evaluate() -> float | None:
-        return evaluate_loss(model, val_split, t.batch_size, t.eval_max_sequences, setup.autocast)
+        eval_model = train_model if d.strategy == "fsdp" else model  # FSDP: forward through the shards
+        return evaluate_loss(eval_model, val_split, t.batch_size, t.eval_max_sequences, setup.autocast)
 
     ckpt_root = setup.out_dir / CHECKPOINTS_DIR
-    ckpt = find_resumable(ckpt_root, setup.fingerprint)
+    # rank 0 decides (it deletes stale checkpoints); every rank then loads the same one
+    ckpt = dist_.broadcast_object(find_resumable(ckpt_root, setup.fingerprint) if d.main else None, d)
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        with dist_.full_params(train_model, d, writeback=True):
+            state = load_checkpoint(
+                ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, rank=d.rank,
+                optimizer_state_to_load=lambda saved: dist_.optimizer_state_to_load(train_model, optimizer, saved, d))
         log.info("resuming from checkpoint %s (step %d of %d)", ckpt, state["step"], max_steps)
         emit({"event": "resume", "step": state["step"], "checkpoint": str(ckpt)})
     else:
@@ -370,18 +393,28 @@ def _train(setup: _Setup, on_log, should_stop) -> TrainResult:
         emit({"event": "start", "step": 0, "max_steps": max_steps, "val_loss_base": state["val_loss_base"]})
     resumed_from = state["step"] if ckpt is not None else 0
 
-    def save(snapshot: dict[str, Any]) -> None:
-        path = save_checkpoint(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
-                               scaler=scaler, state=snapshot)
-        emit({"event": "checkpoint", "step": snapshot["step"], "path": str(path)})
+    def save(snapshot: dict[str, Any]) -> None:  # collective under torchrun; rank 0 writes
+        rngs = dist_.gather_objects(capture_rng_state(), d)
+        fsdp_opt = dist_.optimizer_state(train_model, optimizer, d) if d.strategy == "fsdp" and d.enabled else None
+        with dist_.full_params(train_model, d):
+            if d.main:
+                path = save_checkpoint(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
+                                       scaler=scaler, state=snapshot, optimizer_state=fsdp_opt, rng_states=rngs)
+                emit({"event": "checkpoint", "step": snapshot["step"], "path": str(path)})
+        dist_.barrier(d)  # no rank runs ahead of a checkpoint that is not yet on disk
 
-    loop = Loop(model, optimizer, scheduler, scaler, Batches(train_split, t.batch_size, t.seed), t, max_steps,
-                setup.device, setup.autocast, emit, save, evaluate)
+    batches = Batches(train_split, t.batch_size, t.seed, rank=d.rank, world=d.world)
+    loop = Loop(train_model, optimizer, scheduler, scaler, batches, t, max_steps,
+                setup.device, setup.autocast, emit, save, evaluate, dist=d)
     completed = loop.run(state, should_stop)
     val_loss = evaluate()
     if completed and val_loss is not None:
         state["eval_curve"].append([state["step"], val_loss])
-    adapter_dir = _save_adapter(model, setup.out_dir, setup.base_model_dir, setup.base_fp)
+    adapter_dir = setup.out_dir / ADAPTER_DIR
+    with dist_.full_params(train_model, d):
+        if d.main:
+            adapter_dir = _save_adapter(model, setup.out_dir, setup.base_model_dir, setup.base_fp)
+    dist_.barrier(d)
     return _result(setup, model, state, adapter_dir, max_steps=max_steps, completed=completed,
                    resumed_from=resumed_from, val_loss=val_loss)
 
