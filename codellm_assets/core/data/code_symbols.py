@@ -33,18 +33,21 @@ DEFINITION_TYPES = FUNCTION_TYPES | frozenset({
 
 
 @functools.cache
-def parser_for(language: str) -> Any | None:
-    """A tree-sitter parser for ``language`` (names as in core/data/languages.py), or None if no grammar."""
-    spec = GRAMMARS.get(language)
-    if spec is None:
-        return None
+def load_parser(module: str, function: str) -> Any | None:
+    """A tree-sitter parser for the grammar wheel ``module``'s ``function()`` (None when not installed)."""
     try:
         import tree_sitter
 
-        grammar = importlib.import_module(spec[0])
-        return tree_sitter.Parser(tree_sitter.Language(getattr(grammar, spec[1])()))
+        grammar = importlib.import_module(module)
+        return tree_sitter.Parser(tree_sitter.Language(getattr(grammar, function)()))
     except (ImportError, AttributeError, ValueError):
         return None
+
+
+def parser_for(language: str) -> Any | None:
+    """A tree-sitter parser for ``language`` (names as in core/data/languages.py), or None if no grammar."""
+    spec = GRAMMARS.get(language)
+    return load_parser(*spec) if spec else None
 
 
 def supported_languages() -> list[str]:

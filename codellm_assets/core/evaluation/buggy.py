@@ -41,7 +41,6 @@ from __future__ import annotations
 import ast
 import codeop
 import functools
-import importlib
 import json
 import os
 import shutil
@@ -51,6 +50,8 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from codellm_assets.core.data.code_symbols import load_parser
 
 BUGGY_THRESHOLD = 0.5
 MAX_TRUNCATED_LINES = 3
@@ -326,18 +327,9 @@ def _execute(text: str, timeout_s: float, weights: list[float], reasons: list[st
 
 # ---- other languages (tree-sitter) ----------------------------------------------------------------
 
-@functools.cache
 def _tree_sitter_parser(lang: str) -> Any | None:
     spec = TREE_SITTER_GRAMMARS.get(lang)
-    if spec is None:
-        return None
-    try:
-        import tree_sitter
-
-        grammar = importlib.import_module(spec[0])
-        return tree_sitter.Parser(tree_sitter.Language(getattr(grammar, spec[1])()))
-    except (ImportError, AttributeError, ValueError):
-        return None
+    return load_parser(*spec) if spec else None
 
 
 def syntax_languages() -> list[str]:

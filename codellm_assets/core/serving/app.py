@@ -8,7 +8,6 @@ and the version that served it (``x-codellm-version`` header, ``model`` and ``sy
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -34,6 +33,8 @@ from codellm_assets.core.serving.protocol import (
     validation_message,
 )
 from codellm_assets.core.serving.protocols import Deps, include_ide_routes, tabby
+from codellm_assets.core.serving.protocols.common import SessionStream, sse
+from codellm_assets.core.serving.protocols.common import headers as version_headers
 from codellm_assets.core.serving.protocols.openai_extras import model_list
 from codellm_assets.core.serving.routes import Route
 from codellm_assets.core.serving.store import ApiKey
@@ -42,29 +43,6 @@ from codellm_assets.core.serving.streaming import StreamSession
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
-
-
-class _StreamResponse(StreamingResponse):
-    """Server-sent events of a StreamSession, settled even if the client leaves before the first byte."""
-
-    def __init__(self, session: StreamSession, content: AsyncIterator[str]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers=_headers(session.id, session.slot, session.version))
-        self.session = session
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.session.abandon()
-
-
-def _sse(obj: Any) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
-
-
-def _headers(cid: str, slot: str, version: str) -> dict[str, str]:
-    return {"x-codellm-version": version, "x-codellm-slot": slot, "x-request-id": cid}
 
 
 def _fingerprint(slot: str, version: str) -> str:
@@ -153,14 +131,14 @@ def create_app(gw: Gateway) -> FastAPI:
         if body.stream and len(body.prompts) == 1 and body.n == 1:
             session = await StreamSession(gw, ctx, spec, params).open()
             echo = body.prompts[0] if body.echo else ""
-            return _StreamResponse(session, _completion_events(session, body, echo))
+            return SessionStream(session, _completion_events(session, body, echo))
         served = await gw.complete(ctx, spec, params)
         payload = _completion_json(served, body)
         if body.stream:      # several prompts or choices: one chunk per choice, then [DONE]
             return StreamingResponse(_replay_events(payload, "text_completion", body),
                                      media_type="text/event-stream",
-                                     headers=_headers(served.id, served.slot, served.version))
-        return JSONResponse(payload, headers=_headers(served.id, served.slot, served.version))
+                                     headers=version_headers(served.id, served.slot, served.version))
+        return JSONResponse(payload, headers=version_headers(served.id, served.slot, served.version))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -177,14 +155,14 @@ def create_app(gw: Gateway) -> FastAPI:
         params = body.to_generation_params()
         if body.stream and body.n == 1:
             session = await StreamSession(gw, ctx, spec, params).open()
-            return _StreamResponse(session, _chat_events(session, body))
+            return SessionStream(session, _chat_events(session, body))
         served = await gw.complete(ctx, spec, params)
         payload = _chat_json(served)
         if body.stream:
             return StreamingResponse(_replay_events(payload, "chat.completion.chunk", body),
                                      media_type="text/event-stream",
-                                     headers=_headers(served.id, served.slot, served.version))
-        return JSONResponse(payload, headers=_headers(served.id, served.slot, served.version))
+                                     headers=version_headers(served.id, served.slot, served.version))
+        return JSONResponse(payload, headers=version_headers(served.id, served.slot, served.version))
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict[str, Any]:
@@ -302,7 +280,7 @@ async def _completion_events(session: StreamSession, body: CompletionRequest, ec
     created = int(time.time())
 
     def chunk(text: str, finish: str | None) -> str:
-        return _sse({"id": session.id, "object": "text_completion", "created": created, "model": session.version,
+        return sse({"id": session.id, "object": "text_completion", "created": created, "model": session.version,
                      "system_fingerprint": _fingerprint(session.slot, session.version),
                      "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]})
 
@@ -318,7 +296,7 @@ async def _chat_events(session: StreamSession, body: ChatCompletionRequest) -> A
     created = int(time.time())
 
     def chunk(delta: dict[str, str], finish: str | None) -> str:
-        return _sse({"id": session.id, "object": "chat.completion.chunk", "created": created,
+        return sse({"id": session.id, "object": "chat.completion.chunk", "created": created,
                      "model": session.version, "system_fingerprint": _fingerprint(session.slot, session.version),
                      "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
 
@@ -333,11 +311,11 @@ async def _chat_events(session: StreamSession, body: ChatCompletionRequest) -> A
 async def _stream_end(session: StreamSession, body: Any, final_chunk: str, obj: str) -> AsyncIterator[str]:
     if session.error:       # the openai client raises APIError on an in-stream error event
         message = _server_message("backend_unavailable", session.error)
-        yield _sse(error_body(message, type="server_error", code="backend_unavailable"))
+        yield sse(error_body(message, type="server_error", code="backend_unavailable"))
     else:
         yield final_chunk
         if _include_usage(body):
-            yield _sse({"id": session.id, "object": obj, "created": int(time.time()), "model": session.version,
+            yield sse({"id": session.id, "object": obj, "created": int(time.time()), "model": session.version,
                         "choices": [], "usage": _usage(session.prompt_tokens or 0, session.completion_tokens or 0)})
     yield "data: [DONE]\n\n"
 
@@ -348,14 +326,14 @@ async def _replay_events(payload: dict[str, Any], obj: str, body: Any) -> AsyncI
     for choice in payload["choices"]:
         if obj == "chat.completion.chunk":
             content = {"role": "assistant", "content": choice["message"]["content"]}
-            yield _sse({**base, "object": obj, "choices": [{"index": choice["index"], "delta": content,
+            yield sse({**base, "object": obj, "choices": [{"index": choice["index"], "delta": content,
                                                              "logprobs": None, "finish_reason": None}]})
             end = {"index": choice["index"], "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}
         else:
-            yield _sse({**base, "object": obj, "choices": [{"index": choice["index"], "text": choice["text"],
+            yield sse({**base, "object": obj, "choices": [{"index": choice["index"], "text": choice["text"],
                                                              "logprobs": None, "finish_reason": None}]})
             end = {"index": choice["index"], "text": "", "logprobs": None, "finish_reason": choice["finish_reason"]}
-        yield _sse({**base, "object": obj, "choices": [end]})
+        yield sse({**base, "object": obj, "choices": [end]})
     if _include_usage(body):
-        yield _sse({**base, "object": obj, "choices": [], "usage": payload["usage"]})
+        yield sse({**base, "object": obj, "choices": [], "usage": payload["usage"]})
     yield "data: [DONE]\n\n"
