@@ -28,8 +28,9 @@ from codellm_assets.definitions import build_defs
 from codellm_assets.runner import run_graph
 from codellm_assets.settings import load_settings
 from codellm_assets_tests.conftest import commit_files, git
-from codellm_assets_tests.integration.conftest import write_config
+from codellm_assets_tests.integration.conftest import start_gateway, stop_gateway, write_config
 from codellm_assets_tests.integration.test_data_stage import module
+from codellm_assets_tests.serving.conftest import pick_port
 
 pytestmark = pytest.mark.slow
 # Learning rate 1.0 without warm-up: four steps make the adapter far worse than its base on held-out code.
@@ -43,8 +44,10 @@ class Env:
         git(repo, "init", "-q", "-b", "main")
         commit_files(repo, {f"pay/m{i}.py": module(f"pay_{i}", body_lines=20) for i in range(16)}, "initial")
         self.root = root
+        self.port = pick_port()
         self.config = write_config(root, [{"name": "payments", "path": str(repo), "branches": ["main"]}],
-                                   eval={"company_tasks_file": None}, training=BAD_TRAINING)
+                                   eval={"company_tasks_file": None}, training=BAD_TRAINING,
+                                   serving={"port": self.port})
         self.settings = load_settings(self.config)
 
     def with_eval(self, name: str, **overrides) -> Path:
@@ -100,9 +103,13 @@ def env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(root / "dagster"))
         e = Env(root)
-        results = e.run("*lora_adapter") + e.run("company_benchmark")
-        assert [(r.name, r.error) for r in results if not r.success] == []
-        yield e
+        gateway = start_gateway(e.config, e.port, root / "gateway.log")   # deployed_endpoint needs a live one
+        try:
+            results = e.run("*lora_adapter") + e.run("company_benchmark")
+            assert [(r.name, r.error) for r in results if not r.success] == []
+            yield e
+        finally:
+            stop_gateway(gateway)
 
 
 def requested(defs: dg.Definitions, tick) -> list[str]:
@@ -124,7 +131,7 @@ def test_a_failed_gate_never_ships_through_automation(env):
         if ticks[-1]:
             outcomes.append(env.execute(ticks[-1]))
     # The daemon does try: the new eval_scores makes registration (and, chained, deployment) eager ...
-    assert ticks[0] == ["deployed_endpoint", "registered_model"] and ticks[1:] == [[], []], ticks
+    assert ticks[0] == ["deployed_endpoint", "packaged_model", "registered_model"] and ticks[1:] == [[], []], ticks
     # ... and registration refuses, so nothing is registered and the deployment never starts.
     assert env.versions() == [] and "canary" not in env.routes()
     [run] = outcomes
@@ -209,7 +216,8 @@ def test_a_passed_gate_registers_its_record_and_deploys(env):
     loose = env.with_eval("loose.yaml", gate_margin=10.0)
     results = env.run("eval_scores*", config=loose)
     assert [(r.name, r.success, r.error) for r in results] == [
-        ("eval_scores", True, None), ("registered_model", True, None), ("deployed_endpoint", True, None)]
+        ("eval_scores", True, None), ("registered_model", True, None), ("deployed_endpoint", True, None),
+        ("packaged_model", True, None)]
     info = registry.get_version(env.settings.mlflow_tracking_uri, "codellm", "1")
     gate = registry.read_gate(info)
     ev = env.instance.fetch_materializations(dg.AssetKey("eval_scores"), limit=1).records[0]

@@ -46,7 +46,8 @@ def test_command_serves_the_routed_base_and_adapters(tiny_model: TinyModel, tmp_
     assert "codellm/4 is on another base" in r.output
 
 
-def test_without_the_venv_it_says_how_to_build_it(tmp_path: Path) -> None:
+def test_without_the_venv_it_says_how_to_build_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("CODELLM__SERVING__VLLM_VENV", raising=False)   # CI points it at the real venv
     cfg = _config(tmp_path, tmp_path / "nowhere")
     r = CliRunner().invoke(app, ["vllm", "command", "--config", str(cfg)])
     assert r.exit_code == 2 and "make vllm" in r.output

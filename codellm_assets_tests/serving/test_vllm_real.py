@@ -72,7 +72,7 @@ def test_openai_client_base_adapter_and_streaming(real_vllm: RealVllm, store: St
 def test_canary_split_and_adapters_loaded_at_run_time(real_vllm: RealVllm, store: Store) -> None:
     v = real_vllm
     assert lora_name("codellm/3") not in _served(v)
-    key = store.create_api_key("bars")
+    key = store.create_api_key("bars", claims_users=True)   # a team proxy: may name its developers
     gw = make_gateway(store, VllmBackend(v.url), _routes(v, canary="codellm/3", weight=50))
     with serve_app(create_app(gw)) as url:
         wait_ready(url, timeout=120)
