@@ -333,31 +333,15 @@ def dagster_server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("dagster_e2e")
     port = _free_port()
     config = write_settings(root, port)
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    log_path = root / "dagster_dev.log"
-    cmd = [_dagster_executable(), "dev", "-h", "127.0.0.1", "-p", str(port),
-           "-w", str(PROJECT_ROOT / "workspace.yaml")]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_server_env(dagster_home, config), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                # The only code run between fork and exec is signal.signal: no lock to deadlock on.
-                                preexec_fn=_restore_default_signals)  # noqa: PLW1509
-    server = DagsterDevServer(port=port, process=proc, root=root, log_path=log_path)
-    try:
-        _wait_for_server_info(server)
-        _wait_for_location(server)
+    with dagster_dev(root, config, root / "dagster_home", port=port) as server:
         yield server
-    finally:
-        stop_process_group(proc)
 
 
 @contextlib.contextmanager
-def dagster_dev(root: Path, config: Path, dagster_home: Path):
-    """A `dagster dev` of its own (not the package's shared one) on an existing DAGSTER_HOME and settings file:
-    for tests that must start the daemon on state made beforehand (e.g. by `codellm run`)."""
-    port = _free_port()
+def dagster_dev(root: Path, config: Path, dagster_home: Path, port: int | None = None):
+    """`dagster dev -h 127.0.0.1 -p <port> -w workspace.yaml` on ``dagster_home`` (made if missing) and a settings
+    file; also for tests that must start the daemon on state made beforehand (e.g. by `codellm run`)."""
+    port = port or _free_port()
     if not (dagster_home / "dagster.yaml").exists():
         dagster_home.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -367,6 +351,7 @@ def dagster_dev(root: Path, config: Path, dagster_home: Path):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_server_env(dagster_home, config), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                # The only code run between fork and exec is signal.signal: no lock to deadlock on.
                                 preexec_fn=_restore_default_signals)  # noqa: PLW1509
     server = DagsterDevServer(port=port, process=proc, root=root, log_path=log_path)
     try:

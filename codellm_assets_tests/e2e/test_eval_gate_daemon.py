@@ -11,7 +11,6 @@ issue 12 the same flow registers the failed challenger and puts it on the canary
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -25,13 +24,7 @@ from codellm_assets_tests.e2e.conftest import (
     PROJECT_ROOT,
     REPOSITORY,
     DagsterDevServer,
-    _dagster_executable,
-    _free_port,
-    _restore_default_signals,
-    _server_env,
-    _wait_for_location,
-    _wait_for_server_info,
-    stop_process_group,
+    dagster_dev,
 )
 from codellm_assets_tests.integration.conftest import write_config
 from codellm_assets_tests.integration.test_data_stage import module
@@ -118,20 +111,8 @@ def prepared(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(prepared):
     root, config, home, _ = prepared
-    port = _free_port()
-    log_path = root / "dagster_dev.log"
-    cmd = [_dagster_executable(), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_server_env(home, config), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_restore_default_signals)  # noqa: PLW1509
-    srv = DagsterDevServer(port=port, process=proc, root=root, log_path=log_path)
-    try:
-        _wait_for_server_info(srv)
-        _wait_for_location(srv)
+    with dagster_dev(root, config, home) as srv:
         yield srv
-    finally:
-        stop_process_group(proc)
 
 
 def test_the_daemon_does_not_ship_a_failed_gate(prepared, server: DagsterDevServer):
