@@ -13,7 +13,7 @@ import dagster as dg
 
 from codellm_assets.core.monitoring.alerts import Alert, deliver
 from codellm_assets.core.monitoring.rollout import decide_canary, plan_routes, promote_routes, rollback_routes
-from codellm_assets.core.serving.client import GatewayNotServing, gateway_serves, require_gateway_completion
+from codellm_assets.core.serving.client import GatewayNotServing, require_gateway_completion
 from codellm_assets.core.serving.routes import Route, RoutesChanged
 from codellm_assets.core.serving.store import utcnow
 from codellm_assets.core.training import registry
@@ -95,8 +95,8 @@ def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResou
                            str(registered_model["version"]),
                            lock_url=s.registry.lock_url)
     url = gateway.base_url()
-    context.log.info(verify_deployment(metrics_store, url, version, s.monitoring.canary.verify_timeout_s))
-    live, detail = gateway_serves(url, version)
+    # A real completion from the new version (or a Failure): it is live, no readiness poll needed on top.
+    detail = verify_deployment(metrics_store, url, version, s.monitoring.canary.verify_timeout_s)
     context.log.info(f"{version} deployed ({s.monitoring.strategy}); gateway {url}: {detail}")
     weights = {r.slot: {"version": r.version, "weight": r.weight} for r in routes}
     return dg.Output(
@@ -106,7 +106,7 @@ def deployed_endpoint(context: dg.AssetExecutionContext, settings: SettingsResou
                   "canary_weight": next((r.weight for r in routes if r.slot == "canary"), 0),
                   "routes": dg.MetadataValue.json(weights), "gateway_url": dg.MetadataValue.url(url),
                   "gate": dg.MetadataValue.json(gate_summary),
-                  "gateway_live": live, "gateway_status": detail})
+                  "gateway_live": True, "gateway_status": detail})
 
 
 def _alert_if_idle(context, store, canary: Route, cursor: dict, s) -> None:
