@@ -145,3 +145,13 @@ def test_company_files_recall_and_keep_rate(slice_):
     recall, kept = totals(stats)
     worst = {k: ok / n for k, (n, ok) in stats.items() if ok / n < 0.95}
     assert recall >= 0.99 and kept >= 0.95 and not worst, (recall, kept, worst)
+
+
+@pytest.mark.timeout(30)
+def test_chpasswd_header_without_a_list_does_not_backtrack_exponentially():
+    # A file that mentions "chpasswd:" followed by many indented lines and no "list:" (this project's own
+    # contexts.py) took minutes: "[ \t]+[^\n]*" split each line's indent every possible way. Old: 8**30 tries.
+    text = "chpasswd:\n" + "        x = 1\n" * 30 + "end\n"
+    assert scrub_text(text).text == text
+    block = f"chpasswd:\n  expire: false\n  list: |\n    root:{PW[0]}\n"
+    assert PW[0] not in scrub_text(block).text

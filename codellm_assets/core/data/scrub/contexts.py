@@ -232,7 +232,7 @@ def _user_slash_password(text: str, low: str) -> Iterator[Span]:
                 yield Span(start, end, "password", 1)
 
 
-_CHPASSWD = re.compile(r"chpasswd:[^\n]*\n(?:[ \t]+[^\n]*\n)*?[ \t]+list:[ \t]*[|>][-+]?[ \t]*\n")
+_CHPASSWD = re.compile(r"chpasswd:[^\n]*\n(?:[ \t][^\n]*\n)*?[ \t]+list:[ \t]*[|>][-+]?[ \t]*\n")
 _CHPASSWD_LINE = re.compile(r"([ \t]+)[\w.\-]{1,32}:(?P<b>[^\s:]{3,200})[ \t]*(?:\n|$)")
 
 
