@@ -92,6 +92,16 @@ class DedupSettings(_Model):
     decontam_ngram: int = Field(13, ge=4, description="token n-gram length for eval-prompt overlap")
 
 
+class DataSettings(_Model):
+    """How the data stages run on one machine (Kubernetes fans out per repo partition on top of this)."""
+
+    workers: int = Field(1, ge=1, description="processes for the per-file stages (clean, scrub, leftover "
+                         "re-scan, signatures) over batches of one partition's files; 1: in this process "
+                         "(fastest on the 2-core embedded run: a pool's start-up costs more than it saves there)")
+    cache_dir: str | None = Field(None, description="per-file stage results (Parquet shards by stage, settings "
+                                  "hash and repo); default: <home>/data/blob_cache. Safe to delete")
+
+
 class DatasetSettings(_Model):
     seq_len: int = Field(256, ge=16)
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="> 0: the adapter's validation loss "
@@ -308,6 +318,7 @@ class Settings(_Model):
     quality: QualitySettings = QualitySettings()
     scrub: ScrubSettings = ScrubSettings()
     dedup: DedupSettings = DedupSettings()
+    data: DataSettings = DataSettings()
     dataset: DatasetSettings = DatasetSettings()
     model: ModelSettings = ModelSettings()
     training: TrainingSettings = TrainingSettings()
@@ -342,6 +353,10 @@ class Settings(_Model):
     @property
     def data_dir(self) -> Path:
         return self.home_dir / "data"
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        return self.resolve(self.data.cache_dir) if self.data.cache_dir else self.data_dir / "blob_cache"
 
     @property
     def models_dir(self) -> Path:

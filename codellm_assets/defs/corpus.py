@@ -6,8 +6,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from codellm_assets.core.data import dedup, filters
-from codellm_assets.core.data.scrub import scrubber as scrub
+from codellm_assets.core.data import corpus_dedup, file_stages
 from codellm_assets.defs.shared import (
     CORPUS_SCHEMA,
     SNAPSHOT_SCHEMA,
@@ -16,24 +15,27 @@ from codellm_assets.defs.shared import (
     repos_partitions,
 )
 from codellm_assets.k8s_tags import k8s_tags_for
-from codellm_assets.resources import SettingsResource
+from codellm_assets.resources import SettingsResource, asset_storage_path
 
 
 @dg.asset(op_tags=k8s_tags_for("clean_files"), partitions_def=repos_partitions, group_name="data",
           description="Files that pass the quality rules; every dropped file is counted by reason.")
 def clean_files(context: dg.AssetExecutionContext, settings: SettingsResource,
                 repo_snapshots: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    rules = settings.get().quality
-    result = filters.apply_quality_rules(repo_snapshots.iter_rows(named=True), rules)
+    s = settings.get()
+    result, stats = file_stages.clean_partition(list(repo_snapshots.iter_rows(named=True)), s.quality,
+                                                s.blob_cache_dir, context.partition_key, s.data.workers)
     df = pl.DataFrame(result.kept, schema=SNAPSHOT_SCHEMA).with_columns(pl.col("content").str.len_bytes().cast(pl.Int64)
                                                            .alias("bytes"))
-    context.log.info(f"kept {len(df)}/{len(repo_snapshots)} files; dropped {dict(result.dropped)}")
+    context.log.info(f"kept {len(df)}/{len(repo_snapshots)} files; dropped {dict(result.dropped)}; "
+                     f"{stats.reused} verdicts reused, {stats.computed} computed")
     return dg.Output(df, metadata={
         "files_in": len(repo_snapshots), "files_kept": len(df), "dagster/row_count": len(df),
         "bytes": int(df["bytes"].sum()) if len(df) else 0,
         "truncated": result.truncated,
         "dropped_by_reason": dg.MetadataValue.json(dict(sorted(result.dropped.items()))),
         "dropped_total": sum(result.dropped.values()),
+        "cache": dg.MetadataValue.json({"clean": stats.to_json()}),
     })
 
 
@@ -42,21 +44,21 @@ def clean_files(context: dg.AssetExecutionContext, settings: SettingsResource,
                       "<EMAIL>, <IP>, …); redaction counts by type.")
 def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
                     clean_files: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    opts = settings.get().scrub
-    totals: Counter[str] = Counter()
-    rows = []
-    for row in clean_files.iter_rows(named=True):
-        res = scrub.scrub_text(row["content"], opts)
-        totals.update(res.counts)
-        rows.append({**row, "content": res.text, "bytes": len(res.text.encode()),
-                     "redactions": sum(res.counts.values())})
+    s = settings.get()
+    root, partition, workers = s.blob_cache_dir, context.partition_key, s.data.workers
+    rows, totals, scrub_stats = file_stages.scrub_partition(list(clean_files.iter_rows(named=True)), s.scrub,
+                                                            root, partition, workers)
     df = pl.DataFrame(rows, schema=CORPUS_SCHEMA)
+    # signatures now, per partition (one pod per repo on Kubernetes): deduped_corpus then reads only them
+    _, sig_stats = file_stages.signatures_partition(rows, s.dedup, root, partition, workers)
     files_touched = int((df["redactions"] > 0).sum()) if len(df) else 0
-    context.log.info(f"redacted {sum(totals.values())} items in {files_touched} files: {dict(totals)}")
+    context.log.info(f"redacted {sum(totals.values())} items in {files_touched} files: {totals}; "
+                     f"{scrub_stats.reused} files reused, {scrub_stats.computed} scrubbed")
     return dg.Output(df, metadata={
         "files": len(df), "dagster/row_count": len(df), "files_with_redactions": files_touched,
         "redactions_total": sum(totals.values()),
         "redactions_by_type": dg.MetadataValue.json(dict(sorted(totals.items()))),
+        "cache": dg.MetadataValue.json({"scrub": scrub_stats.to_json(), "signature": sig_stats.to_json()}),
     })
 
 
@@ -106,35 +108,40 @@ def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> d
 
 
 @dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data",
-          ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
-          description="Exact + near-duplicate removal across repos (MinHash LSH), decontaminated against "
-                      "eval prompts. One file kept per cluster, chosen deterministically.")
-def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
-                   scrubbed_corpus: dict[str, pl.DataFrame]) -> dg.Output[pl.DataFrame]:
+          deps=[dg.AssetDep("scrubbed_corpus", partition_mapping=dg.AllPartitionMapping())],
+          description="Exact + near-duplicate removal across repos (MinHash LSH over the cached per-file "
+                      "signatures; texts read only to verify candidate pairs), decontaminated against eval "
+                      "prompts. One file kept per cluster, chosen deterministically.")
+def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.Output[pl.DataFrame]:
     s = settings.get()
+    stored = {p: asset_storage_path(s.data_dir, dg.AssetKey("scrubbed_corpus"), p, ".parquet")
+              for p in context.instance.get_dynamic_partitions(repos_partitions.name)}
+    missing = sorted(p for p, path in stored.items() if not path.exists())
+    if missing:   # a repo that failed, or not yet materialized
+        context.log.warning(f"scrubbed_corpus: partitions {missing} have no stored value; left out")
+    stored = {p: path for p, path in stored.items() if path.exists()}
     configured = {r.name for r in s.repos}
-    removed = sorted(p for p in scrubbed_corpus if p not in configured)
+    removed = sorted(p for p in stored if p not in configured)
     if removed:  # a repo taken out of codellm.yaml (legal, compliance) must stop flowing into training
         context.log.warning(f"leaving out partitions no longer in the settings: {removed}")
-    scrubbed_corpus = {p: df for p, df in scrubbed_corpus.items() if p in configured}
-    blocked = blocked_partitions(context.instance, list(scrubbed_corpus))
+    stored = {p: path for p, path in stored.items() if p in configured}
+    blocked = blocked_partitions(context.instance, list(stored))
     if blocked:
         context.log.warning(f"leaving out partitions without a passed leftover-secret check on their latest "
                             f"materialization: {blocked}")
-    frames = [df for p, df in sorted(scrubbed_corpus.items()) if len(df) and p not in blocked]
-    corpus = pl.concat(frames) if frames else pl.DataFrame(schema=CORPUS_SCHEMA)
-    corpus = corpus.with_columns((pl.col("repo") + ":" + pl.col("branch") + ":" + pl.col("path")).alias("doc_id"))
-    docs = [dedup.Doc(id=r["doc_id"], text=r["content"], repo=r["repo"], path=r["path"])
-            for r in corpus.select("doc_id", "content", "repo", "path").iter_rows(named=True)]
-    outcome = dedup.dedup_and_decontaminate(docs, s.dedup, extra_eval_items=company_eval_items(s),
+    sources = {p: path for p, path in stored.items() if p not in blocked}
+    outcome = corpus_dedup.dedup_partitions(sources, s.dedup, s.blob_cache_dir,
+                                            extra_eval_items=company_eval_items(s), workers=s.data.workers,
                                             progress=context.log.info)
-    result, hits, kept = outcome.dedup, outcome.decontam_hits, set(outcome.kept_ids)
-    out = corpus.filter(pl.col("doc_id").is_in(sorted(kept))).drop("doc_id").sort(["repo", "branch", "path"])
+    result, hits = outcome.dedup, outcome.decontam_hits
+    frames = [_kept_rows(path, outcome.kept[p]) for p, path in sorted(sources.items())]
+    frames = [f for f in frames if len(f)]
+    out = (pl.concat(frames) if frames else pl.DataFrame(schema=CORPUS_SCHEMA)).sort(["repo", "branch", "path"])
     cluster_sizes = Counter(result.cluster_sizes)
-    context.log.info(f"{len(corpus)} files -> {len(out)}: {len(result.exact_duplicates)} exact, "
+    context.log.info(f"{outcome.files_in} files -> {len(out)}: {len(result.exact_duplicates)} exact, "
                      f"{len(result.near_duplicates)} near duplicates, {len(hits)} decontaminated")
     return dg.Output(out, data_version=frame_version(out), metadata={
-        "files_in": len(corpus), "files_kept": len(out), "dagster/row_count": len(out),
+        "files_in": outcome.files_in, "files_kept": len(out), "dagster/row_count": len(out),
         "exact_duplicates": len(result.exact_duplicates),
         "near_duplicates": len(result.near_duplicates),
         "dedup_ratio": float(result.dedup_ratio),
@@ -144,7 +151,16 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
         "decontaminated_examples": dg.MetadataValue.json(dict(list(hits.items())[:10])),
         "bytes": int(out["bytes"].sum()) if len(out) else 0,
         "backend": s.dedup.backend,
-        "repos": dg.MetadataValue.json(sorted(p for p in scrubbed_corpus if p not in blocked)),
+        "candidate_pairs": result.candidate_pairs, "texts_read_for_verify": outcome.texts_read_for_verify,
+        "cache": dg.MetadataValue.json({"signature": outcome.signatures.to_json()}),
+        "repos": dg.MetadataValue.json(sorted(sources)),
         "blocked_partitions": dg.MetadataValue.json(blocked),    # {partition: why}
         "removed_repos_left_out": dg.MetadataValue.json(removed),
     })
+
+
+def _kept_rows(path, kept_ids: set[str]) -> pl.DataFrame:
+    """One partition's kept files (the keep-list applied per partition)."""
+    df = pl.read_parquet(path)
+    ids = pl.col("repo") + ":" + pl.col("branch") + ":" + pl.col("path")
+    return df.filter(ids.is_in(sorted(kept_ids))).select(list(CORPUS_SCHEMA)).cast(CORPUS_SCHEMA)

@@ -67,6 +67,20 @@ class Doc:
     repo: str = ""
     path: str = ""
 
+    @property
+    def chars(self) -> int:
+        return len(self.text)
+
+
+@dataclass(frozen=True)
+class DocInfo:
+    """What dedup needs of a file besides its signature: its names and length (the keep rule)."""
+
+    id: str
+    repo: str = ""
+    path: str = ""
+    chars: int = 0
+
 
 @dataclass
 class DedupResult:
@@ -118,16 +132,16 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def preference_key(doc: Doc) -> tuple[int, str, str, str]:
+def preference_key(doc: Doc | DocInfo) -> tuple[int, str, str, str]:
     """Sort key of the keep rule: longest first, then the smallest (repo, path, id)."""
-    return (-len(doc.text), doc.repo, doc.path, doc.id)
+    return (-doc.chars, doc.repo, doc.path, doc.id)
 
 
-def _exact_groups(docs: Sequence[Doc]) -> tuple[list[int], dict[int, int]]:
+def _exact_groups(docs: Sequence[Doc | DocInfo], exact_keys: Sequence[str]) -> tuple[list[int], dict[int, int]]:
     """Indices of exact-group representatives (in preference order) and removed index -> kept index."""
     by_hash: dict[str, list[int]] = {}
-    for i, d in enumerate(docs):
-        by_hash.setdefault(exact_hash(d.text), []).append(i)
+    for i, key in enumerate(exact_keys):
+        by_hash.setdefault(key, []).append(i)
     reps: list[int] = []
     removed: dict[int, int] = {}
     for members in by_hash.values():
@@ -138,23 +152,18 @@ def _exact_groups(docs: Sequence[Doc]) -> tuple[list[int], dict[int, int]]:
     return reps, removed
 
 
-def doc_shingles(doc: Doc, settings: DedupSettings) -> set[str]:
+def text_shingles(text: str, path: str, settings: DedupSettings) -> set[str]:
     """The shingles near-dedup compares: of the code without its comments when ``settings.code_aware``, so
     reworded comments or a replaced comment header do not hide a copy."""
-    text = code_only_for_path(doc.text, doc.path) if settings.code_aware else doc.text
-    return shingles(text, settings.shingle_size)
+    return shingles(code_only_for_path(text, path) if settings.code_aware else text, settings.shingle_size)
 
 
-class _ShingleCache:
-    """Shingle sets recomputed on demand, so only files in candidate pairs are held in memory."""
+def doc_shingles(doc: Doc, settings: DedupSettings) -> set[str]:
+    return text_shingles(doc.text, doc.path, settings)
 
-    def __init__(self, docs: Sequence[Doc], settings: DedupSettings) -> None:
-        self.docs, self.settings, self.cache = docs, settings, {}
 
-    def __getitem__(self, i: int) -> set[str]:
-        if i not in self.cache:
-            self.cache[i] = doc_shingles(self.docs[i], self.settings)
-        return self.cache[i]
+# Streams (doc index, text) for the wanted indices (sorted), in any order: how verification reads texts.
+TextLoader = Callable[[list[int]], Iterable[tuple[int, str]]]
 
 
 def dedup_documents(
@@ -167,34 +176,73 @@ def dedup_documents(
     """
     say = progress or (lambda _phase: None)
     _check_unique_ids(docs)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-
     say("exact")
-    reps, exact_removed = _exact_groups(docs)
-    timings["exact"] = time.perf_counter() - t0
-
+    exact_keys = [exact_hash(d.text) for d in docs]
+    reps, _ = _exact_groups(docs, exact_keys)
+    t_exact = time.perf_counter() - t0
     say("signatures")
     t = time.perf_counter()
     shingled, sketches = _sketch_docs(docs, reps, settings)
-    timings["signatures"] = time.perf_counter() - t
+    sigs: list[np.ndarray | None] = [None] * len(docs)
+    for i, sketch in zip(shingled, sketches):
+        sigs[i] = digest(sketch)
+    t_sig = time.perf_counter() - t
+    result = dedup_signatures(docs, exact_keys, sigs, lambda wanted: ((i, docs[i].text) for i in wanted),
+                              settings, progress)
+    result.timings = {"exact": round(t_exact, 4), "signatures": round(t_sig, 4),
+                      **{k: v for k, v in result.timings.items() if k not in ("exact", "signatures")}}
+    result.timings["total"] = round(time.perf_counter() - t0, 4)
+    return result
+
+
+def dedup_signatures(
+    docs: Sequence[Doc | DocInfo],
+    exact_keys: Sequence[str],
+    sigs: Sequence[np.ndarray | None],
+    load_texts: TextLoader,
+    settings: DedupSettings,
+    progress: Callable[[str], None] | None = None,
+) -> DedupResult:
+    """The same dedup from what the per-file stages cached: each file's ``exact_hash``, its MinHash
+    signature (None: no shingles) and its names and length. Texts are read only for the files in candidate
+    pairs that the MinHash estimate does not rule out, through ``load_texts``. Same keep-list as
+    :func:`dedup_documents` over the same files (tested)."""
+    say = progress or (lambda _phase: None)
+    _check_unique_ids(docs)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    say("exact")
+    reps, exact_removed = _exact_groups(docs, exact_keys)
+    timings["exact"] = time.perf_counter() - t0
 
     say("lsh")
     t = time.perf_counter()
-    sigs = np.vstack([digest(s) for s in sketches]) if sketches else np.zeros((0, settings.num_perm), np.uint64)
+    shingled = [i for i in reps if sigs[i] is not None]
+    matrix = np.vstack([sigs[i] for i in shingled]) if shingled else np.zeros((0, settings.num_perm), np.uint64)
     bands, rows = lsh_bands(settings.num_perm, settings.threshold)
-    keys = band_keys(sigs, bands, rows)
+    keys = band_keys(matrix, bands, rows)
     timings["lsh"] = time.perf_counter() - t
 
     say("verify")      # shard by shard: only signatures are shared, each pair comes from exactly one shard
     t = time.perf_counter()
-    cache = _ShingleCache(docs, settings)
-    edges: dict[tuple[int, int], float] = {}
-    n_pairs = 0
+    left_parts, right_parts, n_pairs = [], [], 0
     for band_ids in shard_bands(bands, settings.lsh_shards):
         for left, right in shard_pairs(keys, band_ids):
             n_pairs += len(left)
-            edges.update(_verify(left, right, sigs, shingled, cache, settings))
+            hopeful = (matrix[left] == matrix[right]).mean(axis=1) >= settings.threshold - ESTIMATE_MARGIN
+            left_parts.append(left[hopeful])
+            right_parts.append(right[hopeful])
+    pos = np.array(shingled, dtype=np.int64)
+    left = pos[np.concatenate(left_parts)] if left_parts else np.zeros(0, np.int64)
+    right = pos[np.concatenate(right_parts)] if right_parts else np.zeros(0, np.int64)
+    wanted = sorted(set(left.tolist()) | set(right.tolist()))
+    cache = {i: text_shingles(text, docs[i].path, settings) for i, text in load_texts(wanted)}
+    edges: dict[tuple[int, int], float] = {}
+    for i, j in zip(left.tolist(), right.tolist()):
+        similarity = jaccard(cache[i], cache[j])
+        if similarity >= settings.threshold:
+            edges[(min(i, j), max(i, j))] = similarity
     timings["verify"] = time.perf_counter() - t
 
     say("cluster")
@@ -221,31 +269,9 @@ def _sketch_docs(
     return sketched, sketches
 
 
-def _verify(
-    left: np.ndarray,
-    right: np.ndarray,
-    sigs: np.ndarray,
-    shingled: list[int],
-    cache: _ShingleCache,
-    settings: DedupSettings,
-) -> dict[tuple[int, int], float]:
-    """Candidate pairs (rows of ``sigs``, i.e. positions in ``shingled``) whose exact Jaccard reaches the
-    threshold, as (doc index, doc index) -> Jaccard. The MinHash estimate skips the exact check for clear
-    misses."""
-    estimates = (sigs[left] == sigs[right]).mean(axis=1)
-    edges: dict[tuple[int, int], float] = {}
-    for a, b, estimate in zip(left.tolist(), right.tolist(), estimates.tolist()):
-        if estimate < settings.threshold - ESTIMATE_MARGIN:
-            continue
-        i, j = shingled[a], shingled[b]
-        similarity = jaccard(cache[i], cache[j])
-        if similarity >= settings.threshold:
-            edges[(min(i, j), max(i, j))] = similarity
-    return edges
-
-
 def _cluster(
-    edges: dict[tuple[int, int], float], docs: Sequence[Doc], cache: _ShingleCache, threshold: float
+    edges: dict[tuple[int, int], float], docs: Sequence[Doc | DocInfo], cache: dict[int, set[str]],
+    threshold: float
 ) -> tuple[dict[int, int], dict[int, float]]:
     """Removed doc index -> kept doc index (and their Jaccard), by star clustering of each component."""
     uf = _UnionFind(len(docs))
@@ -278,7 +304,7 @@ def _cluster(
 
 
 def _result(
-    docs: Sequence[Doc],
+    docs: Sequence[Doc | DocInfo],
     exact_removed: dict[int, int],
     near_removed: dict[int, int],
     near_j: dict[int, float],
@@ -309,7 +335,7 @@ def _result(
     )
 
 
-def _check_unique_ids(docs: Sequence[Doc]) -> None:
+def _check_unique_ids(docs: Sequence[Doc | DocInfo]) -> None:
     seen: set[str] = set()
     for d in docs:
         if d.id in seen:

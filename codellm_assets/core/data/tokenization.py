@@ -10,7 +10,9 @@ Layout written by :func:`build_training_dataset` (atomically: built in a temp di
 Splits are decided per file by a hash of its normalized content, so a file (and any copy of it in
 another repo) lands in exactly one split, and the assignment does not change between runs.
 
-Packing: documents are concatenated as ``doc EOS doc EOS ...`` and cut into ``seq_len`` windows. The
+Packing (streamed, :mod:`codellm_assets.core.data.packing`: batches of documents are encoded, with each
+file's ids cached, and packed into Arrow shards; no list of every token id is ever built): documents are
+concatenated as ``doc EOS doc EOS ...`` and cut into ``seq_len`` windows. The
 train split drops the last partial window (standard for pre-training; at most ``seq_len - 1`` tokens);
 the validation split pads it with EOS (attention_mask 0, labels -100) so small corpora still have a
 validation set and every validation token is scored.
@@ -37,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codellm_assets.core.data.packing import TokenEncoder, pack_to_arrow
 from codellm_assets.core.fsutil import replace_dir
 
 EOS_TOKEN = "<|endoftext|>"
@@ -241,6 +244,17 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
     return out
 
 
+def _token_encoder(tokenizer, tokenizer_dir: Path, cache_dir: Path | None, *, fim_rate: float, seed: int,
+                   fim_tokens: Sequence[str] | None) -> TokenEncoder:
+    """Per-file token ids, cached under the tokenizer's file hash and the settings that change ids."""
+    def encode(texts: list[str], fim: bool) -> list[list[int]]:
+        return encode_documents(tokenizer, texts, fim_rate=fim_rate if fim else 0.0, seed=seed,
+                                fim_tokens=fim_tokens)
+
+    return TokenEncoder(encode, cache_dir, tokenizer_file_hash(tokenizer_dir) if cache_dir else "",
+                        {"fim_rate": fim_rate, "seed": seed, "fim_tokens": list(fim_tokens or [])})
+
+
 # ---- the dataset on disk -------------------------------------------------------------------------
 
 @dataclass
@@ -256,29 +270,11 @@ class DatasetSummary:
     manifest_hash: str
     seconds: float = 0.0
     tokenizer_source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)       # also written to the manifest
+    cache: dict[str, Any] = field(default_factory=dict)       # token cache reuse (not in the manifest)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _packed_split(token_lists: list[list[int]], seq_len: int, eos_id: int, *, pad: bool):
-    """Arrow table with input_ids / attention_mask / labels (pad positions: mask 0, label -100)."""
-    import numpy as np
-    import pyarrow as pa
-
-    seqs = pack_sequences(token_lists, seq_len, eos_id, pad_id=eos_id if pad else None)
-    ids = np.asarray(seqs, dtype=np.int32).reshape(-1, seq_len)
-    mask = np.ones_like(ids, dtype=np.int8)
-    n_real = sum(len(t) + 1 for t in token_lists)  # + one EOS per document
-    if pad and len(seqs) and n_real % seq_len:
-        mask[-1, n_real % seq_len:] = 0
-    labels = np.where(mask == 1, ids, -100).astype(np.int32)
-
-    def column(a):
-        return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel()), seq_len)
-
-    return pa.table({"input_ids": column(ids), "attention_mask": column(mask), "labels": column(labels)})
 
 
 def _lineage(records: list[Record], splits: dict[str, list[Record]]) -> list[dict[str, Any]]:
@@ -299,17 +295,18 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                            validation_fraction: float = 0.1, holdout_fraction: float = 0.05,
                            fim_rate: float = 0.0, seed: int = 0, settings_hash: str = "",
                            vocab_size: int = 4096, tokenizer_source: str | None = None,
-                           fim_tokens: Sequence[str] | None = None) -> DatasetSummary:
+                           fim_tokens: Sequence[str] | None = None,
+                           cache_dir: Path | None = None) -> DatasetSummary:
     """Split, tokenize, pack and save the training dataset with its lineage manifest (see module doc).
 
     ``tokenizer``: a loaded (real preset) tokenizer, or None to train a byte-level BPE of ``vocab_size``
-    on the train split only. FIM (``fim_rate``) applies to the train split. Returns a summary.
+    on the train split only. FIM (``fim_rate``) applies to the train split. ``cache_dir``: where each
+    file's token ids are cached (:class:`packing.TokenEncoder`); None: no cache. Returns a summary.
     """
     import time
 
     import datasets
     import polars as pl
-    from datasets.table import InMemoryTable
 
     started = time.monotonic()
     all_records = list(records)
@@ -328,7 +325,7 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        train_texts = [str(r["content"]) for r in splits["train"]]
+        train_texts = (str(r["content"]) for r in splits["train"])   # a generator: BPE training streams
         if tokenizer is None:
             tokenizer = train_bpe_tokenizer(train_texts, vocab_size, tmp / "tokenizer")
             tokenizer_source = tokenizer_source or f"byte-level BPE trained on the train split ({vocab_size})"
@@ -338,36 +335,45 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
         eos = tokenizer.eos_token_id
         if eos is None:
             raise DatasetBuildError("the tokenizer has no EOS token; packing needs one to separate files")
-        train_ids = encode_documents(tokenizer, train_texts, fim_rate=fim_rate, seed=seed, fim_tokens=fim_tokens)
-        val_ids = encode_documents(tokenizer, [str(r["content"]) for r in splits["validation"]])
-        tables = {"train": _packed_split(train_ids, seq_len, eos, pad=False),
-                  "validation": _packed_split(val_ids, seq_len, eos, pad=True)}
-        if tables["train"].num_rows == 0:
+        encoder = _token_encoder(tokenizer, tmp / "tokenizer", cache_dir, fim_rate=fim_rate, seed=seed,
+                                 fim_tokens=fim_tokens)
+        (tmp / "arrow").mkdir()
+        packed = {"train": pack_to_arrow(encoder.batches(splits["train"], fim=fim_rate > 0),
+                                         tmp / "arrow" / "train.arrow", seq_len, eos, pad=False),
+                  "validation": pack_to_arrow(encoder.batches(splits["validation"], fim=False),
+                                              tmp / "arrow" / "validation.arrow", seq_len, eos, pad=True)}
+        if packed["train"].sequences == 0:
             raise DatasetBuildError(f"the train split has fewer than seq_len={seq_len} tokens; lower "
                                     "dataset.seq_len in codellm.yaml or add repos")
-        dsd = datasets.DatasetDict({k: datasets.Dataset(InMemoryTable(t)) for k, t in tables.items()})
+        # memory-mapped Arrow shards, written to the DatasetDict layout (load_from_disk) a shard at a time
+        dsd = datasets.DatasetDict({k: datasets.Dataset.from_file(str(v.path)) for k, v in packed.items()})
         quiet = not datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # one bar per split in the asset's log is noise
         try:
-            dsd.save_to_disk(str(tmp / "dataset"))
+            dsd.save_to_disk(str(tmp / "dataset"), max_shard_size="256MB")
         finally:
             if not quiet:
                 datasets.enable_progress_bars()
+        del dsd
+        shutil.rmtree(tmp / "arrow")
         holdout_cols = ["repo", "branch", "commit", "path", "language", "blob_sha", "content"]
         pl.DataFrame([{c: (None if r.get(c) is None else str(r.get(c))) for c in holdout_cols}
                       for r in splits["holdout"]], schema={c: pl.String for c in holdout_cols}) \
             .write_parquet(tmp / "holdout.parquet")
-        holdout_ids = encode_documents(tokenizer, [str(r["content"]) for r in splits["holdout"]])
-        tokens = {name: sum(map(len, ids)) + len(ids)  # + one EOS per file
-                  for name, ids in (("train", train_ids), ("validation", val_ids), ("holdout", holdout_ids))}
+        holdout_tokens = sum(len(ids) + 1 for batch in encoder.batches(splits["holdout"], fim=False)
+                             for ids in batch)
+        encoder.compact()
+        tokens = {"train": packed["train"].tokens, "validation": packed["validation"].tokens,  # + one EOS per file
+                  "holdout": holdout_tokens}
         summary = DatasetSummary(
-            out_dir=str(out_dir), tokens=tokens, sequences={k: t.num_rows for k, t in tables.items()},
+            out_dir=str(out_dir), tokens=tokens, sequences={k: t.sequences for k, t in packed.items()},
             files_per_split={k: len(v) for k, v in splits.items()},
             files_per_language=dict(sorted(Counter(str(r.get("language") or "unknown") for r in records)
                                            .items())),
             vocab_size=len(tokenizer), seq_len=seq_len, manifest_hash="", tokenizer_source=tokenizer_source,
             extra={"fim_rate": fim_rate, "seed": seed, "skipped_no_text_content": skipped,
-                   "train_tokens_dropped": tokens["train"] - tables["train"].num_rows * seq_len})
+                   "train_tokens_dropped": tokens["train"] - packed["train"].sequences * seq_len},
+            cache={"tokens": encoder.stats.to_json()})
         summary.manifest_hash = _write_manifest(tmp, records, splits, summary, settings_hash)
         summary.seconds = round(time.monotonic() - started, 2)
         replace_dir(tmp, out_dir)
