@@ -144,9 +144,11 @@ class TokenEncoder:
                 ids = self.encode([texts[i] for i in unique], fim)
                 cache.add([{"key": keys[i], "ids": x} for i, x in zip(unique, ids)])
                 found.update({keys[i]: x for i, x in zip(unique, ids)})
-            n_miss = len(misses)
+            n_miss, miss_chars = len(misses), sum(len(texts[i]) for i in misses)
             self.stats.computed += n_miss
             self.stats.reused += len(idx) - n_miss
+            self.stats.bytes_computed += miss_chars          # characters, for the metadata
+            self.stats.bytes_reused += sum(len(texts[i]) for i in idx) - miss_chars
         return [found[k] for k in keys]
 
     def compact(self) -> None:
