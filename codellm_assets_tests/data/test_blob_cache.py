@@ -184,3 +184,25 @@ def test_packing_50mb_of_tokens_keeps_memory_bounded(tmp_path):
     import pyarrow as pa
     with pa.memory_map(str(tmp_path / "t.arrow")) as f:
         assert pa.ipc.open_stream(f).read_all().num_rows == got["sequences"]
+
+
+def test_an_unchanged_train_split_reuses_the_tokenizer_and_the_token_ids(tmp_path, monkeypatch):
+    from codellm_assets.core.data import tokenization
+
+    trained = []
+    real = tokenization.train_bpe_tokenizer
+    monkeypatch.setattr(tokenization, "train_bpe_tokenizer", lambda *a, **k: trained.append(1) or real(*a, **k))
+    records = [{**_file(i), "content": _file(i)["content"] * 6} for i in range(40)]
+
+    def build(name, cache=tmp_path / "cache"):
+        return tokenization.build_training_dataset(records, tmp_path / name, seq_len=64, vocab_size=400,
+                                                   cache_dir=cache)
+
+    uncached = build("plain", cache=None)
+    first, second = build("a"), build("b")
+    assert len(trained) == 2                                   # the uncached build and the first cached one
+    assert uncached.manifest_hash == first.manifest_hash == second.manifest_hash
+    assert second.cache["tokens"]["computed"] == 0 and second.cache["tokens"]["reused"] == 40
+    records[0] = {**records[0], "content": records[0]["content"] + "changed = True\n"}
+    third = build("c")
+    assert len(trained) == 3 and third.manifest_hash != second.manifest_hash

@@ -244,6 +244,33 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
     return out
 
 
+def _cached_bpe_tokenizer(train: Sequence[Record], texts: Iterable[str], vocab_size: int, out_dir: Path,
+                          cache_dir: Path | None):
+    """:func:`train_bpe_tokenizer`, or the one trained before on exactly the same train files (BPE training
+    is deterministic): the files are copied from ``cache_dir/tokenizer/<hash of the train texts>``."""
+    if cache_dir is None:
+        return train_bpe_tokenizer(texts, vocab_size, out_dir)
+    from transformers import PreTrainedTokenizerFast
+
+    h = hashlib.sha256(f"{vocab_size}:{tokenizer_code_version()}".encode())
+    for r in train:
+        h.update(hashlib.blake2b(str(r["content"]).encode("utf-8", "surrogatepass"), digest_size=16).digest())
+    cached = Path(cache_dir) / "tokenizer" / h.hexdigest()[:16]
+    if not cached.is_dir():
+        fresh = cached.parent / f".{cached.name}.tmp-{uuid.uuid4().hex[:8]}"
+        train_bpe_tokenizer(texts, vocab_size, fresh)
+        replace_dir(fresh, cached)
+        for old in cached.parent.iterdir():      # one tokenizer kept: the latest train split's
+            if old != cached:
+                shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(cached, out_dir)
+    return PreTrainedTokenizerFast.from_pretrained(str(out_dir))
+
+
+def tokenizer_code_version() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def _token_encoder(tokenizer, tokenizer_dir: Path, cache_dir: Path | None, *, fim_rate: float, seed: int,
                    fim_tokens: Sequence[str] | None) -> TokenEncoder:
     """Per-file token ids, cached under the tokenizer's file hash and the settings that change ids."""
@@ -327,7 +354,7 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
     try:
         train_texts = (str(r["content"]) for r in splits["train"])   # a generator: BPE training streams
         if tokenizer is None:
-            tokenizer = train_bpe_tokenizer(train_texts, vocab_size, tmp / "tokenizer")
+            tokenizer = _cached_bpe_tokenizer(splits["train"], train_texts, vocab_size, tmp / "tokenizer", cache_dir)
             tokenizer_source = tokenizer_source or f"byte-level BPE trained on the train split ({vocab_size})"
         else:
             tokenizer.save_pretrained(tmp / "tokenizer")
