@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -100,13 +101,16 @@ def create_app(gw: Gateway) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
         prod = gw.router.table.production
         if gw.ready():
             return JSONResponse({"status": "ready", "production": prod.version if prod else None,
                                  "versions": [r.version for r in gw.router.table.routes()]})
         reason = gw.last_error or gw.route_error or "loading the model / first generation pending"
-        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        # Probes are unauthenticated; the raw reason can name backend URLs and model paths, so only an
+        # admin key sees it (the log always has it).
+        detail = reason if await _is_admin_request(gw, request) else redact_internal(reason)
+        return JSONResponse({"status": "not ready", "reason": detail}, status_code=503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -197,6 +201,26 @@ def create_app(gw: Gateway) -> FastAPI:
     deps = Deps(gw, authenticate, parse)
     include_ide_routes(app, deps)
     return app
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\")]+", re.IGNORECASE)
+_ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def redact_internal(text: str) -> str:
+    """``text`` without URLs and absolute paths (an unauthenticated caller learns why, not where)."""
+    return _ABS_PATH.sub("<path>", _URL.sub("<url>", text))
+
+
+async def _is_admin_request(gw: Gateway, request: Request) -> bool:
+    headers = request.headers
+    key = bearer_key(headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key"))
+    if not key:
+        return False
+    try:
+        return (await gw.auth.authenticate(key)).admin
+    except ApiError:
+        return False
 
 
 async def _admin(key: ApiKey) -> None:
