@@ -34,8 +34,12 @@ def build_defs(config_path: str | None = None) -> dg.Definitions:
     """The code location for a settings file (default: $CODELLM_CONFIG, else the project's codellm.yaml)."""
     config_path = config_path if config_path is not None else os.environ.get("CODELLM_CONFIG", "")
     settings_resource = SettingsResource(config_path=str(config_path))
+    settings = load_settings(config_path or None)
+    gpus = settings.training.distributed.nproc_per_node
+    assets = [training.lora_adapter_asset(gpus) if a is training.lora_adapter and gpus != 1 else a
+              for a in ALL_ASSETS]
     return dg.Definitions(
-        assets=ALL_ASSETS,
+        assets=assets,
         asset_checks=[checks.repo_snapshots_schema, checks.clean_files_in_range, checks.no_leftover_secrets,
                       checks.deduped_corpus_sane, checks.no_split_overlap, checks.eval_gate,
                       packaging_defs.merged_matches_adapter],
@@ -52,7 +56,7 @@ def build_defs(config_path: str | None = None) -> dg.Definitions:
             "io_manager": CodellmIOManager(settings=settings_resource),
             "metrics_store": MetricsStoreResource(settings=settings_resource),
             "gateway": GatewayResource(settings=settings_resource),
-            "mlflow": training.make_mlflow_resource(load_settings(config_path or None)),
+            "mlflow": training.make_mlflow_resource(settings),
         },
     )
 
