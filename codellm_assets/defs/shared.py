@@ -51,6 +51,15 @@ SNAPSHOT_SCHEMA = {
 }
 CORPUS_SCHEMA = {**SNAPSHOT_SCHEMA, "redactions": pl.Int64}
 
+# Non-code sources (reviews, Confluence, Jira): one partition per sources.connectors entry. Their documents are
+# file rows (repo = the source, path source://…, language markdown) plus what the incremental merge needs.
+sources_partitions = dg.DynamicPartitionsDefinition(name="sources")
+SOURCE_DOCUMENTS_SCHEMA = {
+    **SNAPSHOT_SCHEMA, "doc_id": pl.String, "doc_key": pl.String, "doc": pl.String, "version": pl.String,
+    "item": pl.String, "item_version": pl.String, "kind": pl.String, "title": pl.String, "url": pl.String,
+    "updated_at": pl.String, "source": pl.String,
+}
+
 FEEDBACK_REPO = "ide-feedback"      # the pseudo-repo name feedback examples carry in the corpus
 
 EVAL_METRICS_TAG = "eval.metrics"   # set on each registered version (defs/training.py)

@@ -88,7 +88,7 @@ class ApiClient:
         for attempt in range(self.max_retries + 1):
             self.requests += 1
             try:
-                resp = self._http.request(method, url, params=params, json=json_body)
+                resp = self._http.request(method, url, params=params or None, json=json_body)
                 self.last_url = str(resp.request.url)
             except httpx.TimeoutException as e:
                 failure = f"no reply within {self.timeout_s}s ({type(e).__name__})"

@@ -14,6 +14,7 @@ from codellm_assets.core.data.languages import language_from_path
 # ```suggestion (GitHub) and ```suggestion:-0+0 (GitLab, with the line range it replaces).
 _SUGGESTION = re.compile(r"^[ \t]*```suggestion(?::-(\d+)\+(\d+))?[ \t]*\n(.*?)^[ \t]*```[ \t]*$",
                          re.DOTALL | re.MULTILINE)
+REVISED_AFTER = 10   # lines after the commented one shown as the revision
 _HUNK_HEADER = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 
 
@@ -87,7 +88,9 @@ def revised_region(patch: str | None, line: int | None, original: list[str], wid
         start = int(head.group(1))
         body = hunk_new_side(hunk.split("\n", 1)[1] if "\n" in hunk else "")
         if start <= line <= start + len(body):
-            window = body[max(0, line - start - width): line - start + 1]
+            window = body[max(0, line - start - width): line - start + 1 + REVISED_AFTER]
+            while window and not window[-1].strip():
+                window.pop()
             if window and not wanted <= {w.strip() for w in window}:
                 return window
     return None
