@@ -14,6 +14,7 @@ from codellm_assets.defs.shared import (
     company_eval_items,
     frame_version,
     repos_partitions,
+    stored_partitions,
 )
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
@@ -108,13 +109,12 @@ def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str],
 
 
 @dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data",
-          ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
-               "source_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+          ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+          deps=[dg.AssetDep("source_corpus", partition_mapping=dg.AllPartitionMapping())],
           description="Exact + near-duplicate removal across repos (MinHash LSH), decontaminated against "
                       "eval prompts. One file kept per cluster, chosen deterministically.")
 def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
-                   scrubbed_corpus: dict[str, pl.DataFrame],
-                   source_corpus: dict[str, pl.DataFrame]) -> dg.Output[pl.DataFrame]:
+                   scrubbed_corpus: dict[str, pl.DataFrame]) -> dg.Output[pl.DataFrame]:
     s = settings.get()
     configured = {r.name for r in s.repos}
     removed = sorted(p for p in scrubbed_corpus if p not in configured)
@@ -126,7 +126,7 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
         context.log.warning(f"leaving out partitions without a passed leftover-secret check on their latest "
                             f"materialization: {blocked}")
     # non-code sources (defs/sources.py): the same rule, gated by their own no_leftover_secrets check
-    sources = {p: df for p, df in source_corpus.items() if p in {c.name for c in s.sources.connectors}}
+    sources = stored_partitions(s, "source_corpus", [c.name for c in s.sources.connectors])
     blocked_sources = blocked_partitions(context.instance, list(sources), SOURCE_LEFTOVER_CHECK)
     if blocked_sources:
         context.log.warning(f"leaving out sources without a passed leftover-secret check: {blocked_sources}")

@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core.data import decontam
+from codellm_assets.resources import asset_storage_path
 from codellm_assets.settings import Settings
 
 # The chain's inputs: their content, once materialized, decides whether there is anything new to train on.
@@ -67,6 +68,13 @@ EVAL_METRICS_TAG = "eval.metrics"   # set on each registered version (defs/train
 
 def _cell(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
+
+
+def stored_partitions(settings: Settings, asset: str, partitions: list[str]) -> dict[str, pl.DataFrame]:
+    """{partition: frame} as stored for a partitioned asset; partitions never materialized are absent. For an
+    optional dependency (deduped_corpus reads source_corpus so: a graph without sources loads unchanged)."""
+    paths = {p: asset_storage_path(settings.data_dir, dg.AssetKey(asset), p, ".parquet") for p in partitions}
+    return {p: pl.read_parquet(path) for p, path in paths.items() if path.exists()}
 
 
 def markdown_table(rows: list[dict], cols: list[str]) -> str:
