@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from codellm_assets.core.data.scrub.scrubber import scrub_text
 from codellm_assets.core.data.sources import SourceFormatError, fetch_source
 from codellm_assets.core.data.sources.documents import FetchResult, known_versions, merge_documents
-from codellm_assets.core.data.scrub.scrubber import scrub_text
 from codellm_assets.settings import ScrubSettings, SourceSettings
 from codellm_assets.testing.replay_servers import ReplayServer, Reply, Route
 
@@ -102,8 +102,8 @@ def test_gitlab_suggestion_applied_and_general_notes_skipped():
     docs = by_doc(rows)
     assert sorted(docs) == ["mr/6/discussion/d6a", "mr/7/discussion/d7a"]
     assert docs["mr/7/discussion/d7a"]["kind"] == "review_example"
-    assert "## Revised code\n\n```python\ndef read(path):\n    \"\"\"Read a file.\"\"\"\n    with open(path) as fh:\n```" \
-        in docs["mr/7/discussion/d7a"]["content"]
+    revised = '## Revised code\n\n```python\ndef read(path):\n    """Read a file."""\n    with open(path) as fh:\n```'
+    assert revised in docs["mr/7/discussion/d7a"]["content"]
     assert docs["mr/6/discussion/d6a"]["kind"] == "review_comment"
     assert "Kept for compatibility." in docs["mr/6/discussion/d6a"]["content"]
     lists = server.requests_to("/api/v4/projects/acme%2Fapp/merge_requests")

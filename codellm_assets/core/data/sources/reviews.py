@@ -41,7 +41,7 @@ def find_suggestion(body: str) -> Suggestion | None:
     if not m:
         return None
     text = m.group(3)
-    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    lines = text[:-1].split("\n") if text.endswith("\n") else (text.split("\n") if text else [])
     return Suggestion(lines, int(m.group(1) or 0), int(m.group(2) or 0))
 
 

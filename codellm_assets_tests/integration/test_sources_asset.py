@@ -1,0 +1,101 @@
+"""source_documents -> source_corpus -> deduped_corpus through dg.materialize, against loopback replay servers:
+a refused token fails only its partition (naming the source, the partition and the variable), the other source
+materializes, its secrets are scrubbed, a re-run fetches only what changed, and dedup takes the documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from codellm_assets.defs import checks, corpus, ingest
+from codellm_assets.defs import sources as source_defs
+from codellm_assets.testing.replay_servers import ReplayServer
+from codellm_assets_tests.integration.conftest import resources_for, write_config
+
+FIXTURES = Path(__file__).parents[1] / "data" / "fixtures" / "sources"
+PER_SOURCE = [source_defs.source_documents, source_defs.source_corpus, checks.source_no_leftover_secrets]
+
+
+@pytest.fixture
+def servers():
+    with ReplayServer.from_fixture(FIXTURES / "jira.json", auth=("Authorization", "Bearer jira-ok")) as jira, \
+            ReplayServer.from_fixture(FIXTURES / "github.json", auth=("Authorization", "Bearer gh-ok")) as github:
+        yield jira, github
+
+
+@pytest.fixture
+def config(tmp_path, servers, monkeypatch, instance):
+    jira, github = servers
+    monkeypatch.setenv("TICKETS_TOKEN", "jira-ok")
+    monkeypatch.setenv("REVIEWS_TOKEN", "revoked-last-week")     # refused by the server: a 401
+    instance.add_dynamic_partitions("sources", ["tickets", "reviews"])
+    return write_config(tmp_path, [], sources={"connectors": [
+        {"name": "tickets", "kind": "jira", "base_url": jira.url, "projects": ["ABC"], "token_env": "TICKETS_TOKEN",
+         "page_size": 1},
+        {"name": "reviews", "kind": "github_reviews", "base_url": github.url, "repo": "acme/app",
+         "token_env": "REVIEWS_TOKEN", "page_size": 1}]})
+
+
+def _dedup(config, instance):
+    return dg.materialize([ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus, corpus.deduped_corpus],
+                          selection=["deduped_corpus"], resources=resources_for(config), instance=instance)
+
+
+def _run(config, instance, partition, assets=PER_SOURCE):
+    return dg.materialize(assets, resources=resources_for(config), instance=instance, partition_key=partition,
+                          raise_on_error=False)
+
+
+def _meta(result, key):
+    return {k: v.value for k, v in result.asset_materializations_for_node(key)[-1].metadata.items()}
+
+
+def _failure(result) -> str:
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    return failure.event_specific_data.error.message
+
+
+def test_bad_token_fails_only_its_partition_and_the_other_source_flows_to_dedup(config, instance, servers):
+    jira, _ = servers
+    bad = _run(config, instance, "reviews")
+    assert not bad.success
+    msg = _failure(bad)
+    assert "source 'reviews'" in msg and "partition 'reviews'" in msg and "REVIEWS_TOKEN" in msg and "401" in msg
+    assert not bad.asset_materializations_for_node("source_documents")
+
+    good = _run(config, instance, "tickets")
+    assert good.success
+    docs = _meta(good, "source_documents")
+    assert docs["documents"] == 3 and docs["changed_items"] == 3 and docs["cursor"] == "2026-03-03T10:00:00Z"
+    assert _meta(good, "source_corpus")["redactions_by_type"]["aws_access_key"] == 1
+    (check,) = good.get_asset_check_evaluations()
+    assert check.passed and check.metadata["leftovers"].value == 0
+    stored = pl.read_parquet(Path(config).parent / "home" / "data" / "source_corpus" / "tickets.parquet")
+    assert len(stored) == 3 and not stored["content"].str.contains("AKIAQ3EGRQ7XJH2L5M4N").any()
+    assert set(stored["path"]) == {f"source://tickets/issue/ABC-{n}" for n in (1, 2, 3)}
+
+    # a re-run asks from the stored cursor and re-fetches only the changed issue; the edit replaces, not adds
+    jira.load(FIXTURES / "jira_update.json")
+    jira.log.clear()
+    again = _run(config, instance, "tickets")
+    assert again.success
+    meta = _meta(again, "source_documents")
+    assert (meta["changed_items"], meta["unchanged_items"], meta["documents"]) == (1, 1, 3)
+    assert meta["previous_cursor"] == "2026-03-03T10:00:00Z" and meta["cursor"] == "2026-03-04T10:00:00Z"
+    assert 'updated >= "2026/03/03 10:00"' in jira.log[0].query["jql"]
+
+    dedup = _dedup(config, instance)
+    assert dedup.success
+    meta = _meta(dedup, "deduped_corpus")
+    assert meta["sources"] == ["tickets"] and meta["blocked_sources"] == {} and meta["files_kept"] == 3
+    out = pl.read_parquet(Path(config).parent / "home" / "data" / "deduped_corpus.parquet")
+    assert set(out["repo"]) == {"tickets"} and out["content"].str.contains("40 ms").any()
+
+
+def test_a_source_whose_leftover_check_did_not_pass_is_left_out_of_dedup(config, instance):
+    assert _run(config, instance, "tickets", assets=PER_SOURCE[:2]).success   # materialized, never checked
+    meta = _meta(_dedup(config, instance), "deduped_corpus")
+    assert meta["sources"] == [] and "tickets" in meta["blocked_sources"] and meta["files_kept"] == 0
