@@ -134,3 +134,15 @@ def test_source_names_are_unique_and_distinct_from_repos():
 
 def test_the_shipped_settings_have_no_sources():
     assert load_settings(environ={}).sources.connectors == []
+
+
+def test_the_commented_example_in_codellm_yaml_is_valid():
+    import yaml
+
+    from codellm_assets.settings import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "codellm.yaml").read_text()
+    block = text[text.index("# sources:"):].splitlines()
+    uncommented = "\n".join(line[2:] for line in block if line.startswith("# "))
+    s = Settings(**yaml.safe_load(uncommented))
+    assert {c.kind for c in s.sources.connectors} == {"github_reviews", "gitlab_reviews", "confluence", "jira"}
