@@ -99,3 +99,17 @@ def test_a_source_whose_leftover_check_did_not_pass_is_left_out_of_dedup(config,
     assert _run(config, instance, "tickets", assets=PER_SOURCE[:2]).success   # materialized, never checked
     meta = _meta(_dedup(config, instance), "deduped_corpus")
     assert meta["sources"] == [] and "tickets" in meta["blocked_sources"] and meta["files_kept"] == 0
+
+
+def test_codellm_run_runs_each_source_and_one_refused_token_stops_nothing_else(config, tmp_path, monkeypatch):
+    from codellm_assets.runner import run_graph
+    from codellm_assets.settings import load_settings
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "run-home"))
+    results = run_graph(load_settings(config), config_path=str(config),
+                        selection="key:source_documents or key:source_corpus")
+    by_partition = {r.partition: r for r in results}
+    assert set(by_partition) == {"tickets", "reviews"}
+    assert by_partition["tickets"].success and by_partition["tickets"].name == "source_documents+source_corpus"
+    assert not by_partition["reviews"].success
+    assert "REVIEWS_TOKEN" in by_partition["reviews"].error and "partition 'reviews'" in by_partition["reviews"].error
