@@ -131,3 +131,35 @@ def test_basic_auth_and_gitlab_header():
         {"Authorization": "Basic YUBiLmM6dA=="}
     with pytest.raises(SourceAuthError, match="USER"):
         Auth("basic", "TOK", "USER").headers("s", {"TOK": "t"})
+
+
+def test_403_rate_limit_with_an_http_date_is_waited_out():
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+    route = Route("GET", "/items", [Reply(403, json={"message": "API rate limit exceeded"},
+                                          headers={"X-RateLimit-Remaining": "0", "Retry-After": when}),
+                                    Reply(200, json=["ok"])])
+    with ReplayServer([route]) as server, _client(server) as client:
+        items, _ = client.get_json("/items")
+    assert items == ["ok"] and 0.5 <= client.waited_s <= 2.0
+    assert server.log[1].at - server.log[0].at >= client.waited_s
+
+
+def test_jira_next_page_token_and_confluence_start_limit():
+    routes = [Route("GET", "/search/jql", [Reply(json={"issues": [1], "nextPageToken": "t2", "isLast": False})]),
+              Route("GET", "/search/jql", [Reply(json={"issues": [2], "nextPageToken": "t3"})],
+                    {"nextPageToken": "t2"}),
+              Route("GET", "/search/jql", [Reply(json={"issues": [3], "isLast": True})], {"nextPageToken": "t3"}),
+              Route("GET", "/content", [Reply(json={"results": [1, 2], "start": 0, "limit": 2, "size": 2})]),
+              Route("GET", "/content", [Reply(json={"results": [3], "start": 2, "limit": 2, "size": 1})],
+                    {"start": "2"})]
+    with ReplayServer(routes) as server, _client(server) as client:
+        assert list(client.jira_pages("/search/jql", {"jql": "x"})) == [[1], [2], [3]]
+        assert list(client.confluence_pages("/content", {"limit": 2})) == [[1, 2], [3]]
+
+
+def test_gitlab_link_header_wins_over_x_next_page():
+    routes = [Route("GET", "/mrs", [Reply(json=[1], headers={"Link": '<{base}/mrs?page=9>; rel="next"',
+                                                                "X-Next-Page": "2"})]),
+              Route("GET", "/mrs", [Reply(json=[9])], {"page": "9"})]
+    with ReplayServer(routes) as server, _client(server) as client:
+        assert list(client.link_pages("/mrs", {})) == [[1], [9]]

@@ -113,3 +113,17 @@ def test_codellm_run_runs_each_source_and_one_refused_token_stops_nothing_else(c
     assert by_partition["tickets"].success and by_partition["tickets"].name == "source_documents+source_corpus"
     assert not by_partition["reviews"].success
     assert "REVIEWS_TOKEN" in by_partition["reviews"].error and "partition 'reviews'" in by_partition["reviews"].error
+
+
+def test_sources_sensor_adds_partitions_and_polls_each_source_once_per_interval(config, instance):
+    from codellm_assets.resources import SettingsResource
+
+    instance.delete_dynamic_partition("sources", "reviews")
+    resources = {"settings": SettingsResource(config_path=str(config))}
+    first = source_defs.sources_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert [r.partition_key for r in first.run_requests] == ["tickets", "reviews"]
+    assert first.dynamic_partitions_requests[0].partition_keys == ["reviews"]
+    instance.add_dynamic_partitions("sources", ["reviews"])      # what the daemon does with the request
+    again = source_defs.sources_sensor(dg.build_sensor_context(instance=instance, resources=resources,
+                                                               cursor=first.cursor))
+    assert again.run_requests == [] and again.dynamic_partitions_requests == []
