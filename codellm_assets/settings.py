@@ -345,6 +345,9 @@ class SourceSettings(_Model):
     page_size: int = Field(50, ge=1, le=1000)
     max_items: int | None = Field(None, ge=1, description="at most this many changed items per run (the rest next run)")
     linked_commits: bool = Field(True, description="jira: read each changed issue's remote links for commits")
+    jira_api: Literal["v2", "v3"] = Field("v2", description="jira: v2 = /rest/api/2/search, startAt/total (Server, "
+                                         "Data Center); v3 = Jira Cloud's /rest/api/3/search/jql, nextPageToken, "
+                                         "rich-text (ADF) bodies")
     timeout_s: float = Field(30.0, gt=0, description="per request (connect and read)")
     max_retries: int = Field(5, ge=0, description="retries of a rate-limited (429 / 403 rate limit), 5xx or "
                              "timed-out request")

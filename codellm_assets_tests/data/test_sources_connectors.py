@@ -188,3 +188,38 @@ def test_max_items_keeps_the_cursor_so_the_rest_comes_next_run():
         cfg.max_items = None
         second, rows2 = run(cfg, cursor=None, previous=rows)    # the stored cursor did not move
     assert list(second.items) == ["issue/ABC-3"] and second.unchanged == 2 and len(rows2) == 3
+
+
+def _adf(*blocks) -> dict:
+    return {"type": "doc", "version": 1, "content": list(blocks)}
+
+
+def _para(text: str) -> dict:
+    return {"type": "paragraph", "content": [{"type": "text", "text": text}]}
+
+
+def test_jira_cloud_v3_search_jql_with_rich_text_bodies():
+    def issue(n, updated, description, comments=()):
+        return {"id": str(n), "key": f"OPS-{n}", "fields": {
+            "summary": f"Issue {n}", "updated": updated, "status": {"name": "Open"}, "issuetype": {"name": "Task"},
+            "description": description, "comment": {"comments": list(comments)}}}
+
+    code = {"type": "codeBlock", "attrs": {"language": "sql"}, "content": [{"type": "text", "text": "VACUUM FULL;"}]}
+    first = issue(1, "2026-03-01T10:00:00.000+0000", _adf(_para("The disk fills up."), code),
+                  [{"id": "9", "author": {"displayName": "Bo"}, "created": "2026-03-01T09:00:00.000+0000",
+                    "body": _adf(_para("Rotated the logs."))}])
+    routes = [Route("GET", "/rest/api/3/search/jql", [Reply(json={"issues": [first], "nextPageToken": "p2"})]),
+              Route("GET", "/rest/api/3/search/jql", [Reply(json={"issues": [issue(2, "2026-03-02T10:00:00.000+0000",
+                                                                               None)], "isLast": True})],
+                    {"nextPageToken": "p2"}),
+              Route("GET", "/rest/api/3/issue/OPS-1/remotelink", [Reply(json=[])]),
+              Route("GET", "/rest/api/3/issue/OPS-2/remotelink", [Reply(json=[])])]
+    with ReplayServer(routes, auth=("Authorization", "Basic Ym90QGFjbWUuaW86Z29vZA==")) as server:
+        cfg = SourceSettings(name="ops", kind="jira", base_url=server.url, projects=["OPS"], jira_api="v3",
+                             token_env="SRC_TOKEN", user_env="SRC_USER")
+        result, _ = fetch_source(cfg, cursor=None, known={}, environ={**ENV, "SRC_USER": "bot@acme.io"})
+    assert list(result.items) == ["issue/OPS-1", "issue/OPS-2"]
+    text = result.documents[0].content
+    assert "The disk fills up.\n\n```sql\nVACUUM FULL;\n```" in text and "Rotated the logs." in text
+    searches = server.requests_to("/rest/api/3/search/jql")
+    assert "startAt" not in searches[0].query and searches[1].query["nextPageToken"] == "p2"

@@ -146,3 +146,26 @@ def test_the_commented_example_in_codellm_yaml_is_valid():
     uncommented = "\n".join(line[2:] for line in block if line.startswith("# "))
     s = Settings(**yaml.safe_load(uncommented))
     assert {c.kind for c in s.sources.connectors} == {"github_reviews", "gitlab_reviews", "confluence", "jira"}
+
+
+@pytest.mark.parametrize("node, text", [
+    ("plain v2 wiki text", "plain v2 wiki text"),
+    (None, ""),
+    ({"type": "doc", "content": [{"type": "paragraph", "content": [
+        {"type": "text", "text": "run "}, {"type": "text", "text": "make", "marks": [{"type": "code"}]}]}]},
+     "run `make`"),
+    ({"type": "doc", "content": [{"type": "heading", "attrs": {"level": 2},
+                                  "content": [{"type": "text", "text": "Cause"}]}]}, "## Cause"),
+    ({"type": "doc", "content": [{"type": "bulletList", "content": [
+        {"type": "listItem", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "a"}]}]},
+        {"type": "listItem", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "b"}]}]}]}]},
+     "- a\n- b"),
+    ({"type": "doc", "content": [{"type": "paragraph", "content": [
+        {"type": "text", "text": "see"}, {"type": "hardBreak"},
+        {"type": "text", "text": "docs", "marks": [{"type": "link", "attrs": {"href": "https://x.io"}}]}]}]},
+     "see\n[docs](https://x.io)"),
+])
+def test_adf_to_markdown(node, text):
+    from codellm_assets.core.data.sources.adf import adf_to_markdown
+
+    assert adf_to_markdown(node) == text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from codellm_assets.core.data.sources.adf import adf_to_markdown
 from codellm_assets.core.data.sources.documents import FetchResult, SourceDocument
 from codellm_assets.core.data.sources.http import ApiClient
 from codellm_assets.settings import SourceSettings
@@ -20,9 +21,9 @@ def jql(cfg: SourceSettings, since: datetime | None) -> str:
     return f"project in ({projects}){clause} ORDER BY updated ASC"
 
 
-def linked_commits(client: ApiClient, key: str) -> list[tuple[str, str, str]]:
+def linked_commits(client: ApiClient, key: str, api: str = "2") -> list[tuple[str, str, str]]:
     """(sha, title, url) of the issue's remote links that point at a commit."""
-    links, resp = client.get_json(f"/rest/api/2/issue/{key}/remotelink")
+    links, resp = client.get_json(f"/rest/api/{api}/issue/{key}/remotelink")
     out = []
     for link in client.expect(links, list, "a list of remote links", resp):
         obj = link.get("object") or {}
@@ -38,13 +39,13 @@ def render_issue(issue: dict, commits: list[tuple[str, str, str]]) -> str:
     status = (f.get("status") or {}).get("name", "")
     lines = [f"# {issue['key']}: {f.get('summary') or ''}", "", f"Type: {kind} · Status: {status}", ""]
     if f.get("description"):
-        lines += [str(f["description"]).strip(), ""]
+        lines += [adf_to_markdown(f["description"]).strip(), ""]
     comments = ((f.get("comment") or {}).get("comments")) or []
     if comments:
         lines += ["## Comments", ""]
         for c in comments:
             lines += [f"**{(c.get('author') or {}).get('displayName', '?')}** ({c.get('created', '')}):", "",
-                      str(c.get("body") or "").strip(), ""]
+                      adf_to_markdown(c.get("body")).strip(), ""]
     if commits:
         lines += ["## Linked commits", ""] + [f"- {sha[:12]} {title}".rstrip() for sha, title, _ in commits] + [""]
     return "\n".join(lines)
@@ -52,8 +53,13 @@ def render_issue(issue: dict, commits: list[tuple[str, str, str]]) -> str:
 
 def fetch(client: ApiClient, cfg: SourceSettings, *, since: datetime | None, known: dict[str, str]) -> FetchResult:
     result = FetchResult()
-    params = {"jql": jql(cfg, since), "fields": FIELDS, "maxResults": cfg.page_size, "startAt": 0}
-    for page in client.jira_pages("/rest/api/2/search", params):
+    api = cfg.jira_api[1:]
+    params = {"jql": jql(cfg, since), "fields": FIELDS, "maxResults": cfg.page_size}
+    if api == "2":
+        path, params["startAt"] = "/rest/api/2/search", 0
+    else:   # Jira Cloud: the v2/v3 search endpoints were retired for /search/jql (nextPageToken)
+        path = "/rest/api/3/search/jql"
+    for page in client.jira_pages(path, params):
         for issue in page:
             updated = issue["fields"]["updated"]
             item = f"issue/{issue['key']}"
@@ -66,7 +72,7 @@ def fetch(client: ApiClient, cfg: SourceSettings, *, since: datetime | None, kno
                 result.truncated = True
                 return result
             result.items[item] = updated
-            commits = linked_commits(client, issue["key"]) if cfg.linked_commits else []
+            commits = linked_commits(client, issue["key"], api) if cfg.linked_commits else []
             base = cfg.base_url.rstrip("/")
             result.documents.append(SourceDocument(
                 source=cfg.name, item=item, item_version=updated, doc=item, version=updated, kind="issue",
