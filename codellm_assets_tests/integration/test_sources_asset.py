@@ -127,3 +127,22 @@ def test_sources_sensor_adds_partitions_and_polls_each_source_once_per_interval(
     again = source_defs.sources_sensor(dg.build_sensor_context(instance=instance, resources=resources,
                                                                cursor=first.cursor))
     assert again.run_requests == [] and again.dynamic_partitions_requests == []
+
+
+def test_a_malformed_page_fails_the_partition_and_leaves_the_stored_documents_and_cursor(config, instance,
+                                                                                         servers, tmp_path):
+    from codellm_assets.testing.replay_servers import Reply, Route
+
+    jira, _ = servers
+    assert _run(config, instance, "tickets").success
+    stored = Path(config).parent / "home" / "data" / "source_documents" / "tickets.parquet"
+    before = stored.read_bytes()
+    jira.load(FIXTURES / "jira_update.json")
+    jira.add([Route("GET", "/rest/api/2/search", [Reply(200, body="<html>gateway timeout</html>")],
+                    query={"startAt": "1"})])
+    broken = _run(config, instance, "tickets")
+    assert not broken.success
+    msg = _failure(broken)
+    assert "source 'tickets'" in msg and "not JSON" in msg and f"{jira.url}/rest/api/2/search?" in msg
+    assert stored.read_bytes() == before
+    assert source_defs.stored_cursor(instance, "tickets") == "2026-03-03T10:00:00Z"
