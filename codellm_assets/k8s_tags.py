@@ -79,6 +79,9 @@ K8S_OP_TAGS: dict[str, dict] = {
     "repo_snapshots": _cpu_step("500m", "1Gi", "4Gi"),
     "clean_files": _cpu_step("500m", "1Gi", "4Gi"),
     "scrubbed_corpus": _cpu_step("1", "2Gi", "6Gi"),             # detect-secrets + regexes over every file
+    # one pod per non-code source: paged HTTP reads, then the same quality rules + scrubber as code
+    "source_documents": _cpu_step("250m", "512Mi", "2Gi"),
+    "source_corpus": _cpu_step("1", "1Gi", "4Gi"),
     # all repos at once: MinHash signatures + LSH index of the whole corpus live in memory
     "deduped_corpus": _cpu_step("4", "16Gi", "32Gi"),
     "training_dataset": _cpu_step("4", "8Gi", "16Gi"),           # tokenizer batch-encode uses every core
