@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import dagster as dg
 
 from codellm_assets.defs import checks, corpus, dataset, deployment, evaluation, ingest, monitoring, training
+from codellm_assets.defs import code_index as code_index_defs
 from codellm_assets.defs import packaging as packaging_defs
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, dagster_executor
 from codellm_assets.resources import CodellmIOManager, GatewayResource, MetricsStoreResource, SettingsResource
@@ -23,6 +24,7 @@ ALL_ASSETS = [
     monitoring.feedback_events, monitoring.feedback_dataset,
 ]
 ALL_ASSETS.append(packaging_defs.packaged_model)
+ALL_ASSETS.append(code_index_defs.code_index)
 
 full_job = dg.define_asset_job("codellm_full", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
     "repo_snapshots", "clean_files", "scrubbed_corpus"),
