@@ -109,6 +109,8 @@ class ContextInjector:
 
     def _compute(self, ctx: Any, spec: Any, version: str, max_tokens: int) -> ContextResult:
         rc, gw = self.repo_context, self.gw
+        if not ctx.repo_names:
+            return ContextResult("no_repo")
         repo = rc.resolve(*ctx.repo_names)
         if repo is None:
             return ContextResult("unknown_repo")

@@ -47,7 +47,7 @@ class GatewayMetrics:
                                    registry=r)
         self.ready = Gauge("codellm_ready", "1 when the last generation check succeeded", registry=r)
         self.repo_context = Counter("codellm_repo_context_total", "Completions by repository-context outcome "
-                                    "(added, empty, unknown_repo, no_index, no_room, skipped, error)",
+                                    "(added, empty, no_repo, unknown_repo, no_index, no_room, skipped, error)",
                                     ["outcome"], registry=r)
         self.repo_context_chunks = Counter("codellm_repo_context_chunks_total", "Repository-context snippets "
                                            "put before prompts", registry=r)

@@ -19,6 +19,7 @@ import re
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,11 @@ def git_remotes(path: Path) -> list[str]:
     return sorted({line.split()[1] for line in out.stdout.splitlines() if len(line.split()) >= 2})
 
 
+def _main_language(paths: Iterable[str]) -> str | None:
+    counts = Counter(lang for lang in map(language_from_path, paths) if lang)
+    return counts.most_common(1)[0][0] if counts else None
+
+
 @dataclass(frozen=True)
 class RepoRef:
     """One configured repo as requests may name it."""
@@ -96,8 +102,9 @@ class RepoRef:
 
 @dataclass
 class ContextResult:
-    """What the gateway logs per request: ``outcome`` is added | empty (nothing matched or fit) |
-    unknown_repo | no_index | no_room | skipped (not one completion prompt) | error."""
+    """What the gateway logs per request: ``outcome`` is added | empty (nothing matched or fit) | no_repo
+    (the request names none) | unknown_repo | no_index | no_room | skipped (not one completion prompt) |
+    error."""
 
     outcome: str
     repo: str | None = None
@@ -119,6 +126,7 @@ class RepoContext:
         self._indexes: dict[str, CodeIndex] = {}
         self._dirs: dict[str, str] = {}
         self._paths: dict[str, frozenset[str]] = {}
+        self._languages: dict[str, str | None] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked = float("-inf")
 
@@ -179,6 +187,7 @@ class RepoContext:
                 except (CodeIndexError, OSError, ValueError) as e:
                     log.error("repository context: cannot load the index of %s: %s", repo, e)
             self._paths = {r: frozenset(c.path for c in ix.chunks) for r, ix in indexes.items()}
+            self._languages = {r: _main_language(paths) for r, paths in self._paths.items()}
             self._indexes, self._dirs, self._stamp = indexes, dirs, stamp
             log.info("repository context: indexes of %s loaded from %s", sorted(indexes), self.root)
 
@@ -216,7 +225,8 @@ class RepoContext:
         if budget <= 0:
             return ContextResult("no_room", repo)
         path = self.repo_path(repo, filepath)
-        language = language or (language_from_path(path) if path else None)
+        # The comment syntax of the block: the cursor file's language, else the repo's most common one.
+        language = language or (language_from_path(path) if path else None) or self._languages.get(repo)
         text = index.context(prefix, suffix, path=path, language=language, budget=budget, count=count)
         seconds = time.perf_counter() - t0
         if not text:
