@@ -27,7 +27,8 @@ from codellm_assets_tests.k8s_support import K8S, ROOT, VALUES
 NON_CORE_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kustomize.config.k8s.io/v1beta1", "Kustomization")}
 CONTRACT_ASSETS = {"repo_snapshots", "clean_files", "scrubbed_corpus", "deduped_corpus", "training_dataset",
                    "base_model", "lora_adapter", "company_benchmark", "eval_scores", "registered_model",
-                   "deployed_endpoint", "feedback_dataset", "git_heads", "feedback_events", "packaged_model"}
+                   "deployed_endpoint", "feedback_dataset", "git_heads", "feedback_events", "packaged_model",
+                   "code_index"}
 
 
 # ---- manifests -------------------------------------------------------------------------------------------------
