@@ -234,9 +234,11 @@ class ServingSettings(_Model):
     route_refresh_s: float = Field(1.0, gt=0, description="re-read the routing table from the store this often")
     ide_context_chars: int = Field(1536, ge=0, description="IDE protocols (Tabby segments, llama.cpp "
                                    "input_extra): characters of declarations/snippets put before the prefix")
-    repo_context_tokens: int = Field(256, ge=0, description="tokens (the served model's tokenizer; ~3 chars "
+    repo_context_tokens: int = Field(512, ge=0, description="tokens (the served model's tokenizer; ~3 chars "
                                      "each without one) of retrieved repository context (the code_index asset) "
-                                     "put before the prompt of a completion that names its repo; 0: off")
+                                     "put before the prompt of a completion that names its repo (whole 20-line "
+                                     "snippets, ~300 tokens each: at 256 only a third of requests got one, "
+                                     "benchmarks/repo_context.py); 0: off")
     code_index_dir: str | None = Field(None, description="where the gateway reads the code indexes "
                                        "(current.json); default: <home>/data/code_index")
 

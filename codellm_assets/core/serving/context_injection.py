@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +27,8 @@ from codellm_assets.core.serving.repo_context import ContextResult
 log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3          # the fallback count without a tokenizer (code: ~3-4 characters per token)
 JOIN_MARGIN_TOKENS = 8       # tokens kept free: context + prompt may tokenize a little longer than apart
+COUNT_CACHE_SIZE = 20_000    # remembered snippet token counts (a few MB)
+CACHED_TEXT_CHARS = 4_000    # texts up to this long are remembered: snippets, not prompts
 
 
 def with_context(prompt: str, suffix: str | None, context: str) -> str:
@@ -61,6 +65,24 @@ class ContextInjector:
     def __init__(self, gw: Any, repo_context: Any | None) -> None:
         self.gw, self.repo_context = gw, repo_context
         self._unknown_logged: set[str] = set()
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()    # (version, snippet) -> tokens
+        self._counts_lock = threading.Lock()
+
+    def _cached_count(self, version: str, text: str) -> int:
+        """Tokens of ``text`` for ``version``, remembered for the snippets that come back request after
+        request (the same definitions while a developer types on); bounded LRU."""
+        key = (version, text)
+        with self._counts_lock:
+            n = self._counts.get(key)
+            if n is not None:
+                self._counts.move_to_end(key)
+                return n
+        n = self.gw.backend.count_tokens(version, text) or 0
+        with self._counts_lock:
+            self._counts[key] = n
+            while len(self._counts) > COUNT_CACHE_SIZE:
+                self._counts.popitem(last=False)
+        return n
 
     @property
     def enabled(self) -> bool:
@@ -120,7 +142,8 @@ class ContextInjector:
         tokens_known = backend.count_tokens(version, "x") is not None
         if tokens_known:
             def count(text: str) -> int:
-                return backend.count_tokens(version, text) or 0
+                return self._cached_count(version, text) if len(text) <= CACHED_TEXT_CHARS else \
+                    backend.count_tokens(version, text) or 0
             scale = 1
         else:
             count, scale = len, CHARS_PER_TOKEN
@@ -128,8 +151,12 @@ class ContextInjector:
         fim = backend.fim(version)
         rendered = fim.build(spec.prompts[0], spec.suffix) if fim and spec.suffix else spec.prompts[0]
         limit = min(gw.settings.max_context_tokens, backend.max_context(version) or 10 ** 9)
-        room = (limit - max_tokens - JOIN_MARGIN_TOKENS) * scale - count(rendered)
-        budget = min(gw.settings.repo_context_tokens * scale, room)
+        wanted = gw.settings.repo_context_tokens * scale
+        free = (limit - max_tokens - JOIN_MARGIN_TOKENS) * scale
+        # A token holds at least one byte: a prompt with fewer bytes than the room left needs no counting.
+        size = len(rendered.encode()) if tokens_known else len(rendered)
+        room = free - (size if size + wanted <= free else count(rendered))
+        budget = min(wanted, room)
         prefix, suffix = _code_around_cursor(spec)
         return rc.context(repo, prefix, suffix, filepath=ctx.filepath, language=ctx.language, budget=budget,
                           count=count)

@@ -100,6 +100,26 @@ class RepoRef:
         return cls(repo.name, path, tuple(urls))
 
 
+class GrowingTextCount:
+    """``count`` for texts that grow by whole lines, as render_context measures its block (block + next
+    snippet, then that block + the next...): the count of the longest earlier text this one starts with (cut
+    at a line end, where code tokenizers do not merge tokens) plus the count of the rest. A tokenizer then
+    reads each snippet once instead of the whole block per snippet."""
+
+    def __init__(self, count: Callable[[str], int]) -> None:
+        self.count = count
+        self.known: list[tuple[str, int]] = []
+
+    def __call__(self, text: str) -> int:
+        base, n = "", 0
+        for known, k in self.known:
+            if len(known) > len(base) and known.endswith("\n") and text.startswith(known):
+                base, n = known, k
+        total = n + self.count(text[len(base):]) if base else self.count(text)
+        self.known.append((text, total))
+        return total
+
+
 @dataclass
 class ContextResult:
     """What the gateway logs per request: ``outcome`` is added | empty (nothing matched or fit) | no_repo
@@ -227,8 +247,17 @@ class RepoContext:
         path = self.repo_path(repo, filepath)
         # The comment syntax of the block: the cursor file's language, else the repo's most common one.
         language = language or (language_from_path(path) if path else None) or self._languages.get(repo)
-        text = index.context(prefix, suffix, path=path, language=language, budget=budget, count=count)
+        text, used = "", 0
+        cut = budget
+        for _ in range(3):     # the cached count may be a token or two short: check whole, cut, retry
+            text = index.context(prefix, suffix, path=path, language=language, budget=cut,
+                                 count=GrowingTextCount(count))
+            used = count(text) if text else 0
+            if used <= budget:
+                break
+            cut -= used - budget
+            text, used = "", 0
         seconds = time.perf_counter() - t0
         if not text:
             return ContextResult("empty", repo, seconds=seconds)
-        return ContextResult("added", repo, text, rendered_chunks(text), count(text), seconds)
+        return ContextResult("added", repo, text, rendered_chunks(text), used, seconds)
