@@ -237,3 +237,23 @@ def test_new_index_is_picked_up_while_serving(gw: Gw, company: tuple[Path, Path]
     seconds = gw.metric("codellm_repo_context_seconds")
     total, count = seconds["codellm_repo_context_seconds_sum"], seconds["codellm_repo_context_seconds_count"]
     print(f"\nrepository context added per request: {1000 * total / count:.2f} ms mean over {count:.0f}")
+
+
+@pytest.mark.parametrize("budget", [120, 250, 300, 420, 700, 1500])
+def test_context_never_exceeds_the_token_budget(tiny_model: TinyModel, company: tuple[Path, Path],
+                                                budget: int) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model.base)
+
+    def count(text: str) -> int:
+        return len(tok(text)["input_ids"])
+
+    repo, root = company
+    rc = RepoContext(root, [RepoRef("acme", repo)])
+    res = rc.context("acme", CURSOR, ")\n", filepath="app/close.py", language="python", budget=budget,
+                     count=count)
+    assert res.tokens == (count(res.text) if res.text else 0) <= budget
+    assert (res.outcome == "added") == (budget >= 250)          # the ledger snippet alone is ~243 tokens
+    if res.text:
+        assert res.chunks == res.text.count("code fragment can be found in") >= 1
