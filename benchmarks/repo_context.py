@@ -16,13 +16,10 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codellm_assets.core.data import dedup, filters
 from codellm_assets.core.data.code_index_store import build_repo_indexes
