@@ -102,7 +102,9 @@ class ContextInjector:
         context is off or not wanted (chat)."""
         if not self.enabled or ctx.kind != "completion" or spec.messages is not None:
             return spec
-        if len(spec.prompts) != 1:
+        if not ctx.repo_names:
+            result = ContextResult("no_repo")          # most plain clients: no thread hop for them
+        elif len(spec.prompts) != 1:
             result = ContextResult("skipped", self.repo_context.resolve(*ctx.repo_names))
         else:
             t0 = time.perf_counter()
@@ -131,8 +133,6 @@ class ContextInjector:
 
     def _compute(self, ctx: Any, spec: Any, version: str, max_tokens: int) -> ContextResult:
         rc, gw = self.repo_context, self.gw
-        if not ctx.repo_names:
-            return ContextResult("no_repo")
         repo = rc.resolve(*ctx.repo_names)
         if repo is None:
             return ContextResult("unknown_repo")
