@@ -70,3 +70,48 @@ def test_code_index_is_a_leaf_of_the_graph():
     assert node.parent_keys == {dg.AssetKey("deduped_corpus")}
     assert node.child_keys == set()          # a new index never feeds (or re-runs) training
     assert node.automation_condition is not None
+
+
+def test_codellm_serve_adds_the_repos_context(tmp_path, make_git_repo):
+    """`codellm serve` as a user starts it reads the indexes the asset wrote (settings.code_index_dir) and
+    matches Tabby's git_url against the git remote of the configured repo's path."""
+    import httpx
+
+    from codellm_assets.core.data.code_index_store import build_repo_indexes
+    from codellm_assets.core.data.git_scan import scan_branch
+    from codellm_assets.core.serving.routes import Route
+    from codellm_assets.core.serving.store import Store
+    from codellm_assets.testing.tiny_model import build_tiny_model
+    from codellm_assets_tests.conftest import git
+    from codellm_assets_tests.data.test_code_index import LEDGER, NOISE, USER
+    from codellm_assets_tests.integration.conftest import start_gateway, stop_gateway
+    from codellm_assets_tests.serving.conftest import pick_port
+
+    repo = make_git_repo("acme", {"billing/ledger.py": LEDGER, "app/close.py": USER, **NOISE})
+    git(repo, "remote", "add", "origin", "git@git.acme.io:fin/acme.git")
+    port = pick_port()
+    config = write_config(tmp_path, [{"name": "acme", "path": str(repo), "branches": ["main"]}],
+                          serving={"port": port, "repo_context_tokens": 400})
+    settings = load_settings(str(config))
+    build_repo_indexes(scan_branch(repo, "HEAD", repo_name="acme").records, settings.code_index_dir)
+    store = Store(settings.store_url)
+    store.set_routes([Route("production", "base", str(build_tiny_model(tmp_path / "base")), None, 100)])
+    key = store.create_api_key("fin")
+    store.close()
+    proc = start_gateway(config, port, tmp_path / "gateway.log")
+    try:
+        body = {"language": "python", "segments": {
+            "prefix": "def close_quarter(client, entries):\n    totals = reconcile_ledger(",
+            "suffix": ")\n", "filepath": "app/close.py", "git_url": "https://git.acme.io/fin/acme.git"}}
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=60,
+                       headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+    finally:
+        stop_gateway(proc)
+    store = Store(settings.store_url)
+    try:
+        row = store.request(r.json()["id"])
+    finally:
+        store.close()
+    assert row["repo"] == "acme" and row["context_chunks"] >= 1
+    assert "# billing/ledger.py\n" in row["prompt"] and "# def reconcile_ledger(client, entries):" in row["prompt"]
