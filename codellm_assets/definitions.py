@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import dagster as dg
 
 from codellm_assets.defs import checks, corpus, dataset, deployment, evaluation, ingest, monitoring, training
+from codellm_assets.defs import code_index as code_index_defs
 from codellm_assets.defs import packaging as packaging_defs
 from codellm_assets.defs import sources as source_defs
 from codellm_assets.k8s_tags import GPU_RUN_TAGS, dagster_executor
@@ -25,6 +26,7 @@ ALL_ASSETS = [
 ]
 ALL_ASSETS.append(packaging_defs.packaged_model)
 ALL_ASSETS += [source_defs.source_documents, source_defs.source_corpus]
+ALL_ASSETS.append(code_index_defs.code_index)
 
 full_job = dg.define_asset_job("codellm_full", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
     "repo_snapshots", "clean_files", "scrubbed_corpus", "source_documents", "source_corpus"),

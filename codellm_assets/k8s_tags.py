@@ -85,6 +85,7 @@ K8S_OP_TAGS: dict[str, dict] = {
     # all repos at once: MinHash signatures + LSH index of the whole corpus live in memory
     "deduped_corpus": _cpu_step("4", "16Gi", "32Gi"),
     "training_dataset": _cpu_step("4", "8Gi", "16Gi"),           # tokenizer batch-encode uses every core
+    "code_index": _cpu_step("1", "2Gi", "8Gi"),                  # BM25 + symbol tables, one repo at a time
     "company_benchmark": _cpu_step("1", "2Gi", "4Gi"),
     "base_model": _cpu_step("2", "8Gi", "32Gi"),                 # resolves / copies a real model's weights
     # training and generation-heavy evaluation: one GPU each

@@ -36,6 +36,9 @@ class RepoSettings(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="partition key; letters, digits, . _ -")
     path: str | None = Field(None, description="local path of a git repository (absolute or relative)")
     url: str | None = Field(None, description="clone URL; cloned/mirrored under home/mirrors")
+    remotes: list[str] = Field(default_factory=list, description="other URLs developers' clones of this repo "
+                               "use (what Tabby sends as git_url, e.g. git@host:org/x.git); the gateway also "
+                               "matches `url` and the git remotes of `path`")
     branches: list[str] = Field(default_factory=lambda: ["HEAD"], min_length=1)
     languages: list[str] | None = Field(None, description="keep only these languages (default: all known)")
     seed_from_package: str | None = Field(
@@ -232,6 +235,13 @@ class ServingSettings(_Model):
     route_refresh_s: float = Field(1.0, gt=0, description="re-read the routing table from the store this often")
     ide_context_chars: int = Field(1536, ge=0, description="IDE protocols (Tabby segments, llama.cpp "
                                    "input_extra): characters of declarations/snippets put before the prefix")
+    repo_context_tokens: int = Field(512, ge=0, description="tokens (the served model's tokenizer; ~3 chars "
+                                     "each without one) of retrieved repository context (the code_index asset) "
+                                     "put before the prompt of a completion that names its repo (whole 20-line "
+                                     "snippets, ~300 tokens each: at 256 only a third of requests got one, "
+                                     "benchmarks/repo_context.py); 0: off")
+    code_index_dir: str | None = Field(None, description="where the gateway reads the code indexes "
+                                       "(current.json); default: <home>/data/code_index")
 
 
 class PackagingSettings(_Model):
@@ -435,6 +445,12 @@ class Settings(_Model):
     @property
     def data_dir(self) -> Path:
         return self.home_dir / "data"
+
+    @property
+    def code_index_dir(self) -> Path:
+        """The per-repo code indexes (core/data/code_index_store.py) the gateway and the benchmark read."""
+        return self.resolve(self.serving.code_index_dir) if self.serving.code_index_dir else \
+            self.data_dir / "code_index"
 
     @property
     def models_dir(self) -> Path:

@@ -28,7 +28,7 @@ NON_CORE_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kustomize.co
 CONTRACT_ASSETS = {"repo_snapshots", "clean_files", "scrubbed_corpus", "deduped_corpus", "training_dataset",
                    "base_model", "lora_adapter", "company_benchmark", "eval_scores", "registered_model",
                    "deployed_endpoint", "feedback_dataset", "git_heads", "feedback_events", "packaged_model",
-                   "source_documents", "source_corpus"}
+                   "source_documents", "source_corpus", "code_index"}
 
 
 # ---- manifests -------------------------------------------------------------------------------------------------

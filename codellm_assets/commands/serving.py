@@ -125,8 +125,11 @@ def serve(host: str | None = typer.Option(None, help="bind address (default serv
         model_backend = TransformersBackend(micro_batch_ms=s.micro_batch_ms, max_batch_size=s.max_batch_size,
                                             threads=s.threads or None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from codellm_assets.core.serving.repo_context import RepoContext
+
     gateway = Gateway(s, _store(settings), model_backend, default_routes=_default_routes(settings, s.backend),
-                      public_model=settings.registry.model_name, owns_store=True)
+                      public_model=settings.registry.model_name, owns_store=True,
+                      repo_context=RepoContext.from_settings(settings) if s.repo_context_tokens else None)
     console.print(f"codellm gateway on http://{s.host}:{s.port} (backend {s.backend}, store {settings.store_url})")
     uvicorn.run(create_app(gateway), host=s.host, port=s.port, log_level="info", access_log=access_log,
                 timeout_graceful_shutdown=30)

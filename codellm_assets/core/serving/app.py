@@ -34,7 +34,7 @@ from codellm_assets.core.serving.protocol import (
     validation_message,
 )
 from codellm_assets.core.serving.protocols import Deps, include_ide_routes, tabby
-from codellm_assets.core.serving.protocols.common import SessionStream, sse
+from codellm_assets.core.serving.protocols.common import SessionStream, repo_names, sse
 from codellm_assets.core.serving.protocols.common import headers as version_headers
 from codellm_assets.core.serving.protocols.openai_extras import model_list
 from codellm_assets.core.serving.routes import Route
@@ -129,7 +129,8 @@ def create_app(gw: Gateway) -> FastAPI:
             return await tabby.complete(deps, request, key)
         body = await parse(request, CompletionRequest)
         ctx = RequestContext(user=request_identity(key, body.user), team=key.team, model=body.model,
-                             language=body.language, kind="completion")
+                             language=body.language, kind="completion", repo_names=repo_names(request, body.repo),
+                             filepath=body.filepath)
         spec = PromptSpec(prompts=body.prompts, suffix=body.suffix)
         params = body.to_generation_params()
         if body.stream and len(body.prompts) == 1 and body.n == 1:
