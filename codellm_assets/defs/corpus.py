@@ -63,15 +63,16 @@ def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResourc
 
 
 LEFTOVER_CHECK = dg.AssetCheckKey(dg.AssetKey("scrubbed_corpus"), "no_leftover_secrets")
+SOURCE_LEFTOVER_CHECK = dg.AssetCheckKey(dg.AssetKey("source_corpus"), "no_leftover_secrets")
 
 
-def _latest_materialization(instance: dg.DagsterInstance, partition: str):
+def _latest_materialization(instance: dg.DagsterInstance, partition: str, key: dg.AssetKey):
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("scrubbed_corpus"), asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
     return records[0] if records else None
 
 
-def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
+def block_reason(instance: dg.DagsterInstance, partition: str, check: dg.AssetCheckKey = LEFTOVER_CHECK) -> str | None:
     """Why a partition's scrubbed files may not flow on, or None when its LATEST materialization passed the
     leftover check. Fails closed: no evaluation, a failed one, one that never finished (the check crashed, or
     its run died) and one of an older materialization all block."""
@@ -79,7 +80,7 @@ def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as St
 
     history = instance.event_log_storage.get_asset_check_execution_history(
-        LEFTOVER_CHECK, limit=1, partition_filter=PartitionKeyFilter(key=partition))
+        check, limit=1, partition_filter=PartitionKeyFilter(key=partition))
     if not history:
         return "no no_leftover_secrets evaluation"
     record = history[0]
@@ -89,7 +90,7 @@ def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
     if record.status != St.SUCCEEDED or not evaluation.passed:
         leftovers = evaluation.metadata.get("leftovers")
         return f"no_leftover_secrets failed ({getattr(leftovers, 'value', '?')} leftovers)"
-    latest = _latest_materialization(instance, partition)
+    latest = _latest_materialization(instance, partition, check.asset_key)
     target = evaluation.target_materialization_data
     if latest is None:
         return "no materialization"
@@ -101,14 +102,16 @@ def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
     return None
 
 
-def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, str]:
+def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str],
+                       check: dg.AssetCheckKey = LEFTOVER_CHECK) -> dict[str, str]:
     """{partition: reason} for the partitions whose data must not flow on (see ``block_reason``)."""
-    reasons = {p: block_reason(instance, p) for p in sorted(partitions)}
+    reasons = {p: block_reason(instance, p, check) for p in sorted(partitions)}
     return {p: r for p, r in reasons.items() if r is not None}
 
 
 @dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data",
-          deps=[dg.AssetDep("scrubbed_corpus", partition_mapping=dg.AllPartitionMapping())],
+          deps=[dg.AssetDep("scrubbed_corpus", partition_mapping=dg.AllPartitionMapping()),
+                dg.AssetDep("source_corpus", partition_mapping=dg.AllPartitionMapping())],
           description="Exact + near-duplicate removal across repos (MinHash LSH over the cached per-file "
                       "signatures; texts read only to verify candidate pairs), decontaminated against eval "
                       "prompts. One file kept per cluster, chosen deterministically.")
@@ -129,12 +132,20 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
     if blocked:
         context.log.warning(f"leaving out partitions without a passed leftover-secret check on their latest "
                             f"materialization: {blocked}")
-    sources = {p: path for p, path in stored.items() if p not in blocked}
-    outcome = corpus_dedup.dedup_partitions(sources, s.dedup, s.blob_cache_dir,
+    repos = {p: path for p, path in stored.items() if p not in blocked}
+    # non-code sources (defs/sources.py): the same rule, gated by their own no_leftover_secrets check
+    source_paths = {c.name: asset_storage_path(s.data_dir, dg.AssetKey("source_corpus"), c.name, ".parquet")
+                    for c in s.sources.connectors}
+    source_paths = {p: path for p, path in source_paths.items() if path.exists()}
+    blocked_sources = blocked_partitions(context.instance, list(source_paths), SOURCE_LEFTOVER_CHECK)
+    if blocked_sources:
+        context.log.warning(f"leaving out sources without a passed leftover-secret check: {blocked_sources}")
+    inputs = {**repos, **{f"source:{p}": path for p, path in source_paths.items() if p not in blocked_sources}}
+    outcome = corpus_dedup.dedup_partitions(inputs, s.dedup, s.blob_cache_dir,
                                             extra_eval_items=company_eval_items(s), workers=s.data.workers,
                                             progress=context.log.info)
     result, hits = outcome.dedup, outcome.decontam_hits
-    frames = [_kept_rows(path, outcome.kept[p]) for p, path in sorted(sources.items())]
+    frames = [_kept_rows(path, outcome.kept[p]) for p, path in sorted(inputs.items())]
     frames = [f for f in frames if len(f)]
     out = (pl.concat(frames) if frames else pl.DataFrame(schema=CORPUS_SCHEMA)).sort(["repo", "branch", "path"])
     cluster_sizes = Counter(result.cluster_sizes)
@@ -153,9 +164,11 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
         "backend": s.dedup.backend,
         "candidate_pairs": result.candidate_pairs, "texts_read_for_verify": outcome.texts_read_for_verify,
         "cache": dg.MetadataValue.json({"signature": outcome.signatures.to_json()}),
-        "repos": dg.MetadataValue.json(sorted(sources)),
+        "repos": dg.MetadataValue.json(sorted(repos)),
         "blocked_partitions": dg.MetadataValue.json(blocked),    # {partition: why}
         "removed_repos_left_out": dg.MetadataValue.json(removed),
+        "sources": dg.MetadataValue.json(sorted(p for p in source_paths if p not in blocked_sources)),
+        "blocked_sources": dg.MetadataValue.json(blocked_sources),
     })
 
 
