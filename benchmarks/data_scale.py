@@ -49,6 +49,16 @@ class Measured:
     tokenizers_s: float
 
 
+def leftover_free(text: str) -> bool:
+    """Whether the blocking leftover check would pass this file once scrubbed (default scrub settings)."""
+    from codellm_assets.core.data.scrub.leftovers import LeftoverPolicy, find_leftovers
+    from codellm_assets.core.data.scrub.scrubber import scrub_text
+    from codellm_assets.settings import ScrubSettings
+
+    scrub = ScrubSettings()
+    return not find_leftovers(scrub_text(text, scrub).text, LeftoverPolicy.from_scrub_settings(scrub))
+
+
 def settings_file(work: Path, repos: list[Path]) -> Path:
     cfg = yaml.safe_load((ROOT / "codellm.yaml").read_text())
     cfg["home"] = str(work / "home")
@@ -101,7 +111,7 @@ def tokenizers_alone(tokenizer_dir: Path, texts: list[str]) -> float:
 def measure(size_mb: int, workdir: Path) -> Measured:
     work = workdir / f"{size_mb}mb"
     t = time.perf_counter()
-    repos = build_scale_corpus(work / "repos", size_mb * 1_000_000)
+    repos = build_scale_corpus(work / "repos", size_mb * 1_000_000, keep=leftover_free, keep_name="leftover_free")
     texts = list(corpus_texts(repos))
     mb = sum(len(x.encode()) for x in texts) / 1e6
     print(f"[{size_mb} MB] corpus: {len(texts)} files, {mb:.1f} MB in {len(repos)} repos "

@@ -22,7 +22,7 @@ import random
 import re
 import subprocess
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +76,7 @@ def near_duplicate(text: str, seed: str) -> str:
     return header + "\n".join(lines) + "\n"
 
 
-def _stream(sources: list[SourceFile]) -> Iterator[tuple[str, str]]:
+def _stream(sources: list[SourceFile], keep: Callable[[str], bool]) -> Iterator[tuple[str, str]]:
     """(relative path, text) forever: the sources, then renamed variants of them (variant 1, 2, ...)."""
     variant = 0
     while True:
@@ -85,10 +85,11 @@ def _stream(sources: list[SourceFile]) -> Iterator[tuple[str, str]]:
                 text = src.path.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError):
                 continue
-            if variant == 0:
-                yield src.rel, text
-            else:
-                yield f"v{variant}/{src.rel}", renamed_variant(text, variant)
+            rel = src.rel
+            if variant:
+                rel, text = f"v{variant}/{src.rel}", renamed_variant(text, variant)
+            if keep(text):
+                yield rel, text
         variant += 1
 
 
@@ -109,18 +110,22 @@ def _commit(repo: Path, message: str) -> None:
 
 
 def build_scale_corpus(dest: str | os.PathLike[str], target_bytes: int, *, repos: int = 10,
-                       sources: list[SourceFile] | None = None) -> list[Path]:
+                       sources: list[SourceFile] | None = None, keep: Callable[[str], bool] | None = None,
+                       keep_name: str = "all") -> list[Path]:
     """``repos`` git repos under ``dest`` holding about ``target_bytes`` of source in all; returns their paths.
 
+    ``keep``: only texts it accepts go in (the benchmark leaves out the few installed files the blocking leftover
+    check flags, e.g. a library's test keys, since one of them stops the whole data group), named ``keep_name``.
     Reuses a corpus already built at ``dest`` with the same arguments (a marker file records them).
     """
     dest = Path(dest)
     marker = dest / MARKER
-    spec = {"target_bytes": target_bytes, "repos": repos, "near_dup_fraction": NEAR_DUP_FRACTION}
+    keep = keep or (lambda _text: True)
+    spec = {"target_bytes": target_bytes, "repos": repos, "near_dup_fraction": NEAR_DUP_FRACTION, "keep": keep_name}
     paths = [dest / f"repo{i:02d}" for i in range(repos)]
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return paths
-    stream = _stream(sources if sources is not None else source_files())
+    stream = _stream(sources if sources is not None else source_files(), keep)
     share = target_bytes // repos
     contents: list[dict[str, str]] = []
     for _ in paths:
@@ -132,12 +137,13 @@ def build_scale_corpus(dest: str | os.PathLike[str], target_bytes: int, *, repos
                 break
         contents.append(files)
     for i, (repo, files) in enumerate(zip(paths, contents, strict=True)):
-        _build_repo(repo, files, contents[(i + 1) % repos], share, seed=f"repo{i}")
+        _build_repo(repo, files, contents[(i + 1) % repos], share, seed=f"repo{i}", keep=keep)
     marker.write_text(json.dumps(spec))
     return paths
 
 
-def _build_repo(repo: Path, files: dict[str, str], neighbour: dict[str, str], share: int, seed: str) -> None:
+def _build_repo(repo: Path, files: dict[str, str], neighbour: dict[str, str], share: int, seed: str,
+                keep: Callable[[str], bool]) -> None:
     """Three commits: most files, the rest plus vendored near-duplicates of ``neighbour``'s files, an edit."""
     repo.mkdir(parents=True, exist_ok=True)
     _git(repo, "init", "-q", "-b", "main")
@@ -149,8 +155,10 @@ def _build_repo(repo: Path, files: dict[str, str], neighbour: dict[str, str], sh
     for rel in sorted(neighbour):
         if size >= share * NEAR_DUP_FRACTION:
             break
-        vendored[f"third_party_copy/{rel}"] = near_duplicate(neighbour[rel], f"{seed}:{rel}")
-        size += len(neighbour[rel].encode())
+        copy = near_duplicate(neighbour[rel], f"{seed}:{rel}")
+        if keep(copy):
+            vendored[f"third_party_copy/{rel}"] = copy
+            size += len(copy.encode())
     _write(repo, {**{n: files[n] for n in names[cut:]}, **vendored})
     _commit(repo, "more modules and a vendored copy")
     edit_one_file(repo, message="small fix")
