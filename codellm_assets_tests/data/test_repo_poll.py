@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 
+import psutil
 import pytest
 
 from codellm_assets.core.data import repo_poll
@@ -99,10 +100,24 @@ def test_pool_runs_in_the_background_and_never_twice_at_once():
     assert pool.take(["slow"])["slow"].heads == H1 and pool.take(["slow"]) == {}
 
 
-def test_run_bounded_kills_the_grandchildren_that_hold_the_pipes():
-    # `sh` starts `sleep` holding stdout: subprocess.run(timeout=) would kill sh, then wait on the pipe.
+def test_run_bounded_kills_what_the_command_started(tmp_path):
+    # What a hung fetch looks like: git waiting on a remote helper (here `sleep`) it started. subprocess.run's
+    # timeout kills only the direct child; the helper would live on, one leaked process per poll.
+    pid_file = tmp_path / "helper.pid"
     start = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
-        run_bounded(["sh", "-c", "sleep 30; echo never"], timeout=0.5)
+        run_bounded(["sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait"], timeout=1)
     assert time.monotonic() - start < 5
+    helper = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(helper):
+        time.sleep(0.05)
+    assert not _alive(helper), "the command's own child survived the timeout"
     assert run_bounded(["sh", "-c", "echo ok"], timeout=5).stdout == b"ok\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -146,9 +146,9 @@ class RepoTimeout(RepoError):
 
 def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
                 timeout: float | None) -> subprocess.CompletedProcess:
-    """``subprocess.run`` that really stops at ``timeout``: git runs in its own process group and the whole
-    group is killed. (``subprocess.run`` kills only git itself, then waits for EOF on the pipes, which a
-    remote helper or an ``ssh`` child still holds open: a hung fetch would hang its caller too.)"""
+    """``subprocess.run`` whose timeout stops everything the command started: git runs in its own process
+    group and the whole group is killed. (``subprocess.run`` kills only git itself: a hung remote helper,
+    ``ssh`` or ``ext::`` command it started would live on, one more leaked process per poll.)"""
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
     try:
@@ -157,7 +157,7 @@ def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
         _kill_group(proc)
         try:
             proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:   # a descendant that left the group still holds a pipe
+        except subprocess.TimeoutExpired:   # a descendant that left the group (setsid) still holds a pipe
             for pipe in (proc.stdout, proc.stderr):
                 pipe.close()
         raise
