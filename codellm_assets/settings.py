@@ -73,6 +73,13 @@ class IngestSettings(_Model):
         return self
 
 
+class ChecksSettings(_Model):
+    gx_sample_rows: int = Field(10_000, ge=1, description="great-expectations validates at most this many rows "
+                                "of an asset (an evenly spread, deterministic sample; the metadata says how "
+                                "many); the same rules still run on every row in polars, so a bad row outside "
+                                "the sample fails the check too")
+
+
 class QualitySettings(_Model):
     min_lines: int = Field(10, ge=0)
     max_lines: int = Field(500, ge=1)
@@ -332,6 +339,7 @@ class Settings(_Model):
     home: str = Field("var", description="local state: dagster home, mlflow store, data, models, stores")
     repos: list[RepoSettings] = Field(default_factory=list)
     ingest: IngestSettings = IngestSettings()
+    checks: ChecksSettings = ChecksSettings()
     quality: QualitySettings = QualitySettings()
     scrub: ScrubSettings = ScrubSettings()
     dedup: DedupSettings = DedupSettings()
