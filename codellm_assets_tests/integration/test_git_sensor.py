@@ -13,12 +13,12 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from codellm_assets.defs import corpus, ingest
+from codellm_assets.defs import checks, corpus, ingest
 from codellm_assets_tests.conftest import commit_files
 from codellm_assets_tests.integration.conftest import resources_for, write_config
-from codellm_assets_tests.integration.test_data_stage import module
+from codellm_assets_tests.integration.test_data_stage import AWS_ID, module
 
-PER_REPO = [ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus]
+PER_REPO = [ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus, checks.no_leftover_secrets]
 
 
 class Sensor:
@@ -65,6 +65,17 @@ def test_failed_run_is_requested_again_until_it_succeeds(tmp_path, make_git_repo
     assert sensor.tick().run_requests == []
     assert sensor.state("alpha")["done"] == sensor.state("alpha")["seen"]
     assert sensor.tick().run_requests == []
+
+
+def test_a_run_failed_only_by_its_blocking_check_is_not_retried(tmp_path, make_git_repo, instance):
+    """A leaked key fails the blocking leftover check and the run with it; the snapshot of those commits exists
+    and its verdict already blocks the partition downstream, so asking again would only repeat the verdict."""
+    leaky = make_git_repo("leaky", {"app/settings.py": module("settings", extra=f'KEY = "{AWS_ID}"\n')})
+    sensor = Sensor(write_config(tmp_path, [{"name": "leaky", "path": str(leaky), "branches": ["main"]}],
+                                 scrub={"disabled_rules": ["aws_access_key"]}), instance)
+    assert not sensor.launch(_one(sensor.tick()))
+    assert sensor.tick().run_requests == []
+    assert sensor.state("leaky")["done"] == sensor.state("leaky")["seen"]
 
 
 def test_a_running_run_is_waited_for_and_a_dropped_request_asked_again(tmp_path, make_git_repo, instance):

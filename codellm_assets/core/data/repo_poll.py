@@ -17,7 +17,8 @@ a full disk, a killed pod), and a cursor that already moved would never request 
 ``done`` (the heads a run is known to have snapshotted) apart from ``request`` (the run asked for, with an id
 the run carries as a tag). Each tick looks that run up: success moves ``done``; a failure requests it again,
 up to ``max_run_retries`` times for the same heads; a request that never became a run (dropped) is asked
-again after a grace period. New heads always start over.
+again after a grace period. New heads always start over. (A run that failed only at its blocking check still
+snapshotted those heads; the sensor reports it as a success: defs/ingest.py ``_snapshotted``.)
 """
 
 from __future__ import annotations
