@@ -109,7 +109,7 @@ def tokenizers_alone(tokenizer_dir: Path, texts: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def measure(size_mb: int, workdir: Path, rerun: bool = True) -> Measured:
+def measure(size_mb: int, workdir: Path, rerun: bool = True, baseline: bool = True) -> Measured:
     work = workdir / f"{size_mb}mb"
     t = time.perf_counter()
     repos = build_scale_corpus(work / "repos", size_mb * 1_000_000, keep=leftover_free, keep_name="leftover_free")
@@ -132,7 +132,7 @@ def measure(size_mb: int, workdir: Path, rerun: bool = True) -> Measured:
         rerun_s, rerun_rss = run_tree(cmd, env, work / "rerun.log")
         print(f"[{size_mb} MB] re-run after editing {repos[3].name}/{edited}: {rerun_s:.0f} s", flush=True)
     tokenizer_dir = work / "home" / "data" / "training_dataset" / "tokenizer"
-    tok_s = tokenizers_alone(tokenizer_dir, texts) if tokenizer_dir.exists() else float("nan")
+    tok_s = tokenizers_alone(tokenizer_dir, texts) if baseline and tokenizer_dir.exists() else float("nan")
     return Measured(mb, len(texts), full_s, full_rss, rerun_s, rerun_rss, tok_s)
 
 
@@ -151,9 +151,10 @@ def row(size: int, m: Measured) -> str:
     rerun_verdict = "n/a" if math.isnan(rerun_frac) else verdict(rerun_frac <= GOAL_RERUN)
     tok_mbs = m.mb / m.tokenizers_s
     ratio = (m.mb / m.full_s) / tok_mbs
+    ratio_verdict = "n/a" if math.isnan(ratio) else verdict(ratio >= GOAL_VS_TOKENIZERS)
     return (f"{size:>6} {m.files:>7} {m.mb:>7.1f} {m.full_s:>8.0f} {m.mb / m.full_s:>6.2f} "
             f"{m.full_rss_gb:>7.2f} {verdict(m.full_rss_gb < GOAL_RSS_GB)} {m.rerun_s:>9.0f} {rerun_frac:>7.1%} "
-            f"{rerun_verdict:>4} {tok_mbs:>11.1f} {ratio:>9.1%} {verdict(ratio >= GOAL_VS_TOKENIZERS)}")
+            f"{rerun_verdict:>4} {tok_mbs:>11.2f} {ratio:>9.1%} {ratio_verdict}")
 
 
 def report(results: dict[int, Measured]) -> None:
@@ -178,6 +179,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,300,1000", help="corpus sizes in MB, comma-separated")
     ap.add_argument("--workdir", type=Path, help="keep corpora and homes here (default: a temp dir, removed)")
     ap.add_argument("--no-rerun", action="store_true", help="skip the one-file re-run (full runs only)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip timing tokenizers alone on the corpus")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="codellm-data-scale-"))
@@ -185,7 +187,7 @@ def main() -> None:
     try:
         results = {}
         for size in sizes:
-            results[size] = measure(size, workdir, rerun=not args.no_rerun)
+            results[size] = measure(size, workdir, rerun=not args.no_rerun, baseline=not args.no_baseline)
             print(HEADER + "\n" + row(size, results[size]), flush=True)   # each size as soon as it is measured
         report(results)
     finally:
