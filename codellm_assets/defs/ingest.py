@@ -3,6 +3,7 @@
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -49,14 +50,22 @@ def _previous_records(settings: Settings, repo_name: str) -> list[dict]:
 def git_heads(context, settings: SettingsResource) -> dg.DataVersionsByPartition:
     s = settings.get()
     known = set(context.instance.get_dynamic_partitions(repos_partitions.name))
-    versions = {}
-    for repo in s.repos:
-        if repo.name not in known:
-            continue
+    repos = [r for r in s.repos if r.name in known]
+
+    def heads(repo: RepoSettings) -> str | Exception:
         try:
-            versions[repo.name] = json.dumps(repo_heads(s, repo), sort_keys=True)
+            return json.dumps(repo_heads(s, repo), sort_keys=True)
         except (git_scan.RepoError, SampleError) as e:   # repo_snapshots fails that partition with it
-            context.log.warning(str(e))
+            return e
+
+    versions = {}
+    # Fetched ingest.fetch_workers at a time (each killed after ingest.fetch_timeout_s), not one after another.
+    with ThreadPoolExecutor(max_workers=s.ingest.fetch_workers) as pool:
+        for repo, version in zip(repos, pool.map(heads, repos), strict=True):
+            if isinstance(version, Exception):
+                context.log.warning(str(version))
+            else:
+                versions[repo.name] = version
     return dg.DataVersionsByPartition(versions)
 
 

@@ -179,3 +179,26 @@ def test_the_old_cursor_reads_as_heads_done(tmp_path, make_git_repo, instance):
     assert sensor.tick().run_requests == []
     commit_files(repo, {"src/b.py": module("b")}, "moves")
     assert _one(sensor.tick()).tags["codellm/reason"] == "branch moved"
+
+
+def test_git_heads_observation_reads_every_repo_and_skips_a_broken_one(tmp_path, make_git_repo, instance):
+    from codellm_assets.defs.shared import latest_data_version
+
+    repos = {n: make_git_repo(n, {"src/a.py": module(n)}) for n in ("r1", "r2", "r3")}
+    config = write_config(tmp_path, [*({"name": n, "path": str(p), "branches": ["main"]} for n, p in repos.items()),
+                                     {"name": "gone", "path": str(tmp_path / "nope"), "branches": ["main"]}],
+                          ingest={"fetch_workers": 2})
+    instance.add_dynamic_partitions("repos", [*repos, "gone"])
+    defs = dg.Definitions(assets=[ingest.git_heads, *PER_REPO[:3]], resources=resources_for(config))
+    job = defs.resolve_implicit_global_asset_job_def()   # what `codellm run` observes the sources with
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("git_heads")]).success
+    for name, path in repos.items():
+        observed = latest_data_version(instance, "git_heads", partition=name, observed=True)
+        assert observed is not None and json.loads(observed) == {"main": _head(path)}
+    assert latest_data_version(instance, "git_heads", partition="gone", observed=True) is None
+
+
+def _head(repo) -> str:
+    from codellm_assets_tests.conftest import git
+
+    return git(repo, "rev-parse", "HEAD")
