@@ -27,10 +27,9 @@ from pathlib import Path
 import psutil
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from codellm_assets.testing.scale_corpus import build_scale_corpus, corpus_texts, edit_one_file
 
-from codellm_assets.testing.scale_corpus import build_scale_corpus, corpus_texts, edit_one_file  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent   # the checkout whose code the runs use (PYTHONPATH below)
 
 SELECT = "group:data or key:feedback_dataset"   # training_dataset reads the feedback examples
 GOAL_LINEAR = 11.0      # 1 GB time <= 11 x the 100 MB time
