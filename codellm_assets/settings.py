@@ -51,6 +51,39 @@ class RepoSettings(_Model):
         return self
 
 
+class IngestSettings(_Model):
+    """How git_heads_sensor polls the repos (fetching `url:` mirrors) and retries failed snapshot runs."""
+    fetch_workers: int = Field(4, ge=1, description="repos fetched at once, in a thread pool of the code server")
+    fetch_timeout_s: float = Field(600, gt=0, description="one repo's clone / fetch is killed after this long "
+                                   "(the sensor and repo_snapshots both use it)")
+    tick_wait_s: float = Field(20, ge=0, description="how long a sensor tick waits for the fetches it started; "
+                               "the rest finish in the background and are picked up by a later tick. Keep it "
+                               "well under Dagster's sensor timeout (60 s by default)")
+    max_fetches_per_tick: int = Field(256, ge=1, description="repos a tick starts fetching at most (the ones "
+                                      "polled longest ago first); the others are polled on later ticks")
+    backoff_base_s: float = Field(60, ge=0, description="a repo that failed to fetch is not polled again for "
+                                  "this long, doubled after every further failure; reset by a success")
+    backoff_max_s: float = Field(3600, ge=0, description="the longest wait between polls of a failing repo")
+    max_run_retries: int = Field(3, ge=0, description="a snapshot run that failed is requested again this many "
+                                 "times for the same heads (the next commit starts over)")
+    run_start_grace_s: float = Field(900, gt=0, description="a requested run that never appeared in the "
+                                     "instance after this long (a dropped request) is requested again")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> IngestSettings:
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError(f"ingest.backoff_max_s ({self.backoff_max_s}) must be >= ingest.backoff_base_s "
+                             f"({self.backoff_base_s})")
+        return self
+
+
+class ChecksSettings(_Model):
+    gx_sample_rows: int = Field(10_000, ge=1, description="great-expectations validates at most this many rows "
+                                "of an asset (an evenly spread, deterministic sample; the metadata says how "
+                                "many); the same rules still run on every row in polars, so a bad row outside "
+                                "the sample fails the check too")
+
+
 class QualitySettings(_Model):
     min_lines: int = Field(10, ge=0)
     max_lines: int = Field(500, ge=1)
@@ -413,6 +446,8 @@ class SourcesSettings(_Model):
 class Settings(_Model):
     home: str = Field("var", description="local state: dagster home, mlflow store, data, models, stores")
     repos: list[RepoSettings] = Field(default_factory=list)
+    ingest: IngestSettings = IngestSettings()
+    checks: ChecksSettings = ChecksSettings()
     quality: QualitySettings = QualitySettings()
     scrub: ScrubSettings = ScrubSettings()
     dedup: DedupSettings = DedupSettings()

@@ -25,10 +25,20 @@ def _gxe():
     return gxe
 
 
+def _validate(settings: SettingsResource, frame: pl.DataFrame, expectations: list):
+    """GX on at most checks.gx_sample_rows rows, every rule on every row in polars (core/data/gx_checks.py)."""
+    return validate_dataframe(frame, expectations, sample_rows=settings.get().checks.gx_sample_rows)
+
+
+def _rows_meta(report) -> dict:
+    return {"rows": report.rows, "rows_checked_by_gx": report.as_metadata()["rows_checked_by_gx"],
+            "gx_sampled": report.rows_checked is not None}
+
+
 def _result(report, *, severity=dg.AssetCheckSeverity.ERROR, extra: dict | None = None) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=report.success, severity=severity,
-        metadata={"gx": dg.MetadataValue.json(report.as_metadata()), "rows": report.rows,
+        metadata={"gx": dg.MetadataValue.json(report.as_metadata()), **_rows_meta(report),
                   "failed_expectations": len(report.failed), **(extra or {})})
 
 
@@ -44,7 +54,7 @@ def _schema_expectations(max_bytes: int, min_bytes: int = 0) -> list:
 @dg.asset_check(asset="repo_snapshots", partitions_def=repos_partitions,
                 description="Schema, no nulls, sizes under the cap (empty files allowed), known languages.")
 def repo_snapshots_schema(settings: SettingsResource, repo_snapshots: pl.DataFrame) -> dg.AssetCheckResult:
-    return _result(validate_dataframe(repo_snapshots, _schema_expectations(settings.get().quality.max_file_bytes)))
+    return _result(_validate(settings, repo_snapshots, _schema_expectations(settings.get().quality.max_file_bytes)))
 
 
 @dg.asset_check(asset="clean_files", partitions_def=repos_partitions,
@@ -58,7 +68,7 @@ def clean_files_in_range(settings: SettingsResource, clean_files: pl.DataFrame) 
     exps = [*_schema_expectations(q.max_file_bytes, min_bytes=1),   # an empty file is no training data
             gxe.ExpectColumnValuesToBeBetween(column="lines", min_value=q.min_lines, max_value=q.max_lines + 1),
             gxe.ExpectColumnValuesToBeBetween(column="longest_line", max_value=q.max_line_length)]
-    return _result(validate_dataframe(frame, exps))
+    return _result(_validate(settings, frame, exps))
 
 
 def _leftover_result(settings: SettingsResource, frame: pl.DataFrame) -> dg.AssetCheckResult:
@@ -72,8 +82,8 @@ def _leftover_result(settings: SettingsResource, frame: pl.DataFrame) -> dg.Asse
         findings.extend({"path": row["path"], "type": f.type, "line": f.line, "excerpt": f.excerpt}
                         for f in found[:3])
     leftovers = frame.select("path").with_columns(pl.Series("leftovers", counts, dtype=pl.Int64))
-    report = validate_dataframe(leftovers, [gxe.ExpectColumnValuesToBeBetween(column="leftovers", min_value=0,
-                                                                              max_value=0)])
+    report = _validate(settings, leftovers, [gxe.ExpectColumnValuesToBeBetween(column="leftovers", min_value=0,
+                                                                               max_value=0)])
     by_type = dict(Counter(f["type"] for f in findings))
     return _result(report, extra={"leftovers": sum(counts), "examples": dg.MetadataValue.json(findings[:10]),
                                   "files_with_leftovers": sum(1 for c in counts if c),
@@ -96,26 +106,27 @@ def source_no_leftover_secrets(settings: SettingsResource, source_corpus: pl.Dat
 
 
 @dg.asset_check(asset="deduped_corpus", description="Schema, a sane dedup ratio and a language mix we know.")
-def deduped_corpus_sane(context: dg.AssetCheckExecutionContext, deduped_corpus: pl.DataFrame) -> dg.AssetCheckResult:
+def deduped_corpus_sane(context: dg.AssetCheckExecutionContext, settings: SettingsResource,
+                        deduped_corpus: pl.DataFrame) -> dg.AssetCheckResult:
     gxe = _gxe()
     mat = context.instance.get_latest_materialization_event(dg.AssetKey("deduped_corpus"))
     meta = mat.asset_materialization.metadata if mat and mat.asset_materialization else {}
     ratio = float(meta["dedup_ratio"].value) if "dedup_ratio" in meta else 0.0
     exps = [*_schema_expectations(10**9), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-    report = validate_dataframe(deduped_corpus, exps)
+    report = _validate(settings, deduped_corpus, exps)
     mix = dict(deduped_corpus.group_by("language").len().iter_rows()) if len(deduped_corpus) else {}
     # Above 90 % removed, something upstream (a vendored tree, a mirror of a mirror) is badly wrong.
     ratio_ok = 0.0 <= ratio <= 0.9
     return dg.AssetCheckResult(
         passed=report.success and ratio_ok, severity=dg.AssetCheckSeverity.WARN,
         metadata={"dedup_ratio": ratio, "dedup_ratio_ok": ratio_ok, "language_mix": dg.MetadataValue.json(mix),
-                  "gx": dg.MetadataValue.json(report.as_metadata())})
+                  "gx": dg.MetadataValue.json(report.as_metadata()), **_rows_meta(report)})
 
 
 @dg.asset_check(asset="training_dataset", blocking=True,
                 description="No file (by normalized content hash) in more than one of train / validation / "
                             "held-out: validation loss and the company benchmark must measure unseen code.")
-def no_split_overlap(training_dataset: dict) -> dg.AssetCheckResult:
+def no_split_overlap(settings: SettingsResource, training_dataset: dict) -> dg.AssetCheckResult:
     gxe = _gxe()
     import json
     from pathlib import Path
@@ -125,11 +136,11 @@ def no_split_overlap(training_dataset: dict) -> dg.AssetCheckResult:
     rows = [{"split": name, "hash": h} for name, hashes in splits.items() for h in hashes]
     frame = pl.DataFrame(rows, schema={"split": pl.String, "hash": pl.String})
     overlap = frame.group_by("hash").agg(pl.col("split").n_unique().alias("splits")).filter(pl.col("splits") > 1)
-    report = validate_dataframe(frame, [gxe.ExpectColumnValuesToNotBeNull(column="hash")])
+    report = _validate(settings, frame, [gxe.ExpectColumnValuesToNotBeNull(column="hash")])
     return dg.AssetCheckResult(
         passed=report.success and overlap.height == 0,
         metadata={"files_per_split": dg.MetadataValue.json({k: len(v) for k, v in splits.items()}),
-                  "overlapping_files": overlap.height,
+                  "overlapping_files": overlap.height, **_rows_meta(report),
                   "examples": dg.MetadataValue.json(overlap["hash"].head(5).to_list())})
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -139,10 +140,45 @@ def _git_env(repo: Path) -> dict[str, str]:
     return env
 
 
+class RepoTimeout(RepoError):
+    """A git command that did not finish in time (a hung remote, a stalled network mount): it was killed."""
+
+
+def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
+                timeout: float | None) -> subprocess.CompletedProcess:
+    """``subprocess.run`` whose timeout stops everything the command started: git runs in its own process
+    group and the whole group is killed. (``subprocess.run`` kills only git itself: a hung remote helper,
+    ``ssh`` or ``ext::`` command it started would live on, one more leaked process per poll.)"""
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:   # the timeout, or the caller interrupted: leave no git process behind
+        _kill_group(proc)
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:   # a descendant that left the group (setsid) still holds a pipe
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
+        raise
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
 def _git(repo: Path, *args: str, check: bool = True,
          timeout: float | None = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["git", "-C", str(repo), *args], check=False, capture_output=True,
-                          env=_git_env(repo), timeout=timeout)
+    try:
+        proc = run_bounded(["git", "-C", str(repo), *args], env=_git_env(repo), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RepoTimeout(f"git {' '.join(args[:3])} in {repo} did not finish in {timeout:.0f} s and was "
+                          f"killed") from None
     if check and proc.returncode != 0:
         raise RepoError(f"git {' '.join(args[:3])} failed in {repo}: {_first_line(proc.stderr)}")
     return proc
@@ -425,12 +461,15 @@ def _redact_url(url: str) -> str:
 
 def ensure_mirror(url: str, dest: str | os.PathLike[str], *, repo_name: str | None = None,
                   timeout_s: float = 1800) -> Path:
-    """A bare mirror of ``url`` at ``dest``: cloned (atomically) the first time, fetched after that."""
+    """A bare mirror of ``url`` at ``dest``: cloned (atomically) the first time, fetched after that.
+
+    The clone or fetch is killed after ``timeout_s`` (with every process it started): ``RepoTimeout``.
+    """
     dest = Path(dest).expanduser()
     name = repo_name or dest.name
     if dest.exists():
         _check_repo(dest, name)
-        proc = _git(dest, "fetch", "--prune", "--quiet", "origin", check=False, timeout=timeout_s)
+        proc = _remote_git(dest, name, url, timeout_s, "fetch", "--prune", "--quiet", "origin")
         if proc.returncode != 0:
             raise RepoError(f"repo '{name}': cannot fetch {_redact_url(url)} into {dest}: "
                             f"{_first_line(proc.stderr)}; check `repos[].url` in codellm.yaml "
@@ -439,8 +478,7 @@ def ensure_mirror(url: str, dest: str | os.PathLike[str], *, repo_name: str | No
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.clone-"))
     try:
-        proc = _git(dest.parent, "clone", "--mirror", "--quiet", "--", url, str(tmp),
-                    check=False, timeout=timeout_s)
+        proc = _remote_git(dest.parent, name, url, timeout_s, "clone", "--mirror", "--quiet", "--", url, str(tmp))
         if proc.returncode != 0:
             raise RepoError(f"repo '{name}': cannot clone {_redact_url(url)}: {_first_line(proc.stderr)}; "
                             f"check `repos[].url` in codellm.yaml and credentials")
@@ -453,3 +491,12 @@ def ensure_mirror(url: str, dest: str | os.PathLike[str], *, repo_name: str | No
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _remote_git(cwd: Path, name: str, url: str, timeout_s: float, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return _git(cwd, *args, check=False, timeout=timeout_s)
+    except RepoTimeout:
+        raise RepoTimeout(f"repo '{name}': git {args[0]} of {_redact_url(url)} did not finish in {timeout_s:.0f} s "
+                          f"and was killed; raise `ingest.fetch_timeout_s` in codellm.yaml if the remote is just "
+                          f"slow, else check the network and `repos[].url`") from None
