@@ -137,7 +137,8 @@ def test_resolve_base_model_caches_by_settings_and_tokenizer(tmp_path):
     build_training_dataset(records, data, vocab_size=500, seq_len=64, validation_fraction=0.1,
                            holdout_fraction=0.05)
     cache = tmp_path / "models" / "base"
-    sm = ModelSettings(tiny_hidden_size=32, tiny_layers=1, tiny_heads=2, tiny_pretrain_steps=3)
+    sm = ModelSettings(tiny_hidden_size=32, tiny_layers=1, tiny_heads=2, tiny_pretrain_steps=3,
+                       tiny_pretrain_source="dataset")   # public pre-training: test_public_pretraining.py
     kw = {"tokenizer_dir": data / "tokenizer", "dataset_dir": data / "dataset", "cache_dir": cache}
     first = resolve_base_model(sm, **kw)
     info = json.loads((first / "base_info.json").read_text())
