@@ -14,8 +14,10 @@ import functools
 import hashlib
 import importlib.metadata
 from dataclasses import dataclass
+from pathlib import Path
 
 from codellm_assets.core.data.samples import SampleError, package_sources
+from codellm_assets.core.data.tokenization import train_bpe_tokenizer
 
 # The default list (settings.ModelSettings.tiny_pretrain_packages) holds pure-Python packages every install of
 # this project has (dependencies of dagster, mlflow and transformers): ~3.4 MB of varied Python (CLIs, HTTP,
@@ -74,3 +76,23 @@ def public_corpus(packages: tuple[str, ...]) -> PublicCorpus:
                 digest.update(raw)
     return PublicCorpus(tuple(texts), tuple(packages), tuple(_version(p) for p in packages),
                         digest.hexdigest()[:16])
+
+
+@functools.lru_cache(maxsize=4)
+def public_tokenizer(packages: tuple[str, ...], vocab_size: int):
+    """The tiny base's tokenizer when it is pre-trained on public code: a byte-level BPE of ``vocab_size``
+    trained on that public corpus, never on the company's files.
+
+    Why not on the training dataset (as before): a company's real base ships a fixed tokenizer learned from
+    public code, so its internal names (``stamp_quorble``) arrive as several sub-word pieces the base has seen
+    in other words; a tokenizer trained on the company corpus would give them whole tokens whose embeddings
+    the public-only base never trained - and LoRA does not train embeddings, so no adapter could emit them.
+    BPE training is deterministic: the same packages (versions) and size give the same files, hence the same
+    base cache key. ~5 s on 2 cores for ~3.4 MB; cached per process.
+    """
+    import tempfile
+
+    corpus = public_corpus(tuple(packages))
+    with tempfile.TemporaryDirectory(prefix="codellm-public-tok-") as tmp:
+        tok = train_bpe_tokenizer(corpus.texts, vocab_size, Path(tmp))
+    return tok

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from codellm_assets.core.data.public_corpus import public_corpus
+from codellm_assets.core.data.public_corpus import public_corpus, public_tokenizer
 from codellm_assets.core.data.tokenization import (
     encode_documents,
     pack_sequences,
@@ -140,26 +140,6 @@ def real_model_path(settings_model: ModelSettings, *, base_dir: str | Path | Non
         raise ModelError(f"model.path in codellm.yaml is {path}, which has no config.json (not a downloaded "
                          f"model). {how}")
     return path.resolve()
-
-
-@functools.lru_cache(maxsize=4)
-def public_tokenizer(packages: tuple[str, ...], vocab_size: int):
-    """The tiny base's tokenizer when it is pre-trained on public code: a byte-level BPE of ``vocab_size``
-    trained on that public corpus, never on the company's files.
-
-    Why not on the training dataset (as before): a company's real base ships a fixed tokenizer learned from
-    public code, so its internal names (``stamp_quorble``) arrive as several sub-word pieces the base has seen
-    in other words; a tokenizer trained on the company corpus would give them whole tokens whose embeddings
-    the public-only base never trained - and LoRA does not train embeddings, so no adapter could emit them.
-    BPE training is deterministic: the same packages (versions) and size give the same files, hence the same
-    base cache key. ~5 s on 2 cores for ~3.4 MB; cached per process.
-    """
-    import tempfile
-
-    corpus = public_corpus(tuple(packages))
-    with tempfile.TemporaryDirectory(prefix="codellm-public-tok-") as tmp:
-        tok = train_bpe_tokenizer(corpus.texts, vocab_size, Path(tmp))
-    return tok
 
 
 def dataset_tokenizer_args(settings_model: ModelSettings, *, base_dir: str | Path | None = None,
