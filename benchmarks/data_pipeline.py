@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from codellm_assets.core.data import dedup, filters, git_scan
 from codellm_assets.core.data.scrub import scrubber as scrub
 from codellm_assets.settings import DedupSettings, QualitySettings, ScrubSettings

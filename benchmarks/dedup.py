@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import textwrap
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codellm_assets.core.data.decontam import build_decontam_index, decontaminate, humaneval_items
 from codellm_assets.core.data.dedup import Doc, dedup_documents

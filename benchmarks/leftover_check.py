@@ -16,8 +16,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from codellm_assets.core.data.scrub.leftovers import find_leftovers  # noqa: E402
 from codellm_assets.core.data.scrub.scrubber import scrub_text  # noqa: E402
 

@@ -11,13 +11,10 @@ designing. Holdout: the time split (newest 20% of files by last commit date).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codellm_assets.core.data.code_index import CodeIndex, render_context
 from codellm_assets.core.data.company_sample import ensure_company_repo

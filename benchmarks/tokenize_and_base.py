@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codellm_assets.core.data.tokenization import build_training_dataset, encode_documents
 from codellm_assets.core.training import base_model as M

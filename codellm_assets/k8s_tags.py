@@ -19,6 +19,7 @@ Usage (the lead wires it): ``@dg.asset(op_tags=k8s_tags_for("lora_adapter"), ...
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,10 +47,16 @@ def _cpu_step(cpu: str, memory: str, memory_limit: str | None = None) -> dict[st
     return {"container_config": {"resources": _resources(cpu, memory, memory_limit)}}
 
 
-def _gpu_step(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
+def _gpu_step(cpu: str, memory: str, memory_limit: str, gpus: int = 1) -> dict[str, Any]:
+    """A GPU step; ``cpu`` / ``memory`` / ``memory_limit`` are per GPU (8 cores and ~48 GiB feed one GPU's
+    data loading and optimizer state), scaled by ``gpus``."""
+    def times(quantity: str) -> str:
+        number = re.fullmatch(r"(\d+)(\D*)", quantity)
+        return f"{int(number[1]) * gpus}{number[2]}" if number else quantity
+
     return {
         "container_config": {
-            "resources": _resources(cpu, memory, memory_limit, gpus=1),
+            "resources": _resources(times(cpu), times(memory), times(memory_limit), gpus=gpus),
             # PyTorch DataLoader workers and NCCL use shared memory; the container default (64 MiB) is too small.
             "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}],
         },
@@ -61,20 +68,29 @@ def _gpu_step(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
     }
 
 
+# Per-GPU sizes of the GPU steps (a step with N GPUs gets N times these); see _gpu_step.
+GPU_STEP_SIZES: dict[str, tuple[str, str, str]] = {"lora_adapter": ("8", "48Gi", "96Gi"),
+                                                   "eval_scores": ("8", "32Gi", "64Gi")}
+
+
 # The `dagster-k8s/config` value per asset name (dagster-k8s's UserDefinedDagsterK8sConfig fields).
 K8S_OP_TAGS: dict[str, dict] = {
     # data: one pod per repo partition; git + Parquet of one repo
     "repo_snapshots": _cpu_step("500m", "1Gi", "4Gi"),
     "clean_files": _cpu_step("500m", "1Gi", "4Gi"),
     "scrubbed_corpus": _cpu_step("1", "2Gi", "6Gi"),             # detect-secrets + regexes over every file
+    # one pod per non-code source: paged HTTP reads, then the same quality rules + scrubber as code
+    "source_documents": _cpu_step("250m", "512Mi", "2Gi"),
+    "source_corpus": _cpu_step("1", "1Gi", "4Gi"),
     # all repos at once: MinHash signatures + LSH index of the whole corpus live in memory
     "deduped_corpus": _cpu_step("4", "16Gi", "32Gi"),
     "training_dataset": _cpu_step("4", "8Gi", "16Gi"),           # tokenizer batch-encode uses every core
+    "code_index": _cpu_step("1", "2Gi", "8Gi"),                  # BM25 + symbol tables, one repo at a time
     "company_benchmark": _cpu_step("1", "2Gi", "4Gi"),
     "base_model": _cpu_step("2", "8Gi", "32Gi"),                 # resolves / copies a real model's weights
     # training and generation-heavy evaluation: one GPU each
-    "lora_adapter": _gpu_step("8", "48Gi", "96Gi"),
-    "eval_scores": _gpu_step("8", "32Gi", "64Gi"),
+    "lora_adapter": _gpu_step(*GPU_STEP_SIZES["lora_adapter"]),
+    "eval_scores": _gpu_step(*GPU_STEP_SIZES["eval_scores"]),
     # bookkeeping steps: MLflow calls, routing-table writes, a query of the feedback store
     "registered_model": _cpu_step("250m", "1Gi", "4Gi"),
     "deployed_endpoint": _cpu_step("250m", "512Mi", "2Gi"),
@@ -94,8 +110,12 @@ GPU_ASSETS = frozenset(name for name, cfg in K8S_OP_TAGS.items()
 GPU_RUN_TAGS: dict[str, str] = {"codellm/uses-gpu": "true"}
 
 
-def k8s_tags_for(asset_name: str, environ: Mapping[str, str] | None = None) -> dict[str, dict]:
+def k8s_tags_for(asset_name: str, environ: Mapping[str, str] | None = None, *,
+                 gpus: int | None = None) -> dict[str, dict]:
     """``{"dagster-k8s/config": {...}}`` for ``asset_name``: pass it as the asset's ``op_tags``.
+
+    ``gpus`` (GPU assets only): the step pod's GPU count, e.g. ``training.distributed.nproc_per_node`` for
+    ``lora_adapter`` (torchrun starts that many ranks in the pod); CPU and memory scale with it.
 
     GPU assets also get ``container_config.image`` from ``$CODELLM_GPU_IMAGE`` when it is set (the cluster
     sets it; elsewhere the step keeps the code location's image). Unknown names raise ``KeyError`` listing
@@ -104,7 +124,12 @@ def k8s_tags_for(asset_name: str, environ: Mapping[str, str] | None = None) -> d
     if asset_name not in K8S_OP_TAGS:
         raise KeyError(f"no Kubernetes step settings for asset '{asset_name}'; "
                        f"add it to K8S_OP_TAGS in {__name__} (known: {sorted(K8S_OP_TAGS)})")
-    config = copy.deepcopy(K8S_OP_TAGS[asset_name])
+    if gpus is not None and asset_name not in GPU_STEP_SIZES:
+        raise ValueError(f"'{asset_name}' is not a GPU step; gpus= applies to {sorted(GPU_STEP_SIZES)}")
+    if gpus is not None and gpus < 1:
+        raise ValueError(f"gpus must be >= 1, got {gpus}")
+    config = copy.deepcopy(K8S_OP_TAGS[asset_name] if gpus in (None, 1)
+                           else _gpu_step(*GPU_STEP_SIZES[asset_name], gpus=gpus))
     gpu_image = ClusterEnv.from_environ(environ).gpu_image
     if asset_name in GPU_ASSETS and gpu_image:
         config["container_config"]["image"] = gpu_image

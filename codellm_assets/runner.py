@@ -20,6 +20,7 @@ import dagster as dg
 from codellm_assets.settings import PROJECT_ROOT, Settings
 
 PER_REPO_ASSETS = ("repo_snapshots", "clean_files", "scrubbed_corpus")
+PER_SOURCE_ASSETS = ("source_documents", "source_corpus")   # one run per sources.connectors entry
 # The console shows the assets' own INFO logs (progress, figures), not Dagster's DEBUG event stream; every
 # event is still stored in the instance and visible in the UI.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -54,6 +55,16 @@ def ensure_repo_partitions(instance: dg.DagsterInstance, settings: Settings) -> 
     if missing:
         instance.add_dynamic_partitions(repos_partitions.name, missing)
     return [r.name for r in settings.repos]
+
+
+def ensure_source_partitions(instance: dg.DagsterInstance, settings: Settings) -> list[str]:
+    from codellm_assets.defs.shared import sources_partitions
+
+    existing = set(instance.get_dynamic_partitions(sources_partitions.name))
+    missing = [c.name for c in settings.sources.connectors if c.name not in existing]
+    if missing:
+        instance.add_dynamic_partitions(sources_partitions.name, missing)
+    return [c.name for c in settings.sources.connectors]
 
 
 def planned_steps(defs: dg.Definitions, selection: str | None) -> list[str]:
@@ -102,6 +113,7 @@ def run_graph(settings: Settings, *, selection: str | None = None, config_path: 
 
     instance = prepare_instance(settings)
     repos = ensure_repo_partitions(instance, settings)
+    sources = ensure_source_partitions(instance, settings)
     job = defs.resolve_implicit_global_asset_job_def()
     steps = planned_steps(defs, selection)
     results: list[StepResult] = []
@@ -111,16 +123,17 @@ def run_graph(settings: Settings, *, selection: str | None = None, config_path: 
             on_done(observed)
         return [observed]
     per_repo = [s for s in steps if s in PER_REPO_ASSETS]
-    blocked_by_check = False
-    if per_repo:
-        for repo in repos:
+    per_source = [s for s in steps if s in PER_SOURCE_ASSETS]
+    # a source that fails (a refused token) fails alone: the other partitions and the steps after still run
+    for names, partitions in ((per_repo, repos), (per_source, sources if per_source else [])):
+        for partition in partitions if names else []:
             if on_step:
-                on_step(" → ".join(per_repo), repo)
-            results.append(_execute(job, instance, per_repo, repo))
+                on_step(" → ".join(names), partition)
+            results.append(_execute(job, instance, names, partition))
             if on_done:
                 on_done(results[-1])
-        blocked_by_check = any(r.checks_failed for r in results if not r.success and r.partition)
-    for name in (s for s in steps if s not in PER_REPO_ASSETS):
+    blocked_by_check = any(r.checks_failed for r in results if not r.success and r.partition)
+    for name in (s for s in steps if s not in PER_REPO_ASSETS + PER_SOURCE_ASSETS):
         if blocked_by_check or (results and not results[-1].success and results[-1].partition is None):
             break  # a blocking check failed or the previous step failed: nothing flows on
         if on_step:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -45,6 +46,9 @@ class RepoSettings(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="partition key; letters, digits, . _ -")
     path: str | None = Field(None, description="local path of a git repository (absolute or relative)")
     url: str | None = Field(None, description="clone URL; cloned/mirrored under home/mirrors")
+    remotes: list[str] = Field(default_factory=list, description="other URLs developers' clones of this repo "
+                               "use (what Tabby sends as git_url, e.g. git@host:org/x.git); the gateway also "
+                               "matches `url` and the git remotes of `path`")
     branches: list[str] = Field(default_factory=lambda: ["HEAD"], min_length=1)
     languages: list[str] | None = Field(None, description="keep only these languages (default: all known)")
     seed_from_package: str | None = Field(
@@ -277,6 +281,13 @@ class ServingSettings(_Model):
     route_refresh_s: float = Field(1.0, gt=0, description="re-read the routing table from the store this often")
     ide_context_chars: int = Field(1536, ge=0, description="IDE protocols (Tabby segments, llama.cpp "
                                    "input_extra): characters of declarations/snippets put before the prefix")
+    repo_context_tokens: int = Field(512, ge=0, description="tokens (the served model's tokenizer; ~3 chars "
+                                     "each without one) of retrieved repository context (the code_index asset) "
+                                     "put before the prompt of a completion that names its repo (whole 20-line "
+                                     "snippets, ~300 tokens each: at 256 only a third of requests got one, "
+                                     "benchmarks/repo_context.py); 0: off")
+    code_index_dir: str | None = Field(None, description="where the gateway reads the code indexes "
+                                       "(current.json); default: <home>/data/code_index")
 
 
 class PackagingSettings(_Model):
@@ -348,6 +359,93 @@ class AlertSettings(_Model):
     ui_base_url: str = "http://127.0.0.1:3000"
 
 
+# What a token looks like (GitHub ghp_/github_pat_, GitLab glpat-, Atlassian ATATT…, Slack xox…, a JWT, or a
+# long run of mixed letters and digits): token_env holding one means the token itself was pasted into the file.
+_TOKEN_LOOKING = re.compile(r"^(gh[pousr]_|github_pat_|glpat-|ATATT|xox[abposr]-|eyJ)|(?=.*[a-z])(?=.*\d).{20,}")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _env_name(value: str | None, where: str) -> str | None:
+    if value is None:
+        return None
+    if _TOKEN_LOOKING.search(value):
+        raise ValueError(f"{where} must be the NAME of an environment variable that holds the secret (e.g. "
+                         "GITHUB_TOKEN), not the secret itself: take the value out of the file, rotate it (it was "
+                         "in a config file), and put it in the environment (Kubernetes: a Secret -> env)")
+    if not _ENV_NAME.match(value):
+        raise ValueError(f"{where}: '{value}' is not an environment variable name (upper-case letters, digits, _)")
+    return value
+
+
+class SourceSettings(_Model):
+    """One non-code source: a partition of `source_documents`. The token is read from the environment variable
+    NAMED by `token_env` when the partition runs; it is never written in the settings file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="partition key; letters, digits, . _ -")
+    kind: Literal["github_reviews", "gitlab_reviews", "confluence", "jira"]
+    base_url: str = Field(pattern=r"^https?://", description="API root: https://api.github.com (GHE: "
+                          "https://HOST/api/v3), https://HOST/api/v4 (GitLab), https://SITE.atlassian.net/wiki "
+                          "(Confluence Cloud; Server: its context root), https://SITE.atlassian.net (Jira)")
+    repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$", description="github_reviews: owner/name")
+    project: str | None = Field(None, description="gitlab_reviews: numeric id or group/path of the project")
+    projects: list[str] = Field(default_factory=list, description="jira: project keys (ABC, OPS)")
+    space: str | None = Field(None, description="confluence: the space key")
+    token_env: str = Field(description="NAME of the environment variable holding the API token (never the token)")
+    user_env: str | None = Field(None, description="confluence / jira Cloud: NAME of the variable holding the "
+                                 "account e-mail (basic auth with the API token); unset: the token is a bearer PAT")
+    resolved_only: bool = Field(False, description="reviews: only threads marked resolved")
+    since: str | None = Field(None, description="first run: only items updated at or after this ISO date")
+    overlap_minutes: int = Field(0, ge=0, description="re-list items updated this long before the cursor (Jira "
+                                 "reads JQL dates in the API user's time zone: set it to the zone's offset, or "
+                                 "use a UTC user); unchanged versions are skipped, not re-fetched")
+    page_size: int = Field(50, ge=1, le=1000)
+    max_items: int | None = Field(None, ge=1, description="at most this many changed items per run (the rest next run)")
+    linked_commits: bool = Field(True, description="jira: read each changed issue's remote links for commits")
+    jira_api: Literal["v2", "v3"] = Field("v2", description="jira: v2 = /rest/api/2/search, startAt/total (Server, "
+                                         "Data Center); v3 = Jira Cloud's /rest/api/3/search/jql, nextPageToken, "
+                                         "rich-text (ADF) bodies")
+    timeout_s: float = Field(30.0, gt=0, description="per request (connect and read)")
+    max_retries: int = Field(5, ge=0, description="retries of a rate-limited (429 / 403 rate limit), 5xx or "
+                             "timed-out request")
+    max_retry_wait_s: float = Field(120.0, gt=0, description="cap on one wait (Retry-After or backoff)")
+
+    _REQUIRED: ClassVar[dict[str, str]] = {"github_reviews": "repo", "gitlab_reviews": "project",
+                                           "confluence": "space", "jira": "projects"}
+
+    @field_validator("token_env", "user_env")
+    @classmethod
+    def _is_env_name(cls, v: str | None, info) -> str | None:
+        return _env_name(v, f"sources.connectors[].{info.field_name}")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> SourceSettings:
+        need = self._REQUIRED[self.kind]
+        if not getattr(self, need):
+            raise ValueError(f"source '{self.name}' (kind {self.kind}) needs `{need}`")
+        return self
+
+
+def _document_quality() -> QualitySettings:
+    # Prose is not code: a paragraph is one long line, and a short ticket is still worth keeping.
+    return QualitySettings(min_lines=3, max_lines=2000, max_line_length=20000, max_mean_line_length=2000,
+                           min_alnum_fraction=0.25, exclude_globs=[])
+
+
+class SourcesSettings(_Model):
+    connectors: list[SourceSettings] = Field(default_factory=list, description="none by default")
+    poll_minutes: int = Field(60, ge=1, description="sources_sensor asks each source for changes this often")
+    quality: QualitySettings = Field(default_factory=_document_quality, description="the quality rules for "
+                                     "documents (same rules as code, limits suited to prose)")
+
+    @model_validator(mode="after")
+    def _unique(self) -> SourcesSettings:
+        names = [c.name for c in self.connectors]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; duplicated: {dupes}")
+        return self
+
+
 class Settings(_Model):
     home: str = Field("var", description="local state: dagster home, mlflow store, data, models, stores")
     repos: list[RepoSettings] = Field(default_factory=list)
@@ -363,6 +461,8 @@ class Settings(_Model):
     packaging: PackagingSettings = PackagingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
+    sources: SourcesSettings = Field(default_factory=SourcesSettings, description="non-code sources: "
+                                     "review comments, Confluence, Jira")
 
     # Where the file was loaded from; relative paths resolve against it. Not part of the YAML.
     base_dir: str = Field(default_factory=lambda: str(Path.cwd()), exclude=True)
@@ -374,6 +474,9 @@ class Settings(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"repo names must be unique; duplicated: {dupes}")
+        clash = sorted(set(names) & {c.name for c in self.sources.connectors})
+        if clash:   # both become the `repo` column of the corpus
+            raise ValueError(f"a source may not share a repo's name: {clash}")
         return self
 
     # ---- derived paths -------------------------------------------------------------------------
@@ -388,6 +491,12 @@ class Settings(_Model):
     @property
     def data_dir(self) -> Path:
         return self.home_dir / "data"
+
+    @property
+    def code_index_dir(self) -> Path:
+        """The per-repo code indexes (core/data/code_index_store.py) the gateway and the benchmark read."""
+        return self.resolve(self.serving.code_index_dir) if self.serving.code_index_dir else \
+            self.data_dir / "code_index"
 
     @property
     def models_dir(self) -> Path:
@@ -419,6 +528,13 @@ class Settings(_Model):
             if r.name == name:
                 return r
         raise SettingsError(f"no repo named '{name}' in settings; configured: {[r.name for r in self.repos]}")
+
+    def source(self, name: str) -> SourceSettings:
+        for c in self.sources.connectors:
+            if c.name == name:
+                return c
+        raise SettingsError(f"no source named '{name}' in sources.connectors; configured: "
+                            f"{[c.name for c in self.sources.connectors]}")
 
     def section_hash(self, *sections: str) -> str:
         """A stable hash of some sections: cache keys (e.g. rebuild the base model only when it changes)."""

@@ -348,9 +348,11 @@ def _code_location_origin() -> JobPythonOrigin:
     return JobPythonOrigin("__ASSET_JOB", repo)
 
 
-def step_job(asset_name: str, launcher: K8sRunLauncher, gpu_image: str = "") -> dict:
-    """The Kubernetes Job dagster-k8s builds for one asset's step, through its own code path."""
-    @dg.asset(name=asset_name, op_tags=k8s_tags.k8s_tags_for(asset_name, {"CODELLM_GPU_IMAGE": gpu_image}))
+def step_job(asset_name: str, launcher: K8sRunLauncher, gpu_image: str = "", op_tags: dict | None = None) -> dict:
+    """The Kubernetes Job dagster-k8s builds for one asset's step, through its own code path (``op_tags``:
+    the tags of a real asset definition; default: k8s_tags_for the name)."""
+    @dg.asset(name=asset_name,
+              op_tags=op_tags or k8s_tags.k8s_tags_for(asset_name, {"CODELLM_GPU_IMAGE": gpu_image}))
     def _asset() -> None: ...
 
     run = DagsterRun(job_name="__ASSET_JOB", run_id="0f1e2d3c-0000-4000-8000-000000000000",

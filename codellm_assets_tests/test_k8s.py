@@ -27,7 +27,8 @@ from codellm_assets_tests.k8s_support import K8S, ROOT, VALUES
 NON_CORE_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kustomize.config.k8s.io/v1beta1", "Kustomization")}
 CONTRACT_ASSETS = {"repo_snapshots", "clean_files", "scrubbed_corpus", "deduped_corpus", "training_dataset",
                    "base_model", "lora_adapter", "company_benchmark", "eval_scores", "registered_model",
-                   "deployed_endpoint", "feedback_dataset", "git_heads", "feedback_events", "packaged_model"}
+                   "deployed_endpoint", "feedback_dataset", "git_heads", "feedback_events", "packaged_model",
+                   "source_documents", "source_corpus", "code_index"}
 
 
 # ---- manifests -------------------------------------------------------------------------------------------------
@@ -168,6 +169,24 @@ def test_lora_adapter_step_pod_gets_a_gpu_node_and_image(chart_launcher):
     assert env["CODELLM__SERVING__STORE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "codellm-store"
     assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "codellm-dagster-postgresql"
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize("nproc", [1, 4])
+def test_lora_adapter_pod_gpus_follow_nproc_per_node(nproc, chart_launcher, tmp_path):
+    """The tags of the lora_adapter that build_defs makes for the settings: torchrun's N ranks get N GPUs."""
+    from codellm_assets.definitions import build_defs
+
+    config = tmp_path / "codellm.yaml"
+    config.write_text(f"home: {tmp_path / 'home'}\nrepos: []\ntraining:\n  distributed:\n"
+                      f"    nproc_per_node: {nproc}\n")
+    tags = build_defs(str(config)).get_assets_def("lora_adapter").op.tags
+    job = ks.step_job("lora_adapter", chart_launcher, op_tags=tags)
+    ks.validate_manifest(job)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == str(nproc)
+    assert container["resources"]["requests"]["cpu"] == str(8 * nproc)
+    with pytest.raises(ValueError, match="not a GPU step"):
+        k8s_tags.k8s_tags_for("clean_files", gpus=2)
 
 
 @pytest.mark.parametrize("asset_name", sorted(k8s_tags.K8S_OP_TAGS))

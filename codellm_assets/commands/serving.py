@@ -125,8 +125,11 @@ def serve(host: str | None = typer.Option(None, help="bind address (default serv
         model_backend = TransformersBackend(micro_batch_ms=s.micro_batch_ms, max_batch_size=s.max_batch_size,
                                             threads=s.threads or None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from codellm_assets.core.serving.repo_context import RepoContext
+
     gateway = Gateway(s, _store(settings), model_backend, default_routes=_default_routes(settings, s.backend),
-                      public_model=settings.registry.model_name, owns_store=True)
+                      public_model=settings.registry.model_name, owns_store=True,
+                      repo_context=RepoContext.from_settings(settings) if s.repo_context_tokens else None)
     console.print(f"codellm gateway on http://{s.host}:{s.port} (backend {s.backend}, store {settings.store_url})")
     uvicorn.run(create_app(gateway), host=s.host, port=s.port, log_level="info", access_log=access_log,
                 timeout_graceful_shutdown=30)
@@ -185,8 +188,14 @@ def routes_show(config: Path | None = ConfigOpt) -> None:
 def routes_set(routes_json: str = typer.Argument(..., help="a JSON list of routes, or a path to a JSON file: "
                                                  "[{slot, version, base_model_path, adapter_path, weight, "
                                                  "endpoint}]"),
+               ungated: str | None = typer.Option(None, "--ungated", metavar="REASON",
+                                                  help="break glass: route versions without a passed eval "
+                                                       "gate, for REASON (printed; the canary guard still "
+                                                       "rolls back an ungated canary instead of promoting it)"),
                config: Path | None = ConfigOpt) -> None:
-    """Replace the routing table in one transaction (running gateways pick it up within a second)."""
+    """Replace the routing table in one transaction (running gateways pick it up within a second). Every
+    route with an adapter must be a registered version whose passed eval gate (recorded in this Dagster
+    instance) evaluated exactly that adapter, unless --ungated says why not."""
     from codellm_assets.core.serving.routes import Route
 
     text = Path(routes_json).read_text() if Path(routes_json).is_file() else routes_json
@@ -195,13 +204,41 @@ def routes_set(routes_json: str = typer.Argument(..., help="a JSON list of route
     except (ValueError, TypeError) as e:
         console.print(f"[red]routes: not a JSON list of routes ({e})[/red]")
         raise typer.Exit(2) from None
-    with _store(_settings(config)) as store:
+    settings = _settings(config)
+    refusals = _gate_refusals(settings, routes)
+    if refusals and not (ungated and ungated.strip()):
+        for reason in refusals:
+            console.print(f"[red]routes: refused: {reason}[/red]")
+        console.print("Deploy through the graph (`codellm run`: eval_gate -> registered_model -> "
+                      "deployed_endpoint), or pass --ungated REASON to break glass.")
+        raise typer.Exit(2)
+    for reason in refusals:
+        console.print(f"[yellow]routes: UNGATED ({ungated.strip()}): {reason}[/yellow]")
+    with _store(settings) as store:
         try:
             store.set_routes(routes)
         except ValueError as e:
             console.print(f"[red]routes: {e}[/red]")
             raise typer.Exit(2) from None
     console.print(f"routing table set: {', '.join(f'{r.slot}={r.version}@{r.weight}' for r in routes) or 'empty'}")
+
+
+def _gate_refusals(settings: Settings, routes: list) -> list[str]:
+    """Why each route may not serve (empty: all may); checked against the Dagster instance of ``settings``."""
+    if all(r.version == "base" and not r.adapter_path for r in routes):
+        return []       # base-only tables need no instance (and no Dagster import)
+    import os
+
+    import dagster as dg
+
+    from codellm_assets.defs.deployment import route_gate_refusal
+
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
+    if not home.is_dir():
+        return [f"{r.version}: no Dagster instance at {home}, so no eval gate was ever recorded"
+                for r in routes if not (r.version == "base" and not r.adapter_path)]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return [reason for r in routes if (reason := route_gate_refusal(instance, settings, r))]
 
 
 def register(app: typer.Typer) -> None:

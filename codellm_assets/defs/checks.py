@@ -13,7 +13,7 @@ from codellm_assets.core.data.gx_checks import validate_dataframe
 from codellm_assets.core.data.languages import KNOWN_LANGUAGES
 from codellm_assets.core.data.scrub.leftovers import LeftoverPolicy, find_leftovers
 from codellm_assets.core.evaluation import gate
-from codellm_assets.defs.shared import consumed_eval_scores, markdown_table, repos_partitions
+from codellm_assets.defs.shared import consumed_eval_scores, markdown_table, repos_partitions, sources_partitions
 from codellm_assets.resources import SettingsResource
 
 
@@ -61,27 +61,38 @@ def clean_files_in_range(settings: SettingsResource, clean_files: pl.DataFrame) 
     return _result(validate_dataframe(frame, exps))
 
 
+def _leftover_result(settings: SettingsResource, frame: pl.DataFrame) -> dg.AssetCheckResult:
+    gxe = _gxe()
+    policy = LeftoverPolicy.from_scrub_settings(settings.get().scrub)
+    findings = []
+    counts = []
+    for row in frame.select("path", "content").iter_rows(named=True):
+        found = find_leftovers(row["content"], policy)
+        counts.append(len(found))
+        findings.extend({"path": row["path"], "type": f.type, "line": f.line, "excerpt": f.excerpt}
+                        for f in found[:3])
+    leftovers = frame.select("path").with_columns(pl.Series("leftovers", counts, dtype=pl.Int64))
+    report = validate_dataframe(leftovers, [gxe.ExpectColumnValuesToBeBetween(column="leftovers", min_value=0,
+                                                                              max_value=0)])
+    by_type = dict(Counter(f["type"] for f in findings))
+    return _result(report, extra={"leftovers": sum(counts), "examples": dg.MetadataValue.json(findings[:10]),
+                                  "files_with_leftovers": sum(1 for c in counts if c),
+                                  "example_types": dg.MetadataValue.json(by_type)})
+
+
 @dg.asset_check(asset="scrubbed_corpus", partitions_def=repos_partitions, blocking=True,
                 description="Re-scans the scrubbed output with an INDEPENDENT method (detect-secrets' plugins, a "
                             "keyword/entropy scan, e-mails / private IPs / internal hosts; none of the scrubber's "
                             "rules); any leftover fails the check, and deduped_corpus leaves the partition out.")
 def no_leftover_secrets(settings: SettingsResource, scrubbed_corpus: pl.DataFrame) -> dg.AssetCheckResult:
-    gxe = _gxe()
-    policy = LeftoverPolicy.from_scrub_settings(settings.get().scrub)
-    findings = []
-    counts = []
-    for row in scrubbed_corpus.select("path", "content").iter_rows(named=True):
-        found = find_leftovers(row["content"], policy)
-        counts.append(len(found))
-        findings.extend({"path": row["path"], "type": f.type, "line": f.line, "excerpt": f.excerpt}
-                        for f in found[:3])
-    frame = scrubbed_corpus.select("path").with_columns(pl.Series("leftovers", counts, dtype=pl.Int64))
-    report = validate_dataframe(frame, [gxe.ExpectColumnValuesToBeBetween(column="leftovers", min_value=0,
-                                                                          max_value=0)])
-    by_type = dict(Counter(f["type"] for f in findings))
-    return _result(report, extra={"leftovers": sum(counts), "examples": dg.MetadataValue.json(findings[:10]),
-                                  "files_with_leftovers": sum(1 for c in counts if c),
-                                  "example_types": dg.MetadataValue.json(by_type)})
+    return _leftover_result(settings, scrubbed_corpus)
+
+
+@dg.asset_check(asset="source_corpus", name="no_leftover_secrets", partitions_def=sources_partitions,
+                blocking=True, description="The same independent re-scan as scrubbed_corpus's, on a source's "
+                "scrubbed documents; a leftover fails it, and deduped_corpus leaves the source out.")
+def source_no_leftover_secrets(settings: SettingsResource, source_corpus: pl.DataFrame) -> dg.AssetCheckResult:
+    return _leftover_result(settings, source_corpus)
 
 
 @dg.asset_check(asset="deduped_corpus", description="Schema, a sane dedup ratio and a language mix we know.")

@@ -14,6 +14,7 @@ from codellm_assets.defs.shared import (
     company_eval_items,
     frame_version,
     repos_partitions,
+    stored_partitions,
 )
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
@@ -61,15 +62,16 @@ def scrubbed_corpus(context: dg.AssetExecutionContext, settings: SettingsResourc
 
 
 LEFTOVER_CHECK = dg.AssetCheckKey(dg.AssetKey("scrubbed_corpus"), "no_leftover_secrets")
+SOURCE_LEFTOVER_CHECK = dg.AssetCheckKey(dg.AssetKey("source_corpus"), "no_leftover_secrets")
 
 
-def _latest_materialization(instance: dg.DagsterInstance, partition: str):
+def _latest_materialization(instance: dg.DagsterInstance, partition: str, key: dg.AssetKey):
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("scrubbed_corpus"), asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
     return records[0] if records else None
 
 
-def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
+def block_reason(instance: dg.DagsterInstance, partition: str, check: dg.AssetCheckKey = LEFTOVER_CHECK) -> str | None:
     """Why a partition's scrubbed files may not flow on, or None when its LATEST materialization passed the
     leftover check. Fails closed: no evaluation, a failed one, one that never finished (the check crashed, or
     its run died) and one of an older materialization all block."""
@@ -77,7 +79,7 @@ def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as St
 
     history = instance.event_log_storage.get_asset_check_execution_history(
-        LEFTOVER_CHECK, limit=1, partition_filter=PartitionKeyFilter(key=partition))
+        check, limit=1, partition_filter=PartitionKeyFilter(key=partition))
     if not history:
         return "no no_leftover_secrets evaluation"
     record = history[0]
@@ -87,7 +89,7 @@ def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
     if record.status != St.SUCCEEDED or not evaluation.passed:
         leftovers = evaluation.metadata.get("leftovers")
         return f"no_leftover_secrets failed ({getattr(leftovers, 'value', '?')} leftovers)"
-    latest = _latest_materialization(instance, partition)
+    latest = _latest_materialization(instance, partition, check.asset_key)
     target = evaluation.target_materialization_data
     if latest is None:
         return "no materialization"
@@ -99,14 +101,16 @@ def block_reason(instance: dg.DagsterInstance, partition: str) -> str | None:
     return None
 
 
-def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, str]:
+def blocked_partitions(instance: dg.DagsterInstance, partitions: list[str],
+                       check: dg.AssetCheckKey = LEFTOVER_CHECK) -> dict[str, str]:
     """{partition: reason} for the partitions whose data must not flow on (see ``block_reason``)."""
-    reasons = {p: block_reason(instance, p) for p in sorted(partitions)}
+    reasons = {p: block_reason(instance, p, check) for p in sorted(partitions)}
     return {p: r for p, r in reasons.items() if r is not None}
 
 
 @dg.asset(op_tags=k8s_tags_for("deduped_corpus"), group_name="data",
           ins={"scrubbed_corpus": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+          deps=[dg.AssetDep("source_corpus", partition_mapping=dg.AllPartitionMapping())],
           description="Exact + near-duplicate removal across repos (MinHash LSH), decontaminated against "
                       "eval prompts. One file kept per cluster, chosen deterministically.")
 def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource,
@@ -121,7 +125,13 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
     if blocked:
         context.log.warning(f"leaving out partitions without a passed leftover-secret check on their latest "
                             f"materialization: {blocked}")
+    # non-code sources (defs/sources.py): the same rule, gated by their own no_leftover_secrets check
+    sources = stored_partitions(s, "source_corpus", [c.name for c in s.sources.connectors])
+    blocked_sources = blocked_partitions(context.instance, list(sources), SOURCE_LEFTOVER_CHECK)
+    if blocked_sources:
+        context.log.warning(f"leaving out sources without a passed leftover-secret check: {blocked_sources}")
     frames = [df for p, df in sorted(scrubbed_corpus.items()) if len(df) and p not in blocked]
+    frames += [df for p, df in sorted(sources.items()) if len(df) and p not in blocked_sources]
     corpus = pl.concat(frames) if frames else pl.DataFrame(schema=CORPUS_SCHEMA)
     corpus = corpus.with_columns((pl.col("repo") + ":" + pl.col("branch") + ":" + pl.col("path")).alias("doc_id"))
     docs = [dedup.Doc(id=r["doc_id"], text=r["content"], repo=r["repo"], path=r["path"])
@@ -147,4 +157,6 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
         "repos": dg.MetadataValue.json(sorted(p for p in scrubbed_corpus if p not in blocked)),
         "blocked_partitions": dg.MetadataValue.json(blocked),    # {partition: why}
         "removed_repos_left_out": dg.MetadataValue.json(removed),
+        "sources": dg.MetadataValue.json(sorted(p for p in sources if p not in blocked_sources)),
+        "blocked_sources": dg.MetadataValue.json(blocked_sources),
     })

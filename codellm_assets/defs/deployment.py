@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from codellm_assets.core.monitoring.alerts import Alert, deliver
-from codellm_assets.core.monitoring.rollout import decide_canary, plan_routes, promote_routes, rollback_routes
+from codellm_assets.core.monitoring.rollout import (
+    CanaryDecision,
+    decide_canary,
+    plan_routes,
+    promote_routes,
+    rollback_routes,
+)
 from codellm_assets.core.serving.client import GatewayNotServing, require_gateway_completion
 from codellm_assets.core.serving.routes import Route, RoutesChanged
 from codellm_assets.core.serving.store import utcnow
@@ -42,6 +48,52 @@ def verify_deployment(metrics_store: MetricsStoreResource, url: str, version: st
             store.revoke_api_key(key)
 
 
+class GateRefused(Exception):
+    """A version (or route) without the passed eval gate it needs; the message says what lacks."""
+
+
+def version_gate(instance: dg.DagsterInstance, s, name: str, number: str):
+    """(registry info, gate record) of a version whose record carries a passed eval gate that THIS
+    instance recorded (a run of the eval_gate check on that very eval_scores materialization)."""
+    try:
+        info = registry.get_version(s.mlflow_tracking_uri, name, number)
+    except registry.RegistryError as e:
+        raise GateRefused(str(e)) from e
+    record = registry.read_gate(info)
+    if record is None or not record.passed:
+        raise GateRefused("its registry record holds no passed eval gate (versions are registered by the "
+                          "registered_model asset, which records the gate it passed)")
+    recorded = recorded_gate_verdict(instance, record.eval_storage_id)
+    if recorded is None or not recorded.passed or recorded.check_run_id != record.check_run_id \
+            or recorded.eval_run_id != record.eval_run_id:
+        raise GateRefused(f"its gate record (eval_scores materialization {record.eval_storage_id}, check run "
+                          f"{record.check_run_id}) does not match a passed eval_gate evaluation in this instance")
+    return info, record
+
+
+def route_gate_refusal(instance: dg.DagsterInstance, s, route: Route) -> str | None:
+    """Why ``route`` may not serve more traffic (None: it may). The base model needs no gate; anything
+    with an adapter must be a registered version whose passed gate evaluated exactly the adapter served."""
+    if route.version == "base" and not route.adapter_path:
+        return None
+    name, sep, number = route.version.rpartition("/")
+    if not sep or not number.isdigit():
+        return f"{route.slot} version {route.version!r} is not a registered version (model/number)"
+    try:
+        _, record = version_gate(instance, s, name, number)
+    except GateRefused as e:
+        return f"{route.version}: {e}"
+    if not route.adapter_path:
+        return f"{route.version}: the route names no adapter"
+    try:
+        sha = registry.validate_adapter(route.adapter_path, route.base_model_path).sha256
+    except registry.AdapterValidationError as e:
+        return f"{route.version}: the routed adapter does not validate: {e}"
+    if sha != record.adapter_sha256:
+        return f"{route.version}: the route serves adapter {sha[:12]}, the gate evaluated {record.adapter_sha256[:12]}"
+    return None
+
+
 def gated_adapter(context: dg.AssetExecutionContext, s, name: str, number: str) -> tuple[str, dict]:
     """(local adapter dir, gate summary) of a version whose registry record carries a passed eval gate that
     this instance recorded, for exactly the adapter the registry serves; else a Failure naming what lacks."""
@@ -49,18 +101,9 @@ def gated_adapter(context: dg.AssetExecutionContext, s, name: str, number: str) 
         return dg.Failure(description=f"{name} v{number} not deployed: {reason}")
 
     try:
-        info = registry.get_version(s.mlflow_tracking_uri, name, number)
-    except registry.RegistryError as e:
+        info, record = version_gate(context.instance, s, name, number)
+    except GateRefused as e:
         raise refuse(str(e)) from e
-    record = registry.read_gate(info)
-    if record is None or not record.passed:
-        raise refuse("its registry record holds no passed eval gate (versions are registered by the "
-                     "registered_model asset, which records the gate it passed)")
-    recorded = recorded_gate_verdict(context.instance, record.eval_storage_id)
-    if recorded is None or not recorded.passed or recorded.check_run_id != record.check_run_id \
-            or recorded.eval_run_id != record.eval_run_id:
-        raise refuse(f"its gate record (eval_scores materialization {record.eval_storage_id}, check run "
-                     f"{record.check_run_id}) does not match a passed eval_gate evaluation in this instance")
     base = (info.tags or {}).get("codellm.base_model", "")
     adapter = registry.download_adapter(s.mlflow_tracking_uri, name, number,
                                         s.models_dir / "adapters" / f"{name}-v{number}")
@@ -129,6 +172,24 @@ def _alert_if_idle(context, store, canary: Route, cursor: dict, s) -> None:
     cursor["idle_alerted"] = cursor["stage"]
 
 
+def _unless_ungated(context, s, canary: Route, decision: CanaryDecision) -> CanaryDecision:
+    """``decision`` (a promotion), or a rollback with an alert when the canary's gate does not hold: a route
+    written by hand (`codellm routes set --ungated`, the admin API) or an adapter swapped on disk must never
+    widen through automation, however good its traffic looks."""
+    refusal = route_gate_refusal(context.instance, s, canary)
+    if refusal is None:
+        return decision
+    alert = Alert(kind="canary_ungated", title=f"canary {canary.version} rolled back: no passed eval gate",
+                  asset="deployed_endpoint", severity="ERROR", figures={"version": canary.version,
+                                                                         "weight": canary.weight, "reason": refusal})
+    for d in deliver(alert, s.alerts):
+        (context.log.info if d.ok else context.log.warning)(
+            f"alert '{alert.title}' via {d.channel}: {'sent' if d.ok else 'FAILED'} ({d.detail})")
+    context.log.error(f"{alert.title}: {refusal}")
+    return CanaryDecision("rollback", f"not promoted: {refusal}", decision.current_weight, 0,
+                          {**decision.figures, "gate": refusal})
+
+
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Canary guard: error rate, p95 latency, buggy-code rate of the canary over the window "
                        "-> promote (5 -> 25 -> 100 %, champion alias at 100 %), hold, or roll back.")
@@ -152,6 +213,8 @@ def canary_guard(context: dg.SensorEvaluationContext, settings: SettingsResource
         stats = store.window_stats(slot="canary", version=canary.version, since=since)
         _alert_if_idle(context, store, canary, cursor, s)
         decision = decide_canary(stats, canary.weight, s.monitoring.canary_steps, s.monitoring.canary)
+        if decision.action == "promote":
+            decision = _unless_ungated(context, s, canary, decision)
         try:
             if decision.action == "promote":
                 store.set_routes(promote_routes(routes, canary, decision.next_weight), expected=routes)

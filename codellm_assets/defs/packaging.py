@@ -5,7 +5,7 @@ import tempfile
 
 import dagster as dg
 
-from codellm_assets.core.training import registry
+from codellm_assets.core.training import registry, registry_packages
 from codellm_assets.core.training.packaging import PackagingError, compare_greedy, package_version
 from codellm_assets.defs.shared import RETRAIN_CHAIN, markdown_table
 from codellm_assets.k8s_tags import k8s_tags_for
@@ -28,7 +28,8 @@ def packaged_model(context: dg.AssetExecutionContext, settings: SettingsResource
                                              upload=s.packaging.upload)
         except (PackagingError, registry.RegistryError) as e:
             raise dg.Failure(description=f"packaging {name} v{version} as {fmt} failed: {e}") from e
-        artifacts[fmt] = {**artifact.to_json(), "artifact_uri": tags.get(f"{registry.PACKAGE_TAG}.{fmt}.artifact")}
+        uri = tags.get(f"{registry_packages.PACKAGE_TAG}.{fmt}.artifact")
+        artifacts[fmt] = {**artifact.to_json(), "artifact_uri": uri}
         context.log.info(f"{name} v{version} {fmt}: {artifact.path} sha256={artifact.sha256}")
     metadata: dict = {"model": name, "version": version, "formats": dg.MetadataValue.json(list(artifacts)),
                       "artifacts": dg.MetadataValue.md(markdown_table(

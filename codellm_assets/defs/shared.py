@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core.data import decontam
+from codellm_assets.resources import asset_storage_path
 from codellm_assets.settings import Settings
 
 # The chain's inputs: their content, once materialized, decides whether there is anything new to train on.
@@ -51,6 +52,15 @@ SNAPSHOT_SCHEMA = {
 }
 CORPUS_SCHEMA = {**SNAPSHOT_SCHEMA, "redactions": pl.Int64}
 
+# Non-code sources (reviews, Confluence, Jira): one partition per sources.connectors entry. Their documents are
+# file rows (repo = the source, path source://…, language markdown) plus what the incremental merge needs.
+sources_partitions = dg.DynamicPartitionsDefinition(name="sources")
+SOURCE_DOCUMENTS_SCHEMA = {
+    **SNAPSHOT_SCHEMA, "doc_id": pl.String, "doc_key": pl.String, "doc": pl.String, "version": pl.String,
+    "item": pl.String, "item_version": pl.String, "kind": pl.String, "title": pl.String, "url": pl.String,
+    "updated_at": pl.String, "source": pl.String,
+}
+
 FEEDBACK_REPO = "ide-feedback"      # the pseudo-repo name feedback examples carry in the corpus
 
 EVAL_METRICS_TAG = "eval.metrics"   # set on each registered version (defs/training.py)
@@ -58,6 +68,13 @@ EVAL_METRICS_TAG = "eval.metrics"   # set on each registered version (defs/train
 
 def _cell(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
+
+
+def stored_partitions(settings: Settings, asset: str, partitions: list[str]) -> dict[str, pl.DataFrame]:
+    """{partition: frame} as stored for a partitioned asset; partitions never materialized are absent. For an
+    optional dependency (deduped_corpus reads source_corpus so: a graph without sources loads unchanged)."""
+    paths = {p: asset_storage_path(settings.data_dir, dg.AssetKey(asset), p, ".parquet") for p in partitions}
+    return {p: pl.read_parquet(path) for p, path in paths.items() if path.exists()}
 
 
 def markdown_table(rows: list[dict], cols: list[str]) -> str:

@@ -70,12 +70,19 @@ def champion_adapter_dir(s: Settings) -> Path | None:
                                      s.models_dir / "adapters" / f"{s.registry.model_name}-v{info.version}")
 
 
-@dg.asset(op_tags=k8s_tags_for("lora_adapter"), automation_condition=RETRAIN_CHAIN, group_name="training",
-          description="A peft LoRA adapter (QLoRA on GPUs) trained on the dataset; resumable from checkpoints; "
-                      "incremental from the champion when asked. Loss curve, validation loss of adapter and "
-                      "base, tokens/s and the MLflow run in metadata.")
-def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow],
-                 base_model: dict, training_dataset: dict) -> dg.Output[dict]:
+def lora_adapter_asset(gpus: int = 1) -> dg.AssetsDefinition:
+    """``lora_adapter`` whose Kubernetes step pod holds ``gpus`` GPUs (build_defs passes
+    ``training.distributed.nproc_per_node``: torchrun starts that many ranks in the pod)."""
+    return dg.asset(
+        name="lora_adapter", op_tags=k8s_tags_for("lora_adapter", gpus=gpus), automation_condition=RETRAIN_CHAIN,
+        group_name="training",
+        description="A peft LoRA adapter (QLoRA on GPUs) trained on the dataset; resumable from checkpoints; "
+                    "incremental from the champion when asked. Loss curve, validation loss of adapter and "
+                    "base, tokens/s and the MLflow run in metadata.")(_train_lora_adapter)
+
+
+def _train_lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource,
+                        mlflow: dg.ResourceParam[MlFlow], base_model: dict, training_dataset: dict) -> dg.Output[dict]:
     s = settings.get()
     preset = get_preset(s.model.preset)
     incremental = s.training.from_champion or context.run.tags.get("codellm/incremental") == "true"
@@ -127,6 +134,9 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource, 
                                                              ["step", "loss"])),
         "mlflow_run": dg.MetadataValue.url(url), "mlflow_run_id": run_id,
         "incremental_from_champion": bool(init)})
+
+
+lora_adapter = lora_adapter_asset()
 
 
 def _refuse(reason: str, **metadata) -> dg.Failure:

@@ -1,6 +1,7 @@
 """Company benchmark: mining tasks with ast, hand-written tasks, scoring."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -72,11 +73,11 @@ def test_score_tasks_with_execution():
     tasks = mine_function_tasks(SOURCE, origin="r:m.py")
     ran = []
 
-    def run(program, timeout_s):
-        ran.append(program)
+    def run(req, timeout_s):
+        ran.append(req.program)
         ns = {}
         try:
-            exec(program, ns)  # trusted test program in this unit test; the asset uses the sandbox
+            exec(req.program + "\n" + req.tests, ns)  # trusted here; the asset judges it in the sandbox
             return True
         except Exception:
             return False
@@ -117,3 +118,27 @@ def test_mined_from_a_real_git_repo(make_git_repo):
     tasks = mine_tasks(records, max_tasks=5)
     assert [t.entry_point for t in tasks] == ["area"]
     assert tasks[0].source == "mined:company:billing/tax.py" and tasks[0].test_cases
+
+
+FORGERIES = {
+    "exit_zero": "    import os\n    os._exit(0)\n",
+    "sys_exit": "    import sys\n    sys.exit(0)\n",
+    "patch_assert_error": "    import builtins\n    builtins.AssertionError = type('A', (BaseException,), {})\n"
+                          "    return 0\n",
+    "always_equal": "    class Eq:\n        def __eq__(self, other):\n            return True\n    return Eq()\n",
+    "wrong": "    return {}\n",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(FORGERIES))
+def test_a_company_completion_cannot_forge_its_tests(attack):
+    """The hand-written tasks' tests run in the sandbox's judge: a wrong completion that exits early,
+    patches assert's exception or returns an always-equal object fails; the right one passes."""
+    from codellm_assets.core.evaluation.company_bench import load_handwritten_tasks
+    from codellm_assets.core.evaluation.evaluate import sandbox_runner
+
+    [task] = [t for t in load_handwritten_tasks(Path(__file__).parents[2] / "benchmarks" / "company_tasks.jsonl")
+              if t.task_id == "handwritten/parse_kv"]
+    run = sandbox_runner(10.0, isolation="any")
+    scored = score_tasks([task, task], [task.reference, FORGERIES[attack]], run_program=run, timeout_s=10.0)
+    assert [r["passed"] for r in scored["results"]] == [True, False]

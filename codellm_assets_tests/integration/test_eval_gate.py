@@ -297,3 +297,48 @@ def test_eval_and_registration_in_one_run(env):
     [new] = sorted(set(env.versions()) - set(before))
     gate = registry.read_gate(registry.get_version(env.settings.mlflow_tracking_uri, "codellm", new))
     assert gate.passed and gate.eval_run_id == gate.check_run_id == result.run_id
+
+
+def test_the_canary_guard_widens_only_the_gated_canary(env):
+    """The deployed (gated) codellm/1 canary: the same version name over a swapped adapter is rolled back
+    on good traffic; the real one goes 5 -> 25 -> 100 % and becomes the champion."""
+    from codellm_assets.core.serving.routes import Route
+    from codellm_assets.defs import deployment
+    from codellm_assets_tests.integration.conftest import resources_for
+    from codellm_assets_tests.integration.test_monitoring import tick, traffic
+
+    resources = resources_for(env.config)
+    with Store(env.settings.store_url) as store:
+        routes = store.routes()
+        canary = next(r for r in routes if r.slot == "canary")
+        assert (canary.version, canary.weight) == ("codellm/1", 5)
+        swapped = env.root / "swapped" / "adapter"
+        shutil.copytree(canary.adapter_path, swapped)
+        weights = load_file(swapped / "adapter_model.safetensors")
+        save_file({k: v + 0.25 for k, v in weights.items()}, swapped / "adapter_model.safetensors")
+        store.set_routes([r if r.slot != "canary" else Route("canary", r.version, r.base_model_path, str(swapped),
+                                                               r.weight) for r in routes])
+        traffic(store, "canary", "codellm/1", 60, users=5, buggy=False)
+        res = tick(deployment.canary_guard, resources, env.instance)
+        meta = res.asset_events[0].metadata
+        assert meta["decision"].value == "rollback" and "the gate evaluated" in meta["reason"].value
+        assert env.routes()["canary"] == ("codellm/1", 0)
+
+        # `codellm routes set` refuses the swapped table and takes the gated one as it is
+        from typer.testing import CliRunner
+
+        from codellm_assets.cli import app
+        swapped_table = json.dumps([r.__dict__ for r in store.routes()])
+        out = CliRunner().invoke(app, ["routes", "set", swapped_table, "--config", str(env.config)])
+        assert out.exit_code == 2 and "refused: codellm/1: the route serves adapter" in out.output, out.output
+        out = CliRunner().invoke(app, ["routes", "set", json.dumps([r.__dict__ for r in routes]),
+                                       "--config", str(env.config)])
+        assert out.exit_code == 0, out.output
+        traffic(store, "canary", "codellm/1", 60, users=5, buggy=False)
+        first = tick(deployment.canary_guard, resources, env.instance)
+        assert first.asset_events[0].metadata["decision"].value == "promote"
+        assert env.routes()["canary"] == ("codellm/1", 25)
+        traffic(store, "canary", "codellm/1", 60, users=5, buggy=False)
+        tick(deployment.canary_guard, resources, env.instance, first.cursor)
+        assert env.routes()["production"] == ("codellm/1", 100)
+    assert str(registry.get_alias(env.settings.mlflow_tracking_uri, "codellm", "champion").version) == "1"

@@ -11,7 +11,7 @@ import pytest
 from datasets import load_from_disk
 
 from codellm_assets.core.serving.store import Store
-from codellm_assets.core.training import registry
+from codellm_assets.core.training import registry, registry_packages
 from codellm_assets.runner import run_graph
 from codellm_assets.settings import load_settings
 from codellm_assets_tests.integration.conftest import start_gateway, stop_gateway, write_config
@@ -47,7 +47,7 @@ def test_whole_graph_on_a_tiny_model(tmp_path, make_git_repo, monkeypatch, reque
     challenger = registry.get_alias(settings.mlflow_tracking_uri, "codellm", "challenger")
     assert challenger is not None and challenger.version == "1"
     for fmt in settings.packaging.formats:   # packaged_model: each artifact's checksum on the version
-        assert len(registry.package_tags(challenger, fmt)["sha256"]) == 64, fmt
+        assert len(registry_packages.package_tags(challenger, fmt)["sha256"]) == 64, fmt
     store = Store(settings.store_url)
     try:
         routes = {r.slot: (r.version, r.weight) for r in store.routes()}

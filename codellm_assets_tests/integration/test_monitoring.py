@@ -33,14 +33,15 @@ def setup(tmp_path, instance):
 
 
 def traffic(store: Store, slot: str, version: str, n: int, users: int, *, error_every: int = 0,
-            latency_s: float = 0.2, completion_tokens: int | None = 8) -> list[str]:
+            latency_s: float = 0.2, completion_tokens: int | None = 8, buggy: bool | None = None) -> list[str]:
     ids = []
     for i in range(n):
         cid = f"cmpl-{uuid.uuid4().hex}"
         status = "error" if error_every and i % error_every == 0 else "ok"
         store.record_request(RequestRecord(id=cid, slot=slot, version=version, status=status, user=f"dev{i % users}",
                                            latency_s=latency_s, prompt="def f():\n", completion="    return 1\n",
-                                           completion_tokens=completion_tokens))
+                                           completion_tokens=completion_tokens, buggy=buggy,
+                                           risk_score=None if buggy is None else float(buggy)))
         ids.append(cid)
     store.flush()
     return ids
@@ -56,19 +57,20 @@ def weights(store: Store) -> dict:
     return {r.slot: (r.version, r.weight) for r in store.routes()}
 
 
-def test_canary_promotes_step_by_step_and_moves_champion(setup):
+def test_an_ungated_canary_is_rolled_back_however_good_its_traffic(setup):
+    """codellm/1 is a registered version without a gate record (a route typed in by hand): its good
+    traffic would promote it; the guard rolls it back instead. Gated promotion to 100 % and the champion
+    alias are tested on a really gated version in test_eval_gate.py."""
     settings, store, resources, instance = setup
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
     client.create_registered_model("codellm")
     client.create_model_version("codellm", source=str(settings.home_dir), run_id=None)
     traffic(store, "canary", "codellm/1", 30, users=5)
-    first = tick(deployment.canary_guard, resources, instance)
-    assert weights(store)["canary"] == ("codellm/1", 25)
-    assert first.asset_events[0].metadata["decision"].value == "promote"
-    traffic(store, "canary", "codellm/1", 30, users=5)
-    tick(deployment.canary_guard, resources, instance, first.cursor)
-    assert weights(store)["production"] == ("codellm/1", 100)
-    assert registry.get_alias(settings.mlflow_tracking_uri, "codellm", "champion").version in ("1", 1)
+    res = tick(deployment.canary_guard, resources, instance)
+    assert weights(store) == {"production": ("base", 100), "canary": ("codellm/1", 0)}
+    meta = res.asset_events[0].metadata
+    assert meta["decision"].value == "rollback" and "holds no passed eval gate" in meta["reason"].value
+    assert registry.get_alias(settings.mlflow_tracking_uri, "codellm", "champion") is None
 
 
 @pytest.mark.parametrize("n,users,error_every,expected", [
@@ -90,15 +92,18 @@ def test_canary_holds_or_rolls_back(setup, n, users, error_every, expected):
 @pytest.mark.parametrize("n,users,kw,expected", [
     (1, 1, {"latency_s": 10.0}, ("codellm/1", 5)),                      # one slow request of one: no evidence
     (3, 2, {"error_every": 3}, ("codellm/1", 5)),                         # one failure of three: no evidence
-    (30, 5, {"latency_s": 6.0, "completion_tokens": 200}, ("codellm/1", 25)),  # long, not slow: 30 ms/token
+    # long, not slow (30 ms/token): the traffic would promote it; ungated, it is rolled back for that reason
+    (30, 5, {"latency_s": 6.0, "completion_tokens": 200}, ("codellm/1", 0, "not promoted")),
     (30, 5, {"latency_s": 6.0, "completion_tokens": 8}, ("codellm/1", 0)),     # 750 ms/token: slow
     (6, 1, {"error_every": 1}, ("codellm/1", 0)),                         # hard failure: 6 of 6, at once
 ])
 def test_rollback_needs_evidence_except_hard_failures(setup, n, users, kw, expected):
     settings, store, resources, instance = setup
     traffic(store, "canary", "codellm/1", n, users=users, **kw)
-    tick(deployment.canary_guard, resources, instance)
-    assert weights(store)["canary"] == expected
+    res = tick(deployment.canary_guard, resources, instance)
+    assert weights(store)["canary"] == expected[:2]
+    reason = res.asset_events[0].metadata["reason"].value
+    assert reason.startswith("not promoted") == (expected[2:] == ("not promoted",)), reason
 
 
 def test_a_canary_that_serves_nothing_raises_an_alert_once(tmp_path, instance, webhook_receiver):

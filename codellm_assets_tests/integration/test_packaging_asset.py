@@ -7,7 +7,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from codellm_assets.core.training import registry
+from codellm_assets.core.training import registry, registry_packages
 from codellm_assets.core.training.packaging import bnb4_available, verify_artifact
 from codellm_assets.defs.packaging import merged_matches_adapter, packaged_model
 from codellm_assets.testing.registered_tiny import register_tiny
@@ -37,8 +37,9 @@ def test_packaged_model_materializes_artifacts_named_in_metadata(tmp_path, insta
     for fmt in ("merged", "gguf"):
         path = meta[f"{fmt}_path"].value
         assert path.startswith(str(home / "models" / "packaged" / f"codellm-v{reg.version}"))
-        assert meta[f"{fmt}_sha256"].value == registry.package_tags(info, fmt)["sha256"] == verify_artifact(path)
-        assert meta[f"{fmt}_mlflow_artifact"].value == registry.package_tags(info, fmt)["artifact"]
+        recorded = registry_packages.package_tags(info, fmt)
+        assert meta[f"{fmt}_sha256"].value == recorded["sha256"] == verify_artifact(path)
+        assert meta[f"{fmt}_mlflow_artifact"].value == recorded["artifact"]
     assert "| merged |" in meta["artifacts"].value and "| gguf |" in meta["artifacts"].value
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "merged_matches_adapter" and check.passed

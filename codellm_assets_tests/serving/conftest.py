@@ -84,12 +84,13 @@ def wait_ready(base_url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{base_url} not ready: {httpx.get(f'{base_url}/readyz').text}")
 
 
-def make_gateway(store: Store, backend: Any, routes: list[Route], **overrides: Any) -> Any:
+def make_gateway(store: Store, backend: Any, routes: list[Route], *, repo_context: Any = None,
+                 **overrides: Any) -> Any:
     from codellm_assets.core.serving.gateway import Gateway
 
     settings = ServingSettings(**{"readiness_interval_s": 30.0, "route_refresh_s": 0.2, **overrides})
     store.set_routes(routes)
-    return Gateway(settings, store, backend, default_routes=[], key_cache_s=0.2)
+    return Gateway(settings, store, backend, default_routes=[], key_cache_s=0.2, repo_context=repo_context)
 
 
 @pytest.fixture

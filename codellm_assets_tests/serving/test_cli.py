@@ -54,7 +54,11 @@ def test_routes_set_show_and_reject(config: Path) -> None:
     table = [{"slot": "production", "version": "base", "base_model_path": "/m", "weight": 95},
              {"slot": "canary", "version": "codellm/2", "base_model_path": "/m", "adapter_path": "/a", "weight": 5}]
     code, out = _run("routes", "set", json.dumps(table), "--config", str(config))
-    assert code == 0, out
+    # codellm/2 was never registered, let alone gated: refused, and the table stays empty
+    assert code == 2 and "refused: codellm/2" in out, out
+    assert json.loads(_run("routes", "show", "--config", str(config))[1]) == []
+    code, out = _run("routes", "set", json.dumps(table), "--ungated", "incident 42", "--config", str(config))
+    assert code == 0 and "UNGATED (incident 42)" in out, out
     code, out = _run("routes", "show", "--config", str(config))
     assert [(r["slot"], r["weight"]) for r in json.loads(out)] == [("production", 95), ("canary", 5)]
     code, out = _run("routes", "set", json.dumps(table[:1]), "--config", str(config))

@@ -233,3 +233,17 @@ def test_routing_changes_at_run_time_and_shadow_never_alters_answers(tiny_model:
         assert done and all(0.0 <= s["similarity"] <= 1.0 and s["shadow_latency_s"] > 0 for s in done)
         metrics = httpx.get(f"{srv.url}/metrics").text
         assert "codellm_shadow_requests_total 0.0" not in metrics
+
+
+@pytest.mark.parametrize(("reason", "hidden", "kept"), [
+    ("vLLM at http://10.2.3.4:8001/v1 unreachable: ConnectError('refused')", "10.2.3.4", "unreachable"),
+    ("cannot load canary version m/3: /srv/models/acme-base/config.json missing", "/srv/models", "cannot load"),
+    ("vLLM at https://vllm.int.acme.net unreachable", "acme.net", "vLLM at <url>"),
+    ("loading the model / first generation pending", "\0", "loading the model / first generation pending"),
+    ("adapter m/2 returned HTTP 500 after 3.5 s", "\0", "HTTP 500 after 3.5 s"),
+])
+def test_public_readiness_reasons_hide_addresses_and_paths(reason: str, hidden: str, kept: str) -> None:
+    from codellm_assets.core.serving.app import redact_internal
+
+    out = redact_internal(reason)
+    assert hidden not in out and kept in out

@@ -173,7 +173,14 @@ def test_readiness_follows_real_generation(tiny_model: TinyModel, store: Store,
             openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0).completions.create(
                 model="codellm", prompt="x", max_tokens=2)
         r = httpx.get(f"{url}/readyz")
+        # a probe learns why, not where: the backend's address is for admins (and the log)
         assert r.status_code == 503 and "unreachable" in r.json()["reason"]
+        assert prod.url.split("//")[1] not in r.text and "<url>" in r.json()["reason"]
+        admin = store.create_api_key("ops", admin=True)
+        r = httpx.get(f"{url}/readyz", headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 503 and prod.url.split("//")[1] in r.json()["reason"]
+        r = httpx.get(f"{url}/readyz", headers={"Authorization": f"Bearer {key}"})   # not an admin key
+        assert prod.url.split("//")[1] not in r.text
         assert httpx.get(f"{url}/healthz").status_code == 200
 
 

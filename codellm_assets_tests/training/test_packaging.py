@@ -14,7 +14,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from codellm_assets.core.training import registry
+from codellm_assets.core.training import registry, registry_packages
 from codellm_assets.core.training.packaging import (
     MANIFEST_NAME,
     ArtifactVerificationError,
@@ -235,7 +235,7 @@ def test_package_version_records_artifacts_on_the_model_version(registered, tmp_
         art, tags = package_version(tracking_uri=registered.tracking_uri, model_name="codellm",
                                     version=registered.version, fmt=fmt, out_root=out)
         info = registry.get_version(registered.tracking_uri, "codellm", registered.version)
-        recorded = registry.package_tags(info, fmt)
+        recorded = registry_packages.package_tags(info, fmt)
         assert recorded["sha256"] == art.sha256 == verify_artifact(art.path)
         assert recorded["local_path"] == str(art.path)
         assert recorded["artifact"].endswith(f"packages/{fmt}/{art.path.name}")

@@ -39,6 +39,7 @@ _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 # Languages whose line comment is not ``//``.
 _HASH_COMMENT = {"python", "shell", "ruby", "perl", "r", "yaml", "toml", "makefile", "starlark", "elixir"}
 _SEP = "-" * 50
+_FOUND_IN = "the below code fragment can be found in:"
 
 
 class CodeIndexError(ValueError):
@@ -187,10 +188,15 @@ def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
     used = 0
     for chunk in chunks:
         body = "".join(f"{c} {line}\n" for line in chunk.text.splitlines())
-        part = (f"{c} {_SEP}\n{c} the below code fragment can be found in:\n{c} {chunk.path}\n"
+        part = (f"{c} {_SEP}\n{c} {_FOUND_IN}\n{c} {chunk.path}\n"
                 f"{c} {_SEP}\n{body}")
         if count(block + part + f"{c} {_SEP}\n") > budget:
             continue
         block += part
         used += 1
     return block + f"{c} {_SEP}\n" if used else ""
+
+
+def rendered_chunks(block: str) -> int:
+    """How many snippets a block from :func:`render_context` holds (for logs and metrics)."""
+    return sum(1 for line in block.splitlines() if line.endswith(f" {_FOUND_IN}"))

@@ -130,26 +130,38 @@ def exact_match(candidate: str, reference: str) -> bool:
     return norm(candidate) == norm(reference)
 
 
-def execution_program(task: BenchTask, completion: str) -> str | None:
+@dataclass(frozen=True)
+class ExecutionRequest:
+    """A task's execution split like HumanEval's: ``program`` (the prompt + the completion, untrusted) runs
+    in the sandbox's worker; ``tests`` (the task's own asserts, trusted) run in the judge with each name in
+    ``calls`` a proxy of the program's function, so nothing the completion does can forge a pass."""
+
+    program: str
+    tests: str
+    calls: tuple[str, ...]
+
+
+def execution_request(task: BenchTask, completion: str) -> ExecutionRequest | None:
     if not task.test_cases:
         return None
-    return task.prompt + completion + "\n\n" + "\n".join(task.test_cases) + "\n"
+    return ExecutionRequest(task.prompt + completion, "\n".join(task.test_cases) + "\n", (task.entry_point,))
 
 
 def score_tasks(tasks: Sequence[BenchTask], completions: Sequence[str], *, run_program=None,
                 timeout_s: float = 5.0) -> dict:
-    """Scores one completion per task. `run_program(program, timeout_s) -> bool` executes tests (sandbox)."""
+    """Scores one completion per task. ``run_program(request: ExecutionRequest, timeout_s) -> bool`` runs
+    the tests (the sandbox, judged: see :class:`ExecutionRequest`)."""
     rows = []
     for task, completion in zip(tasks, completions, strict=True):
-        program = execution_program(task, completion)
+        request = execution_request(task, completion)
         passed = None
-        if program is not None and run_program is not None:
-            passed = bool(run_program(program, timeout_s))
+        if request is not None and run_program is not None:
+            passed = bool(run_program(request, timeout_s))
         rows.append({"task_id": task.task_id, "source": task.source,
                      "exact_match": exact_match(completion, task.reference) if task.reference else None,
                      "edit_similarity": (round(edit_similarity(completion, task.reference), 4)
                                          if task.reference else None),
-                     "executed": program is not None and run_program is not None, "passed": passed})
+                     "executed": request is not None and run_program is not None, "passed": passed})
     em = [r["exact_match"] for r in rows if r["exact_match"] is not None]
     es = [r["edit_similarity"] for r in rows if r["edit_similarity"] is not None]
     ex = [r["passed"] for r in rows if r["passed"] is not None]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from codellm_assets.core.evaluation import buggy, humaneval
-from codellm_assets.core.evaluation.company_bench import BenchTask, score_tasks
+from codellm_assets.core.evaluation.company_bench import BenchTask, ExecutionRequest, score_tasks
 from codellm_assets.core.evaluation.sandbox.runner import run_sandboxed
 from codellm_assets.settings import EvalSettings
 
@@ -96,8 +96,10 @@ def benchmark_hash(settings: EvalSettings, company_tasks: Sequence[BenchTask], h
     return h.hexdigest()[:32]
 
 
-def _sandbox_runner(timeout_s: float, isolation: str = "full") -> Callable[[str, float], bool]:
-    return lambda program, t: run_sandboxed(program, timeout_s=min(t, timeout_s), isolation=isolation).passed
+def sandbox_runner(timeout_s: float, isolation: str = "full") -> Callable[[ExecutionRequest, float], bool]:
+    """Company tasks' tests, judged: the completion runs in the worker, its tests in the judge."""
+    return lambda req, t: run_sandboxed(req.program, timeout_s=min(t, timeout_s), isolation=isolation,
+                                        tests=req.tests, calls=req.calls).passed
 
 
 def local_generator(model, tokenizer, batch_size: int = 16) -> Callable[..., list[list[str]]]:
@@ -143,7 +145,7 @@ def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, comp
                                     max_new_tokens=settings.max_new_tokens, temperature=0.0,
                                     stop=HUMANEVAL_STOPS)
         company = score_tasks(company_tasks, [o[0] for o in outs],
-                              run_program=_sandbox_runner(settings.timeout_s, settings.isolation))
+                              run_program=sandbox_runner(settings.timeout_s, settings.isolation))
         log(f"[{label}] company benchmark {company['summary']}")
     holdout = holdout_nll(model, tokenizer, holdout_texts, max_chars=settings.holdout_chars,
                           max_files=settings.holdout_files,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ from codellm_assets.core.serving.protocol import (
     validation_message,
 )
 from codellm_assets.core.serving.protocols import Deps, include_ide_routes, tabby
-from codellm_assets.core.serving.protocols.common import SessionStream, sse
+from codellm_assets.core.serving.protocols.common import SessionStream, repo_names, sse
 from codellm_assets.core.serving.protocols.common import headers as version_headers
 from codellm_assets.core.serving.protocols.openai_extras import model_list
 from codellm_assets.core.serving.routes import Route
@@ -100,13 +101,16 @@ def create_app(gw: Gateway) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
         prod = gw.router.table.production
         if gw.ready():
             return JSONResponse({"status": "ready", "production": prod.version if prod else None,
                                  "versions": [r.version for r in gw.router.table.routes()]})
         reason = gw.last_error or gw.route_error or "loading the model / first generation pending"
-        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        # Probes are unauthenticated; the raw reason can name backend URLs and model paths, so only an
+        # admin key sees it (the log always has it).
+        detail = reason if await _is_admin_request(gw, request) else redact_internal(reason)
+        return JSONResponse({"status": "not ready", "reason": detail}, status_code=503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -125,7 +129,8 @@ def create_app(gw: Gateway) -> FastAPI:
             return await tabby.complete(deps, request, key)
         body = await parse(request, CompletionRequest)
         ctx = RequestContext(user=request_identity(key, body.user), team=key.team, model=body.model,
-                             language=body.language, kind="completion")
+                             language=body.language, kind="completion", repo_names=repo_names(request, body.repo),
+                             filepath=body.filepath)
         spec = PromptSpec(prompts=body.prompts, suffix=body.suffix)
         params = body.to_generation_params()
         if body.stream and len(body.prompts) == 1 and body.n == 1:
@@ -197,6 +202,26 @@ def create_app(gw: Gateway) -> FastAPI:
     deps = Deps(gw, authenticate, parse)
     include_ide_routes(app, deps)
     return app
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\")]+", re.IGNORECASE)
+_ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def redact_internal(text: str) -> str:
+    """``text`` without URLs and absolute paths (an unauthenticated caller learns why, not where)."""
+    return _ABS_PATH.sub("<path>", _URL.sub("<url>", text))
+
+
+async def _is_admin_request(gw: Gateway, request: Request) -> bool:
+    headers = request.headers
+    key = bearer_key(headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key"))
+    if not key:
+        return False
+    try:
+        return (await gw.auth.authenticate(key)).admin
+    except ApiError:
+        return False
 
 
 async def _admin(key: ApiKey) -> None:

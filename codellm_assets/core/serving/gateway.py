@@ -24,6 +24,7 @@ from codellm_assets.core.serving.backends.base import (
     Preempted,
     split_fim_prompt,
 )
+from codellm_assets.core.serving.context_injection import ContextInjector, with_context
 from codellm_assets.core.serving.metrics import GatewayMetrics
 from codellm_assets.core.serving.protocol import ApiError
 from codellm_assets.core.serving.router import Decision, Router, RoutingTable
@@ -47,6 +48,8 @@ class PromptSpec:
     suffix: str | None = None
     messages: list[dict[str, str]] | None = None
     max_tokens_explicit: bool = True    # False (chat without max_tokens): clamp to the context left
+    code_prefix: str | None = None      # the code before the cursor alone, when prompts[0] has IDE snippets first
+    repo_context: str = ""              # retrieved repository context (set by the gateway) put before the code
 
 
 @dataclass
@@ -57,6 +60,9 @@ class RequestContext:
     language: str | None = None
     kind: str = "completion"          # completion | chat
     protocol: str = "openai"          # the client's wire shape (request log column): openai | tabby | llamacpp | fim
+    repo_names: tuple[str, ...] = ()  # how the request names its repo (header, field, Tabby git_url), first wins
+    filepath: str | None = None       # the cursor's file, as the IDE names it
+    context: Any = None               # the repository context outcome (serving.repo_context.ContextResult)
 
 
 @dataclass
@@ -79,7 +85,7 @@ class Gateway:
     def __init__(self, settings: ServingSettings, store: Store, backend: Backend, *,
                  default_routes: list[Route] | Callable[[], list[Route]], public_model: str = "codellm",
                  key_cache_s: float = 2.0,
-                 owns_store: bool = False, shadow_max_inflight: int = 4) -> None:
+                 owns_store: bool = False, shadow_max_inflight: int = 4, repo_context: Any = None) -> None:
         self.settings, self.store, self.backend = settings, store, backend
         self.default_routes, self.public_model, self.owns_store = default_routes, public_model, owns_store
         self.metrics = GatewayMetrics()
@@ -88,6 +94,7 @@ class Gateway:
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
         self.assessor = Assessor(store, self.metrics, fraction=settings.assess_fraction)
         self.shadow_max_inflight = shadow_max_inflight
+        self.context = ContextInjector(self, repo_context)   # repo_context: a serving.repo_context.RepoContext
         self._shadow_tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[Any] | None = None
         self._applied_sig: tuple[Any, ...] | None = None
@@ -106,6 +113,7 @@ class Gateway:
     async def start(self) -> None:
         await self.backend.start()
         self.assessor.start()
+        await self.context.refresh()
         first = asyncio.create_task(self.refresh_routes(), name="gateway-first-routes")
         wait = getattr(self.backend, "startup_wait_s", 0.0)
         if wait:
@@ -140,6 +148,7 @@ class Gateway:
             try:
                 await self.refresh_routes()
                 await self.backend.resync()
+                await self.context.refresh()
                 if self._probe_due():
                     await self.probe()
             except asyncio.CancelledError:
@@ -267,6 +276,8 @@ class Gateway:
             prompts = [fim.build(p, spec.suffix) for p in spec.prompts] if fim else list(spec.prompts)
         else:
             prompts = list(spec.prompts)
+        if spec.repo_context:
+            prompts = [with_context(p, spec.suffix, spec.repo_context) for p in prompts]
         limit = min(self.settings.max_context_tokens, self.backend.max_context(version) or 10 ** 9)
         for p in prompts:
             if not p:
@@ -297,6 +308,7 @@ class Gateway:
         """Generate for every prompt; a failing/slow canary is retried on production."""
         cid = new_id(ctx.kind)
         decision = self.decide(ctx)
+        spec = await self.context.add(ctx, spec, decision.route.version, params.max_tokens)
         prompts, stops, max_tokens = self.render(spec, decision.route.version, params.max_tokens)
         asked = params
         params = replace(asked, stop=asked.stop + stops, max_tokens=max_tokens)
@@ -349,7 +361,7 @@ class Gateway:
         self.store.record_request(RequestRecord(
             id=f"{cid}:canary", slot="canary", version=route.version, status=status, user=ctx.user,
             team=ctx.team, latency_s=time.perf_counter() - t0, error=repr(error)[:2000], prompt=prompt,
-            protocol=ctx.protocol))
+            protocol=ctx.protocol, **_context_columns(ctx)))
         log.warning("canary %s failed (%s); answered by production", route.version, status)
 
     def record_failure(self, cid: str, ctx: RequestContext, decision: Decision, prompt: str,
@@ -359,7 +371,7 @@ class Gateway:
         self.store.record_request(RequestRecord(
             id=cid, slot=decision.slot, version=decision.route.version, status=status, user=ctx.user,
             team=ctx.team, latency_s=time.perf_counter() - t0, error=repr(error)[:2000], prompt=prompt,
-            protocol=ctx.protocol))
+            protocol=ctx.protocol, **_context_columns(ctx)))
 
     def record_success(self, ctx: RequestContext, cid: str, decision: Decision, prompt: str, text: str,
                        latency_s: float, prompt_tokens: int, completion_tokens: int, spec: PromptSpec,
@@ -370,7 +382,8 @@ class Gateway:
         self.store.record_request(RequestRecord(
             id=cid, slot=slot, version=version, status=status, user=ctx.user, team=ctx.team,
             latency_s=latency_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            prompt=prompt, completion=text, protocol=ctx.protocol, raw_prefix=raw_prefix, raw_suffix=raw_suffix))
+            prompt=prompt, completion=text, protocol=ctx.protocol, raw_prefix=raw_prefix, raw_suffix=raw_suffix,
+            **_context_columns(ctx)))
         m = self.metrics
         m.requests.labels(version=version, slot=slot, status=status).inc()
         m.latency.labels(version=version, slot=slot).observe(latency_s)
@@ -445,3 +458,11 @@ def _ide_text(ctx: RequestContext, spec: PromptSpec) -> tuple[str | None, str | 
     split = split_fim_prompt(spec.prompts[0]) if spec.suffix is None else None
     return split if split else (spec.prompts[0], spec.suffix)
 
+
+
+def _context_columns(ctx: RequestContext) -> dict[str, Any]:
+    """The request row's repository-context columns: the repo it named, snippets and tokens added."""
+    c = ctx.context
+    if c is None:
+        return {}
+    return {"repo": c.repo, "context_chunks": c.chunks, "context_tokens": c.tokens}

@@ -46,6 +46,14 @@ class GatewayMetrics:
         self.store_dropped = Gauge("codellm_store_dropped_rows", "Rows the store dropped (queue full)",
                                    registry=r)
         self.ready = Gauge("codellm_ready", "1 when the last generation check succeeded", registry=r)
+        self.repo_context = Counter("codellm_repo_context_total", "Completions by repository-context outcome "
+                                    "(added, empty, no_repo, unknown_repo, no_index, no_room, skipped, error)",
+                                    ["outcome"], registry=r)
+        self.repo_context_chunks = Counter("codellm_repo_context_chunks_total", "Repository-context snippets "
+                                           "put before prompts", registry=r)
+        self.repo_context_seconds = Histogram("codellm_repo_context_seconds", "Time to retrieve and fit the "
+                                              "repository context of one request", buckets=LATENCY_BUCKETS,
+                                              registry=r)
         self.routing_weight = Gauge("codellm_routing_weight", "Routing table weights", ["slot", "version"],
                                     registry=r)
 

@@ -91,6 +91,10 @@ class CompletionRequest(_Sampling):
     max_tokens: int = Field(16, ge=1)
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5, description="accepted, answered as null")
+    repo: str | None = Field(None, max_length=500, description="extension: the repo (settings name or remote "
+                             "URL) whose code index adds context before the prompt; or the x-codellm-repo header")
+    filepath: str | None = Field(None, max_length=1000, description="extension: the cursor's file (relative to "
+                                 "the repo root), so retrieval leaves it out")
 
     @property
     def effective_max_tokens(self) -> int:

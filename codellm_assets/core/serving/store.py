@@ -84,6 +84,9 @@ class RequestRecord:
     protocol: str | None = None      # the client's wire shape: openai | tabby | llamacpp | fim
     raw_prefix: str | None = None       # the IDE's own text (completions), kept apart from the rendered prompt
     raw_suffix: str | None = None
+    repo: str | None = None             # the configured repo the request named (None: none, or unknown)
+    context_chunks: int | None = None   # repository-context snippets put before the prompt
+    context_tokens: int | None = None   # ... and their length in tokens (characters without a tokenizer)
 
 
 @dataclass

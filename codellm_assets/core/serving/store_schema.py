@@ -37,10 +37,14 @@ requests_t = sa.Table(
     sa.Column("buggy", sa.Boolean),
     sa.Column("syntax_error", sa.Boolean),
     sa.Column("protocol", sa.String(20)),        # openai | tabby | llamacpp | fim: the client's wire shape
+    sa.Column("repo", sa.String(200)),           # the configured repo the request named (repository context)
+    sa.Column("context_chunks", sa.Integer),      # retrieved snippets put before the prompt
+    sa.Column("context_tokens", sa.Integer),
 )
 
 # Columns added after a table first shipped: created on an existing database by create_tables.
-ADDED_COLUMNS = {"requests": ("protocol", "raw_prefix", "raw_suffix"), "feedback": ("api_key",),
+ADDED_COLUMNS = {"requests": ("protocol", "raw_prefix", "raw_suffix", "repo", "context_chunks",
+                              "context_tokens"), "feedback": ("api_key",),
                  "api_keys": ("claims_users",)}
 
 feedback_t = sa.Table(

@@ -66,6 +66,7 @@ class StreamSession:
         gw = self.gw
         self.decision = gw.decide(self.ctx)
         self.t0 = time.perf_counter()
+        self.spec = await gw.context.add(self.ctx, self.spec, self.version, self.asked.max_tokens)
         self._prepare()
         gw.metrics.inflight.inc()
         try:

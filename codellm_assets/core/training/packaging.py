@@ -310,7 +310,7 @@ def package_version(*, tracking_uri: str, model_name: str, version: str | int, f
     """Package a registered version (number or alias) as ``fmt`` under ``out_root/<model>-v<N>/`` and record
     it on the version (``registry.log_package_artifact``). gguf and bnb4 start from the merged model (reused
     when current). Returns the artifact and the tags set."""
-    from codellm_assets.core.training import registry
+    from codellm_assets.core.training import registry, registry_packages
     from codellm_assets.core.training.checkpoints import base_model_fingerprint
 
     if fmt not in FORMATS:
@@ -328,7 +328,7 @@ def package_version(*, tracking_uri: str, model_name: str, version: str | int, f
     merged_dir = dest / "merged"
     if fmt == "merged" or not _current(merged_dir, provenance):
         with tempfile.TemporaryDirectory(prefix="codellm-package-") as tmp:
-            model_dir = registry.download_version_model(tracking_uri, model_name, info.version, tmp)
+            model_dir = registry_packages.download_version_model(tracking_uri, model_name, info.version, tmp)
             tokenizer = model_dir / "artifacts" / "tokenizer"
             merged = merge_adapter(base, model_dir / "artifacts" / "adapter", merged_dir,
                                    tokenizer_dir=tokenizer if tokenizer.is_dir() else None, provenance=provenance)
@@ -341,7 +341,7 @@ def package_version(*, tracking_uri: str, model_name: str, version: str | int, f
                                    outtype=gguf_type, name=f"{model_name}-v{info.version}")
     else:
         artifact = quantize_bnb4(merged_dir, dest / "bnb4", provenance=provenance)
-    recorded = registry.log_package_artifact(tracking_uri, model_name, info.version, fmt, artifact.path,
+    recorded = registry_packages.log_package_artifact(tracking_uri, model_name, info.version, fmt, artifact.path,
                                              artifact.sha256, upload=upload,
                                              extra={"bytes": artifact.bytes, **artifact.details})
     return artifact, recorded
@@ -351,15 +351,15 @@ def fetch_package(tracking_uri: str, model_name: str, version: str | int, fmt: s
                   dst: str | os.PathLike[str]) -> tuple[Path, str]:
     """A version's packaged ``fmt`` artifact, downloaded from the registry into ``dst`` (or its recorded local
     path when it was not uploaded) and verified against the sha256 on the version: ``(path, sha256)``."""
-    from codellm_assets.core.training import registry
+    from codellm_assets.core.training import registry, registry_packages
 
     info = registry.get_version(tracking_uri, model_name, version)
-    recorded = registry.package_tags(info, fmt)
+    recorded = registry_packages.package_tags(info, fmt)
     if not recorded.get("sha256"):
         raise PackagingError(f"{model_name} version {info.version} has no {fmt} package; run "
                              f"`codellm package --version {info.version} --format {fmt}`")
     if recorded.get("artifact"):
-        path = registry.download_package_artifact(tracking_uri, recorded["artifact"], dst)
+        path = registry_packages.download_package_artifact(tracking_uri, recorded["artifact"], dst)
     else:
         path = Path(recorded["local_path"])
     verify_artifact(path, recorded["sha256"])

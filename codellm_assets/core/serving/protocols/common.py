@@ -27,6 +27,15 @@ class Deps:
     parse: Callable[[Request, type], Awaitable[Any]]
 
 
+REPO_HEADER = "x-codellm-repo"
+
+
+def repo_names(request: Request, *more: str | None) -> tuple[str, ...]:
+    """How a request names its repo, first wins: the ``x-codellm-repo`` header, then ``more`` (a body
+    field, Tabby's git_url); empty ones left out."""
+    return tuple(n for n in (request.headers.get(REPO_HEADER), *more) if n and n.strip())
+
+
 def headers(cid: str, slot: str, version: str) -> dict[str, str]:
     return {"x-codellm-version": version, "x-codellm-slot": slot, "x-request-id": cid}
 

@@ -24,6 +24,7 @@ from codellm_assets.core.serving.protocols.common import (
     collect,
     headers,
     language_of,
+    repo_names,
     snippet_block,
     sse,
 )
@@ -53,6 +54,9 @@ class InfillRequest(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
     stream: bool = False
     t_max_predict_ms: int | None = Field(None, ge=0)
+    repo: str | None = Field(None, max_length=500, description="extension: the repo (settings name or remote "
+                             "URL) whose code index adds context; or the x-codellm-repo header")
+    filepath: str | None = Field(None, max_length=1000, description="extension: the cursor's file")
 
     @field_validator("seed")
     @classmethod
@@ -72,9 +76,15 @@ class InfillRequest(BaseModel):
         """The extra chunks (the plugin sends oldest first: the newest are the most relevant, so they are
         chosen first and put nearest the code) as comments, then the prefix and the current line."""
         newest_first = [(c.filename, c.text) for c in reversed(self.input_extra)]
-        language = next((language_of(c.filename) for c in self.input_extra if language_of(c.filename)), None)
-        block = snippet_block(language, newest_first, budget_chars, most_relevant_last=True)
-        return PromptSpec(prompts=[block + self.input_prefix + self.prompt], suffix=self.input_suffix or "\n")
+        block = snippet_block(self.language, newest_first, budget_chars, most_relevant_last=True)
+        return PromptSpec(prompts=[block + self.input_prefix + self.prompt], suffix=self.input_suffix or "\n",
+                          code_prefix=self.input_prefix + self.prompt)
+
+    @property
+    def language(self) -> str | None:
+        """From the cursor's file if given, else from the first extra chunk's file name that tells."""
+        names = [self.filepath or "", *(c.filename for c in self.input_extra)]
+        return next((language_of(n) for n in names if language_of(n)), None)
 
 
 def _answer(session: StreamSession, content: str, t0: float) -> dict[str, Any]:
@@ -100,8 +110,9 @@ def include(app: FastAPI, deps: Deps) -> None:
         if body.warm_up:
             return JSONResponse({"content": "", "stop": True, "tokens_predicted": 0, "tokens_evaluated": 0,
                                  "warm_up": True})
-        ctx = RequestContext(user=key.prefix, team=key.team, model=body.model, language=None,
-                             kind="completion", protocol="llamacpp")
+        ctx = RequestContext(user=key.prefix, team=key.team, model=body.model, language=body.language,
+                             kind="completion", protocol="llamacpp", repo_names=repo_names(request, body.repo),
+                             filepath=body.filepath)
         t0 = time.perf_counter()
         session = await StreamSession(gw, ctx, body.prompt_spec(gw.settings.ide_context_chars),
                                       body.to_generation_params()).open()

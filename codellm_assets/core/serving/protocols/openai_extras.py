@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from codellm_assets.core.serving.backends.base import KNOWN_FIM
 from codellm_assets.core.serving.gateway import Gateway, PromptSpec, RequestContext
 from codellm_assets.core.serving.protocol import CompletionRequest
-from codellm_assets.core.serving.protocols.common import Deps, SessionStream, headers, sse
+from codellm_assets.core.serving.protocols.common import Deps, SessionStream, headers, repo_names, sse
 from codellm_assets.core.serving.streaming import StreamSession
 
 # Names Continue's getTemplateForModel recognises, per layout in KNOWN_FIM (same order).
@@ -60,7 +60,8 @@ def include(app: FastAPI, deps: Deps) -> None:
         key = await deps.authenticate(request)
         body: CompletionRequest = await deps.parse(request, CompletionRequest)
         ctx = RequestContext(user=body.user or key.prefix, team=key.team, model=body.model,
-                             language=body.language, kind="completion", protocol="fim")
+                             language=body.language, kind="completion", protocol="fim",
+                             repo_names=repo_names(request, body.repo), filepath=body.filepath)
         spec = PromptSpec(prompts=body.prompts[:1], suffix=body.suffix or "\n")
         params = body.to_generation_params()
         params.n = 1

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from codellm_assets.core.serving.backends.base import GenerationParams
 from codellm_assets.core.serving.gateway import Gateway, PromptSpec, RequestContext
 from codellm_assets.core.serving.protocol import ApiError
-from codellm_assets.core.serving.protocols.common import Deps, headers, snippet_block
+from codellm_assets.core.serving.protocols.common import Deps, headers, repo_names, snippet_block
 from codellm_assets.core.serving.store import ApiKey
 
 # What the health answer claims: the agent reads /v1beta/server_setting from servers >= 0.9.0.
@@ -83,7 +83,8 @@ class TabbyCompletionRequest(_Body):
         """The prefix with the context snippets before it (as comments, within ``budget_chars``); an empty
         suffix becomes a newline, as Tabby's server does."""
         block = snippet_block(self.language, self.context_snippets(), budget_chars)
-        return PromptSpec(prompts=[block + self.segments.prefix], suffix=self.segments.suffix or "\n")
+        return PromptSpec(prompts=[block + self.segments.prefix], suffix=self.segments.suffix or "\n",
+                          code_prefix=self.segments.prefix)
 
 
 class TabbyEvent(_Body):
@@ -122,7 +123,8 @@ async def complete(deps: Deps, request: Request, key: ApiKey) -> Response:
     gw = deps.gw
     body: TabbyCompletionRequest = await deps.parse(request, TabbyCompletionRequest)
     ctx = RequestContext(user=body.user or key.prefix, team=key.team, language=body.language,
-                         kind="completion", protocol="tabby")
+                         kind="completion", protocol="tabby",
+                         repo_names=repo_names(request, body.segments.git_url), filepath=body.segments.filepath)
     served = await gw.complete(ctx, body.prompt_spec(gw.settings.ide_context_chars), body.to_generation_params())
     gen = served.generations[0]
     payload = {"id": served.id, "choices": [{"index": i, "text": t} for i, t in enumerate(gen.texts)]}
