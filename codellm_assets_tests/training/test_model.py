@@ -227,8 +227,10 @@ def test_model_path_overrides_tiny_and_feeds_the_dataset_tokenizer(tiny_base, tm
     args = M.dataset_tokenizer_args(settings.model)
     assert len(args["tokenizer"]) == json.loads((tiny_base[0] / "base_info.json").read_text())["vocab_size"]
     assert args["fim_tokens"] == ("<fim_prefix>", "<fim_middle>", "<fim_suffix>")
-    assert M.dataset_tokenizer_args(ModelSettings()) == {"tokenizer": None, "tokenizer_source": None,
-                                                        "fim_tokens": None}
+    assert M.dataset_tokenizer_args(ModelSettings(tiny_pretrain_source="dataset")) == {
+        "tokenizer": None, "tokenizer_source": None, "fim_tokens": None}     # tiny on the dataset: trained there
+    public = M.dataset_tokenizer_args(ModelSettings(tiny_pretrain_packages=["click"]), vocab_size=400)
+    assert len(public["tokenizer"]) == 400 and "public code: click" in public["tokenizer_source"]
 
 
 def test_pretrain_time_budget_stops_early(tokenizer):
