@@ -32,6 +32,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class CompanyDemoSettings(_Model):
+    """The generated company repo (core/data/company_sample.py): an internal library and the services that use
+    it, committed one batch a day - the repo on which fine-tuning visibly beats a base trained on public code."""
+
+    seed: int = Field(0, ge=0, description="which company: 0 is `quillon` (LedgerVault, stamp_quorble, ...); "
+                      "another seed draws other library names and service domains (a repo never tuned on)")
+    services: int = Field(48, ge=4, le=2000, description="service files, four per daily commit after the "
+                          "library's; the time split holds out the newest batch")
+
+
 class RepoSettings(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="partition key; letters, digits, . _ -")
     path: str | None = Field(None, description="local path of a git repository (absolute or relative)")
@@ -43,11 +53,20 @@ class RepoSettings(_Model):
     languages: list[str] | None = Field(None, description="keep only these languages (default: all known)")
     seed_from_package: str | None = Field(
         None, description="if path does not exist, build a sample git repo there from this installed package")
+    seed_company_demo: CompanyDemoSettings | None = Field(
+        None, description="if path does not exist, generate the company demo repo there (deterministic: the same "
+        "seed gives the same commits); an existing path is used as it is")
 
     @model_validator(mode="after")
     def _one_source(self) -> RepoSettings:
         if not self.path and not self.url:
             raise ValueError(f"repo '{self.name}': set `path` (a local git repo) or `url` (a clone URL)")
+        if self.seed_company_demo is not None and self.seed_from_package:
+            raise ValueError(f"repo '{self.name}': `seed_company_demo` and `seed_from_package` both say what to "
+                             "build at `path`; keep one")
+        if (self.seed_company_demo is not None or self.seed_from_package) and (self.url or not self.path):
+            raise ValueError(f"repo '{self.name}': a seeded sample repo is built at `path`; set `path` and remove "
+                             "`url`")
         return self
 
 
@@ -156,6 +175,33 @@ class ModelSettings(_Model):
     tiny_layers: int = 2
     tiny_heads: int = 4
     tiny_pretrain_steps: int = Field(60, ge=0)
+    tiny_pretrain_source: Literal["public", "dataset"] = Field(
+        "public", description="what the tiny base (and its tokenizer) learns from: public (the sources of the "
+        "installed packages in tiny_pretrain_packages: like a real base, it has never seen your repos) or "
+        "dataset (the training dataset's train split: the base has already seen the company code)")
+    tiny_pretrain_packages: list[str] = Field(
+        default_factory=lambda: ["click", "typer", "requests", "jinja2", "flask", "werkzeug", "itsdangerous",
+                                 "attr", "packaging"],
+        description="installed pure-Python packages whose sources are the public pre-training corpus")
+    tiny_pretrain_seq_len: int = Field(256, ge=16, description="tokens per pre-training window")
+    tiny_pretrain_fim_rate: float = Field(0.5, ge=0, le=1, description="public source: share of files turned "
+                                          "into fill-in-the-middle examples (a real code base knows FIM)")
+
+    @field_validator("tiny_pretrain_packages")
+    @classmethod
+    def _module_names(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if not all(part.isidentifier() for part in p.split("."))]
+        if bad:
+            raise ValueError(f"model.tiny_pretrain_packages: {bad} are not importable module names (e.g. click, "
+                             "jinja2, attr)")
+        return v
+
+    @model_validator(mode="after")
+    def _public_needs_packages(self) -> ModelSettings:
+        if self.tiny_pretrain_source == "public" and not self.tiny_pretrain_packages:
+            raise ValueError("model.tiny_pretrain_source public needs model.tiny_pretrain_packages (installed "
+                             "packages, e.g. [click, typer]) or set tiny_pretrain_source: dataset")
+        return self
 
 
 class DistributedSettings(_Model):

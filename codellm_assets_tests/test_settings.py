@@ -99,3 +99,40 @@ def test_a_bad_cluster_variable_names_itself():
 
     with pytest.raises(ValueError, match="CODELLM_K8S_MAX_CONCURRENT_STEPS"):
         ClusterEnv.from_environ({"CODELLM_K8S_MAX_CONCURRENT_STEPS": "0"})
+
+
+_COMPANY = "repos:\n  - name: acme\n    path: samples/acme\n"
+
+
+@pytest.mark.parametrize("text,needle", [
+    (_COMPANY + "    seed_company_demo: {seed: 1, services: 8}\n", None),
+    (_COMPANY + "    seed_company_demo: {}\n", None),
+    (_COMPANY + "    seed_company_demo: {services: 2}\n", "repos.0.seed_company_demo.services"),
+    (_COMPANY + "    seed_company_demo: {seed: -1}\n", "repos.0.seed_company_demo.seed"),
+    (_COMPANY + "    seed_company_demo: {colour: red}\n", "repos.0.seed_company_demo.colour"),
+    (_COMPANY + "    seed_company_demo: {}\n    seed_from_package: click\n", "keep one"),
+    ("repos:\n  - name: acme\n    url: https://example.invalid/acme.git\n    seed_company_demo: {}\n", "remove `url`"),
+    ("model: {tiny_pretrain_source: dataset}\n", None),
+    ("model: {tiny_pretrain_source: public, tiny_pretrain_packages: [click, jinja2, attr]}\n", None),
+    ("model: {tiny_pretrain_source: web}\n", "model.tiny_pretrain_source"),
+    ("model: {tiny_pretrain_packages: []}\n", "tiny_pretrain_packages"),
+    ("model: {tiny_pretrain_source: dataset, tiny_pretrain_packages: []}\n", None),
+    ("model: {tiny_pretrain_packages: [not-a-module]}\n", "not importable module names"),
+    ("model: {tiny_pretrain_fim_rate: 1.5}\n", "model.tiny_pretrain_fim_rate"),
+])
+def test_company_seed_and_pretraining_source_are_validated(tmp_path, text, needle):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    if needle is None:
+        load_settings(cfg, environ={})
+        return
+    with pytest.raises(SettingsError, match=needle.replace(".", r"\.").replace("`", "`")):
+        load_settings(cfg, environ={})
+
+
+def test_the_shipped_default_generates_the_company_repo_and_pretrains_on_public_code():
+    s = load_settings(PROJECT_ROOT / "codellm.yaml", environ={})
+    company = [r for r in s.repos if r.seed_company_demo is not None]
+    assert len(company) == 1 and company[0].seed_company_demo.seed == 0 and not company[0].url
+    assert s.model.tiny_pretrain_source == "public" and "click" in s.model.tiny_pretrain_packages
+    assert s.dataset.fim_rate > 0          # the repo benchmark's prompts are FIM: training must have some

@@ -42,7 +42,7 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         validation_fraction=s.dataset.validation_fraction, holdout_fraction=s.dataset.holdout_fraction,
         fim_rate=s.dataset.fim_rate, seed=s.dataset.seed, vocab_size=s.dataset.tokenizer_vocab_size,
         settings_hash=s.section_hash("dataset", "model"), cache_dir=s.blob_cache_dir,
-        **dataset_tokenizer_args(s.model, base_dir=s.base_dir))
+        **dataset_tokenizer_args(s.model, base_dir=s.base_dir, vocab_size=s.dataset.tokenizer_vocab_size))
     manifest = json.loads((out / "manifest.json").read_text())
     context.log.info(f"{summary.tokens} tokens, {summary.sequences} sequences in {summary.seconds}s")
     value = {"dir": str(out), "dataset_dir": str(out / "dataset"), "tokenizer_dir": str(out / "tokenizer"),

@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core.data import git_scan, repo_poll
+from codellm_assets.core.data.company_sample import ensure_company_repo
 from codellm_assets.core.data.repo_poll import same_heads  # noqa: F401  (re-exported: older imports)
 from codellm_assets.core.data.samples import SampleError, ensure_sample_repo
 from codellm_assets.defs.shared import SNAPSHOT_SCHEMA, latest_data_version, repos_partitions
@@ -28,6 +29,8 @@ def local_repo_path(settings: Settings, repo: RepoSettings) -> Path:
     path = settings.resolve(repo.path or "")
     if not path.exists() and repo.seed_from_package:
         ensure_sample_repo(path, repo.seed_from_package)
+    elif not path.exists() and repo.seed_company_demo is not None:
+        ensure_company_repo(path, services=repo.seed_company_demo.services, seed=repo.seed_company_demo.seed)
     return path
 
 

@@ -137,7 +137,8 @@ def test_resolve_base_model_caches_by_settings_and_tokenizer(tmp_path):
     build_training_dataset(records, data, vocab_size=500, seq_len=64, validation_fraction=0.1,
                            holdout_fraction=0.05)
     cache = tmp_path / "models" / "base"
-    sm = ModelSettings(tiny_hidden_size=32, tiny_layers=1, tiny_heads=2, tiny_pretrain_steps=3)
+    sm = ModelSettings(tiny_hidden_size=32, tiny_layers=1, tiny_heads=2, tiny_pretrain_steps=3,
+                       tiny_pretrain_source="dataset")   # public pre-training: test_public_pretraining.py
     kw = {"tokenizer_dir": data / "tokenizer", "dataset_dir": data / "dataset", "cache_dir": cache}
     first = resolve_base_model(sm, **kw)
     info = json.loads((first / "base_info.json").read_text())
@@ -226,8 +227,10 @@ def test_model_path_overrides_tiny_and_feeds_the_dataset_tokenizer(tiny_base, tm
     args = M.dataset_tokenizer_args(settings.model)
     assert len(args["tokenizer"]) == json.loads((tiny_base[0] / "base_info.json").read_text())["vocab_size"]
     assert args["fim_tokens"] == ("<fim_prefix>", "<fim_middle>", "<fim_suffix>")
-    assert M.dataset_tokenizer_args(ModelSettings()) == {"tokenizer": None, "tokenizer_source": None,
-                                                        "fim_tokens": None}
+    assert M.dataset_tokenizer_args(ModelSettings(tiny_pretrain_source="dataset")) == {
+        "tokenizer": None, "tokenizer_source": None, "fim_tokens": None}     # tiny on the dataset: trained there
+    public = M.dataset_tokenizer_args(ModelSettings(tiny_pretrain_packages=["click"]), vocab_size=400)
+    assert len(public["tokenizer"]) == 400 and "public code: click" in public["tokenizer_source"]
 
 
 def test_pretrain_time_budget_stops_early(tokenizer):

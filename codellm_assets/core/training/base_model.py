@@ -1,7 +1,8 @@
 """Base-model presets, the tiny from-scratch base, and loading/generation for inference.
 
 * Presets (``presets.yaml``): ``tiny`` (the embedded default: a Llama-architecture model built from a
-  ``LlamaConfig`` on the dataset's own tokenizer, briefly pre-trained on the corpus) and real code models
+  ``LlamaConfig``, briefly pre-trained from scratch - by default on public code only, with a tokenizer
+  trained on that same public code, see :func:`public_tokenizer`) and real code models
   (StarCoder2, CodeLlama, DeepSeek-Coder, Qwen2.5-Coder, Mistral) with LoRA/serving recommendations.
 * Nothing downloads: real presets load from ``model.path`` (a local directory), always with
   ``local_files_only=True``.
@@ -16,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import time
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from codellm_assets.core.data.public_corpus import public_corpus, public_tokenizer
 from codellm_assets.core.data.tokenization import (
     encode_documents,
     pack_sequences,
@@ -93,6 +96,8 @@ class BaseModelInfo:
     losses: list[float] = field(default_factory=list)
     cache_key: str = ""
     seconds: float = 0.0
+    pretrain_source: str = ""        # "public: click 8.5.1, ..." or "dataset"
+    pretrain_sha256: str = ""        # of the texts pre-trained on (texts only; a dataset is named by its key)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,17 +142,23 @@ def real_model_path(settings_model: ModelSettings, *, base_dir: str | Path | Non
     return path.resolve()
 
 
-def dataset_tokenizer_args(settings_model: ModelSettings, *, base_dir: str | Path | None = None
-                           ) -> dict[str, Any]:
+def dataset_tokenizer_args(settings_model: ModelSettings, *, base_dir: str | Path | None = None,
+                           vocab_size: int = 4096) -> dict[str, Any]:
     """Keyword arguments for ``build_training_dataset`` that depend on the base model.
 
-    tiny: ``tokenizer=None`` (a byte-level BPE is trained on the train split). A real preset (or
-    ``model.path``): the model's own tokenizer from the local path and the preset's FIM token names.
+    tiny pre-trained on public code (the default): the BPE :func:`public_tokenizer` trained on that code.
+    tiny on the dataset: ``tokenizer=None`` (a byte-level BPE is trained on the train split). A real preset
+    (or ``model.path``): the model's own tokenizer from the local path and the preset's FIM token names.
     """
     from codellm_assets.core.data.tokenization import load_tokenizer
 
     preset = get_preset(settings_model.preset)
     if not (preset.is_real or settings_model.path):
+        if settings_model.tiny_pretrain_source == "public":
+            packages = tuple(settings_model.tiny_pretrain_packages)
+            return {"tokenizer": public_tokenizer(packages, vocab_size), "fim_tokens": None,
+                    "tokenizer_source": f"byte-level BPE ({vocab_size}) trained on public code: "
+                                        f"{public_corpus(packages).description}"}
         return {"tokenizer": None, "tokenizer_source": None, "fim_tokens": None}
     path = real_model_path(settings_model, base_dir=base_dir)
     return {"tokenizer": load_tokenizer(path), "tokenizer_source": f"{preset.hf_id or preset.name} ({path})",
@@ -169,10 +180,12 @@ def _tiny_config(tokenizer, hidden_size: int, layers: int, heads: int):
         pad_token_id=tokenizer.pad_token_id)
 
 
-def _pretrain_sequences(source: Any, tokenizer, seq_len: int, *, max_rows: int, seed: int):
+def _pretrain_sequences(source: Any, tokenizer, seq_len: int, *, max_rows: int, seed: int,
+                        fim_rate: float = 0.0):
     """Token windows for pre-training from texts, a ``datasets`` Dataset/DatasetDict, or its directory.
 
-    A dataset is sampled down to ``max_rows`` windows first (a short pre-training sees few of them).
+    A dataset is sampled down to ``max_rows`` windows first (a short pre-training sees few of them). Texts
+    get the FIM transform at ``fim_rate`` (a dataset already has its own).
     """
     import numpy as np
     import torch
@@ -188,7 +201,18 @@ def _pretrain_sequences(source: Any, tokenizer, seq_len: int, *, max_rows: int, 
             source = source.select(np.sort(rows))
         ids = np.asarray(source.with_format("numpy")["input_ids"], dtype=np.int64)
         return torch.from_numpy(ids.reshape(len(source), -1))
-    ids = encode_documents(tokenizer, [t for t in source if t])
+    # A short pre-training needs max_rows windows: encode texts (in a seeded order) only until there are as many
+    # tokens as that, not a whole 3 MB corpus for a 3-step test base.
+    texts = [t for t in source if t]
+    random.Random(seed).shuffle(texts)
+    ids: list[list[int]] = []
+    need, have = max_rows * seq_len, 0
+    for start in range(0, len(texts), 32):
+        chunk = encode_documents(tokenizer, texts[start:start + 32], fim_rate=fim_rate, seed=seed)
+        ids.extend(chunk)
+        have += sum(map(len, chunk))
+        if have >= need:
+            break
     seqs = pack_sequences(ids, seq_len, tokenizer.eos_token_id, pad_id=tokenizer.eos_token_id)
     return torch.tensor(seqs, dtype=torch.long)
 
@@ -225,15 +249,25 @@ def pretrain(model, sequences, *, steps: int, batch_size: int = PRETRAIN_BATCH, 
     return losses
 
 
+def texts_sha256(texts: Iterable[str]) -> str:
+    """A digest of pre-training texts (order matters): what base_info.json records they were."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest())
+    return h.hexdigest()[:16]
+
+
 def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers: int = 2, heads: int = 4,
                     pretrain_texts_or_dataset: Any = (), pretrain_steps: int = 60, seed: int = 0,
-                    threads: int = 2, cache_key: str = "", time_budget_s: float | None = None
+                    threads: int = 2, cache_key: str = "", time_budget_s: float | None = None,
+                    seq_len: int = PRETRAIN_SEQ_LEN, fim_rate: float = 0.0, source: str = ""
                     ) -> BaseModelInfo:
     """Build the tiny Llama base from a config, pre-train it briefly, save it atomically to ``out_dir``.
 
-    ``pretrain_texts_or_dataset``: texts, a ``datasets`` Dataset/DatasetDict (its "train" split) with
-    ``input_ids``, or the directory of one. ``out_dir`` gets the model (safetensors), the tokenizer and
-    ``base_info.json``.
+    ``pretrain_texts_or_dataset``: texts (FIM-transformed at ``fim_rate``, cut into ``seq_len`` windows), a
+    ``datasets`` Dataset/DatasetDict (its "train" split) with ``input_ids``, or the directory of one.
+    ``out_dir`` gets the model (safetensors), the tokenizer and ``base_info.json`` (with ``source`` and, for
+    texts, their digest).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -244,7 +278,7 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
     try:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(_tiny_config(tokenizer, hidden_size, layers, heads))
-        seqs = _pretrain_sequences(pretrain_texts_or_dataset, tokenizer, PRETRAIN_SEQ_LEN, seed=seed,
+        seqs = _pretrain_sequences(pretrain_texts_or_dataset, tokenizer, seq_len, seed=seed, fim_rate=fim_rate,
                                    max_rows=pretrain_steps * PRETRAIN_BATCH) if pretrain_steps > 0 else []
         losses = pretrain(model, seqs, steps=pretrain_steps, seed=seed, time_budget_s=time_budget_s)
     finally:
@@ -254,7 +288,9 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
         path=str(out_dir), preset=TINY, params=sum(p.numel() for p in model.parameters()),
         vocab_size=len(tokenizer), pretrain_steps=len(losses), initial_loss=losses[0] if losses else None,
         final_loss=losses[-1] if losses else None, losses=losses, cache_key=cache_key,
-        seconds=round(time.monotonic() - started, 2))
+        seconds=round(time.monotonic() - started, 2), pretrain_source=source,
+        pretrain_sha256=texts_sha256(pretrain_texts_or_dataset)
+        if isinstance(pretrain_texts_or_dataset, (list, tuple)) else "")
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -269,10 +305,12 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
 
 # ---- cache and the `current` pointer -------------------------------------------------------------
 
-def base_cache_key(settings_model: ModelSettings, tokenizer_dir: Path) -> str:
-    """Hash of the model settings and the tokenizer's files: the base is rebuilt when either changes."""
+def base_cache_key(settings_model: ModelSettings, tokenizer_dir: Path, source_digest: str = "") -> str:
+    """Hash of the model settings (the pre-training source and packages among them), the tokenizer's files and
+    the pre-training corpus' digest (a package upgrade changes the public code): rebuilt when any changes."""
     dumped = json.dumps(settings_model.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(f"{dumped}|{tokenizer_file_hash(tokenizer_dir)}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{dumped}|{tokenizer_file_hash(tokenizer_dir)}|{source_digest}".encode()
+                          ).hexdigest()[:16]
 
 
 def read_current(cache_dir: Path) -> Path | None:
@@ -305,8 +343,10 @@ def resolve_base_model(settings_model: ModelSettings, *, tokenizer_dir: Path, da
                        threads: int = 2) -> Path:
     """The base model directory for these settings, built only on a cache miss; updates ``current``.
 
-    tiny: ``cache_dir/<key>/`` where key = :func:`base_cache_key` (model settings + tokenizer files),
-    pre-trained on ``dataset_dir`` (the training_dataset's ``dataset/`` directory, train split).
+    tiny: ``cache_dir/<key>/`` where key = :func:`base_cache_key` (model settings + tokenizer files + corpus),
+    pre-trained on public code (``model.tiny_pretrain_source: public``: the installed packages'
+    sources, never ``dataset_dir``) or on ``dataset_dir`` (the training_dataset's ``dataset/`` directory,
+    train split).
     Real presets (or ``model.path`` set): the checked local path (relative: against ``base_dir``).
     """
     preset = get_preset(settings_model.preset)
@@ -316,16 +356,22 @@ def resolve_base_model(settings_model: ModelSettings, *, tokenizer_dir: Path, da
         return path
     from transformers import AutoTokenizer
 
-    key = base_cache_key(settings_model, Path(tokenizer_dir))
+    m = settings_model
+    public = public_corpus(tuple(m.tiny_pretrain_packages)) if m.tiny_pretrain_source == "public" else None
+    key = base_cache_key(m, Path(tokenizer_dir), public.sha256 if public else "")
     target = Path(cache_dir) / key
     info = read_base_info(target)
     if not (info and info.get("cache_key") == key and (target / "config.json").is_file()):
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-        build_tiny_base(tokenizer, target, hidden_size=settings_model.tiny_hidden_size,
-                        layers=settings_model.tiny_layers, heads=settings_model.tiny_heads,
-                        pretrain_texts_or_dataset=dataset_dir if dataset_dir is not None else (),
-                        pretrain_steps=settings_model.tiny_pretrain_steps if dataset_dir is not None else 0,
-                        seed=seed, threads=threads, cache_key=key)
+        if public is not None:
+            source, steps, fim = list(public.texts), m.tiny_pretrain_steps, m.tiny_pretrain_fim_rate
+        else:
+            source, fim = (dataset_dir if dataset_dir is not None else ()), 0.0
+            steps = m.tiny_pretrain_steps if dataset_dir is not None else 0
+        build_tiny_base(tokenizer, target, hidden_size=m.tiny_hidden_size, layers=m.tiny_layers,
+                        heads=m.tiny_heads, pretrain_texts_or_dataset=source, pretrain_steps=steps,
+                        seed=seed, threads=threads, cache_key=key, seq_len=m.tiny_pretrain_seq_len,
+                        fim_rate=fim, source=f"public: {public.description}" if public else "dataset")
     write_current(cache_dir, target)
     _prune_builds(Path(cache_dir), keep=target)
     return target
