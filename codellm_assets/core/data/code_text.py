@@ -42,7 +42,7 @@ _PY_STRAY = (r"""(?P<stray>^(?P<ind>[ \t]*)[rRuU]?(?P<q>\"\"\"|''')"""
              r"""(?=(?:(?!(?P=q))[\s\S])*?\n(?:(?P=ind)|)(?:async[ \t]+)?(?:def|class)[ \t]+\w))""")
 # A string statement: a string alone on its line(s) (docstrings; also bare strings in a multi-line call, rare).
 _PY_DOC = rf"""(?P<doc>^[ \t]*[rRuU]?(?:{_PY_TRIPLE}|{_PY_LINE})[ \t]*(?=\r?\n|\Z))"""
-_PYTHON = re.compile(rf"{_PY_STRAY}|{_PY_DOC}|(?P<str>{_PY_STRING})|(?P<prose>#[^\n]*)", re.M)
+_PYTHON = re.compile(rf"(?=[ \t\"'rRbBuUfF#])(?:{_PY_STRAY}|{_PY_DOC}|(?P<str>{_PY_STRING})|(?P<prose>#[^\n]*))", re.M)
 _C_STRING = r"""(?:"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`)"""
 _C_FAMILY = re.compile(rf"(?P<str>{_C_STRING})|(?P<prose>//[^\n]*|/\*[\s\S]*?\*/)")
 _HASH = re.compile(r"""(?P<str>"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')|(?P<prose>(?<![\w$])#[^\n]*)""")
@@ -69,11 +69,11 @@ def code_and_prose(text: str, language: str | None) -> tuple[str, list[str]]:
     prose: list[str] = []
 
     def split(m: re.Match) -> str:
-        groups = m.groupdict()
-        if groups.get("stray") is not None:
+        kind = m.lastgroup          # the outermost group closes last: stray, doc, str or prose
+        if kind == "stray":
             return m.group(0)[: -len(m.group("q"))] + " "
-        if groups["str"] is not None:
-            return groups["str"]
+        if kind == "str":
+            return m.group(0)
         prose.append(m.group(0))
         return " "
 
@@ -103,8 +103,7 @@ def code_shingles(text: str, path: str, k: int, prose_weight: float) -> set[str]
     code, prose = code_and_prose(text, language_from_path(path) if path else None)
     out = _shingles(_WORD.findall(code), k)
     limit = int(prose_weight * _HASH_SPACE)
-    if limit:
-        for part in prose:
-            out.update(s for s in _shingles(_WORD.findall(part), k)
-                       if zlib.crc32(s.encode("utf-8", "surrogatepass")) < limit)
+    if limit and prose:
+        candidates = set().union(*(_shingles(_WORD.findall(part), k) for part in prose)) - out
+        out.update(s for s in candidates if zlib.crc32(s.encode("utf-8", "surrogatepass")) < limit)
     return out
