@@ -27,7 +27,7 @@ from codellm_assets.core.data.minhash import (
     sketch_rensa,
 )
 from codellm_assets.settings import DedupSettings
-from codellm_assets.testing.hard_near_dups import build_hard_near_dup_set
+from codellm_assets.testing.hard_near_dups import build_hard_near_dup_set, one_kept_per_cluster
 from codellm_assets.testing.near_dups import build_near_dup_set, score, source_paths
 
 DEFAULT = DedupSettings()
@@ -112,7 +112,7 @@ def sweep(set_size: int, seeds: int) -> None:
     )
     print(f"{'threshold':>9} {'shingle':>7} {'recall mean':>11} {'recall min':>10} {'false drops':>11}")
     for threshold in (0.6, 0.65, 0.7, 0.75, 0.8):
-        for k in (3, 5):
+        for k in (2, 3, 5):
             recalls, drops = [], 0
             for files in sets:
                 docs = [Doc(f.id, f.text, f.repo, f.path) for f in files]
@@ -129,18 +129,27 @@ def sweep(set_size: int, seeds: int) -> None:
 
 def hard(originals: int, seeds: int) -> None:
     print(f"\n== 2b. Hard near-duplicate set ({originals} originals x 6 kinds of copy, plus siblings and files "
-          "sharing scaffolding; held-out = other seeds, phrasings, vendor header, rename suffixes): raw words "
-          "vs code-aware (comments dropped)")
-    print(f"{'slice':>9} {'seed':>4} {'mode':>10} {'recall':>6} {'false drops':>11}  missed by kind")
+          "sharing scaffolding; tuning slice = seeds 0.., held-out = seeds 100.. with other phrasings, vendor "
+          "header, rename suffixes; tuned on the tuning slice only): raw words (3-shingles) vs code-aware "
+          f"(defaults: {DEFAULT.shingle_size}-shingles, prose weight {DEFAULT.prose_weight})")
+    print(f"{'slice':>9} {'seed':>4} {'mode':>5} {'recall':>6} {'one kept':>8} {'false drops':>11}  missed by kind")
+    totals: dict[tuple[bool, bool], list[float]] = {}
     for held_out in (False, True):
         for seed in range(seeds):
             files = build_hard_near_dup_set(originals, seed=seed + (100 if held_out else 0), held_out=held_out)
             docs = [Doc(f.id, f.text, f.repo, f.path) for f in files]
             for aware in (False, True):
-                r = dedup_documents(docs, DedupSettings(code_aware=aware))
-                s = score(files, {**r.exact_duplicates, **r.near_duplicates})
-                print(f"{'held-out' if held_out else 'tune':>9} {seed:>4} {'code' if aware else 'raw':>10} "
-                      f"{s['recall']:>6.3f} {len(s['false_drops']):>11}  {s['missed_by_edit']}")
+                settings = DedupSettings() if aware else DedupSettings(code_aware=False, shingle_size=3)
+                r = dedup_documents(docs, settings)
+                removed = {**r.exact_duplicates, **r.near_duplicates}
+                s = score(files, removed)
+                one = one_kept_per_cluster(files, removed)
+                totals.setdefault((held_out, aware), []).extend([s["recall"], one, len(s["false_drops"])])
+                print(f"{'held-out' if held_out else 'tuning':>9} {seed:>4} {'code' if aware else 'raw':>5} "
+                      f"{s['recall']:>6.3f} {one:>8.3f} {len(s['false_drops']):>11}  {s['missed_by_edit']}")
+    for (held_out, aware), v in totals.items():
+        print(f"{'held-out' if held_out else 'tuning':>9} mean {'code' if aware else 'raw':>5} "
+              f"{sum(v[0::3]) / seeds:>6.3f} {sum(v[1::3]) / seeds:>8.3f} {int(sum(v[2::3])):>11}")
 
 
 def decontam(docs: list[Doc]) -> None:

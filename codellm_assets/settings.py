@@ -138,12 +138,19 @@ class ScrubSettings(_Model):
 class DedupSettings(_Model):
     backend: Literal["rensa", "datasketch"] = "rensa"
     num_perm: int = Field(256, ge=16)
-    shingle_size: int = Field(3, ge=1, description="word-token shingle length; 3 measured best (benchmarks/dedup.py)")
+    shingle_size: int = Field(2, ge=1, description="word-token shingle length; 2 with code_aware (3 on raw "
+                              "words): tuned on the hard near-duplicate set's tuning slice (benchmarks/dedup.py)")
     threshold: float = Field(0.7, gt=0, lt=1)
     lsh_shards: int = Field(1, ge=1, description="split the LSH bands into this many independent shards "
                             "(same result; each shard needs only the signatures)")
-    code_aware: bool = Field(True, description="compare files without their comments (a copy with reworded "
-                             "comments or a new comment header is still a copy)")
+    code_aware: bool = Field(True, description="compare files' code, their comments and docstrings only at "
+                             "prose_weight (a copy with reworded prose or a new header is still a copy)")
+    prose_weight: float = Field(0.15, ge=0, le=1, description="with code_aware: the hashed fraction of comment "
+                                "and docstring shingles compared (0: code only, which calls distinct files that "
+                                "share scaffolding and differ in their docs copies; 1: prose counts as code)")
+    normalisation_version: int = Field(2, description="version of the code-aware normalisation "
+                                       "(code_text.NORMALISATION_VERSION, kept equal by a test): part of the "
+                                       "settings identity, so cached signatures change with it. Leave the default")
     decontaminate: bool = True
     decontam_ngram: int = Field(13, ge=4, description="token n-gram length for eval-prompt overlap")
 

@@ -18,12 +18,16 @@ service, with each file's own body of at least the same size) and the siblings o
 
 ``variants`` picks the kinds; ``held_out=True`` uses other phrasings for reworded comments, another vendor
 header and other rename suffixes, so that a rule tuned on the default set is measured on text it never saw.
+``held_out=False`` (seeds 0..) is the tuning slice: normalisation settings are tuned on it only, and the
+held-out slice (seeds 100.., ``benchmarks/dedup.py`` section 2b) is what they are reported on.
+:func:`one_kept_per_cluster` is the strict per-group figure: exactly one file of a group survives.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 
 from codellm_assets.testing.near_dups import (
     BOILERPLATE,
@@ -168,3 +172,11 @@ def build_hard_near_dup_set(n_originals: int = 60, seed: int = 0, held_out: bool
     for rel, text in [(r, t) for r, t in bodies if len(re.findall(r"\w+", t)) >= size][:n_scaffold]:
         out.add(f"repo-{rng.randrange(8)}", rel.replace(".py", "_svc.py"), scaffold + text, None, "scaffold")
     return out.files
+
+
+def one_kept_per_cluster(files: list[LabelledFile], removed_to_kept: dict[str, str]) -> float:
+    """The share of copy groups (an original and its variants) of which exactly one file is kept."""
+    sizes = Counter(f.group for f in files)
+    kept = Counter(f.group for f in files if f.id not in removed_to_kept)
+    groups = [g for g, n in sizes.items() if n > 1]
+    return sum(kept[g] == 1 for g in groups) / len(groups) if groups else 1.0

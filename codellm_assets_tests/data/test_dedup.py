@@ -251,3 +251,4 @@ def test_code_aware_dedup_finds_more_hard_copies_and_drops_no_distinct_file(hard
     before = score(hard_set, {**raw.exact_duplicates, **raw.near_duplicates})
     assert got["false_drops"] == [] and before["false_drops"] == []
     assert got["recall"] >= before["recall"] + 0.05, (got["recall"], before["recall"])
+    assert got["recall"] >= 0.93, got["missed_by_edit"]     # 0.95-0.97 on the benchmark's held-out seeds

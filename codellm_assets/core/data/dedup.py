@@ -5,8 +5,8 @@ Pipeline, in order:
 1. **Exact**: files whose text is equal after whitespace normalisation (every run of whitespace -> one
    space) are one group; one file of the group is kept.
 2. **Near**: the survivors are shingled (``shingle_size``-grams of word tokens; a token is a run of
-   ``\\w`` characters, i.e. BigCode's "split on non-alphanumerics"; with ``code_aware`` the comments are
-   dropped first, :mod:`codellm_assets.core.data.code_text`), MinHashed (``num_perm``
+   ``\\w`` characters, i.e. BigCode's "split on non-alphanumerics"; with ``code_aware`` the code, and a
+   hashed sample of its comments and docstrings, :mod:`codellm_assets.core.data.code_text`), MinHashed (``num_perm``
    permutations, rensa or datasketch) and banded (bands chosen so that a pair at exactly ``threshold``
    becomes a candidate with probability >= 0.97) in ``lsh_shards`` independent shards of bands that share
    only the signatures (:mod:`codellm_assets.core.data.lsh_shards`).
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from codellm_assets.core.data.code_text import code_only_for_path
+from codellm_assets.core.data.code_text import code_shingles
 from codellm_assets.core.data.decontam import build_decontam_index, decontaminate, humaneval_items
 from codellm_assets.core.data.lsh_shards import band_keys, shard_bands, shard_pairs
 from codellm_assets.core.data.minhash import (  # noqa: F401  (re-exported: the dedup API)
@@ -153,9 +153,12 @@ def _exact_groups(docs: Sequence[Doc | DocInfo], exact_keys: Sequence[str]) -> t
 
 
 def text_shingles(text: str, path: str, settings: DedupSettings) -> set[str]:
-    """The shingles near-dedup compares: of the code without its comments when ``settings.code_aware``, so
-    reworded comments or a replaced comment header do not hide a copy."""
-    return shingles(code_only_for_path(text, path) if settings.code_aware else text, settings.shingle_size)
+    """The shingles near-dedup compares: with ``settings.code_aware`` those of the code, and a hashed sample of
+    the comments' and docstrings' (:func:`code_text.code_shingles`), so reworded prose or a replaced header
+    does not hide a copy."""
+    if settings.code_aware:
+        return code_shingles(text, path, settings.shingle_size, settings.prose_weight)
+    return shingles(text, settings.shingle_size)
 
 
 def doc_shingles(doc: Doc, settings: DedupSettings) -> set[str]:

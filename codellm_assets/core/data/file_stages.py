@@ -156,7 +156,8 @@ def leftovers_partition(texts: list[str], opts: ScrubSettings, root: Path, parti
 
 # ---- MinHash signature ----------------------------------------------------------------------------
 def signature_hash(settings: DedupSettings) -> str:
-    used = {k: getattr(settings, k) for k in ("backend", "num_perm", "shingle_size", "code_aware")}
+    used = {k: getattr(settings, k) for k in ("backend", "num_perm", "shingle_size", "code_aware",
+                                              "prose_weight", "normalisation_version")}
     return stage_hash(used, code_version(*(_DATA / f for f in ("minhash.py", "code_text.py", "languages.py"))))
 
 
