@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -96,10 +97,31 @@ class DatasetSettings(_Model):
     seq_len: int = Field(256, ge=16)
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="> 0: the adapter's validation loss "
                                        "against the base's is how every run proves it learned")
-    holdout_fraction: float = Field(0.05, ge=0, lt=1, description="files held out for the company benchmark")
+    holdout_split: Literal["time", "hash"] = Field(
+        "time", description="which files are held out of training for the company benchmark: time (the files "
+        "the newest commits changed, per repo, by last commit date from git) or hash (a stable hash of "
+        "repo:path). A repo whose files all share one date, or whose newest date covers more than half of "
+        "them, falls back to hash (named in the manifest)")
+    holdout_fraction: float = Field(0.05, ge=0, lt=1, description="share of each repo's files held out for the "
+                                    "company benchmark (time: the newest; files of one date stay together)")
+    holdout_since: datetime | None = Field(None, description="time split only: hold out every file last "
+                                           "changed at or after this date (ISO, UTC when no zone is given) "
+                                           "instead of the newest holdout_fraction")
     fim_rate: float = Field(0.0, ge=0, le=1)
     tokenizer_vocab_size: int = Field(4096, ge=300)
-    seed: int = Field(0, description="seeds the FIM draws; the split is by content hash, not seeded")
+    seed: int = Field(0, description="seeds the FIM draws; the splits are by date and content hash, not seeded")
+
+    @field_validator("holdout_since")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
+
+    @model_validator(mode="after")
+    def _since_needs_time(self) -> DatasetSettings:
+        if self.holdout_since is not None and self.holdout_split != "time":
+            raise ValueError("dataset.holdout_since applies to the time split: set dataset.holdout_split: time "
+                             "or remove holdout_since")
+        return self
 
 
 class ModelSettings(_Model):
