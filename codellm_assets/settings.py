@@ -220,10 +220,22 @@ class EvalSettings(_Model):
     gate_min_files: int = Field(10, ge=1, description="fewer paired held-out files than this: the likelihood "
                                 "comparison fails (a per-file bits-per-char difference is far less noisy "
                                 "than a pass/fail)")
-    company_tasks_file: str | None = Field(None, description="hand-written tasks (JSONL, seed format), relative "
-                                           "to this settings file; also fed to decontamination")
-    company_max_tasks: int = Field(40, ge=0, description="mined tasks (+ the hand-written ones): enough for "
-                                   "gate_min_tasks when the held-out split has the functions")
+    company_tasks_file: str | None = Field(None, description="hand-written function tasks with tests (JSONL, seed "
+                                           "format), relative to this settings file: the benchmark's execution "
+                                           "part (sandboxed pass rate, reported); also fed to decontamination")
+    company_per_stratum: int = Field(10, ge=1, description="FIM tasks drawn per (kind, cross-file / in-file) "
+                                     "stratum from the held-out files, seeded by company_seed (5 kinds x 2 "
+                                     "labels: up to 10x this many tasks)")
+    company_seed: int = Field(0, description="seeds the draw of the FIM tasks (part of the benchmark's identity)")
+    company_max_tasks: int = Field(100, ge=0, description="FIM tasks at most after the per-stratum draw, taken "
+                                   "in turn from each stratum (0: no cap); >= gate_min_tasks for a decisive gate")
+    company_max_new_tokens: int = Field(256, ge=1, description="caps the per-kind generation limits of the FIM "
+                                        "tasks (single line 48 ... function body 256 tokens)")
+    company_prefix_chars: int = Field(3000, ge=0, description="characters of the file before the cursor in a "
+                                      "FIM prompt (whole lines, nearest kept)")
+    company_suffix_chars: int = Field(1000, ge=0, description="characters after the cursor in a FIM prompt")
+    company_context_chars: int = Field(2000, ge=0, description="budget of the retrieved repository context the "
+                                       "'with context' score puts before the prefix")
     isolation: Literal["full", "reduced", "any"] = Field(
         "full", description="sandbox for generated code: full (namespaces; refuse to score without them), "
         "reduced (no namespaces, on purpose), any (the strongest the machine gives)")
