@@ -93,6 +93,7 @@ def company_benchmark(context: dg.AssetExecutionContext, settings: SettingsResou
     return dg.Output(value, metadata={
         "fim_tasks": len(tasks), "fim_tasks_by_kind": dg.MetadataValue.json(counts["by_kind"]),
         "languages": dg.MetadataValue.json(counts["by_language"]), "mined": account["mined"],
+        "checked_verbatim": account["checked_verbatim"],
         "dropped_verbatim_in_training": account["dropped_verbatim_in_training"],
         "dropped_verbatim_by_kind": dg.MetadataValue.json(account["dropped_verbatim_by_kind"]),
         "dropped_examples": dg.MetadataValue.json(account["dropped_examples"]),

@@ -8,7 +8,8 @@ Two parts, side by side:
   of the repo. A task whose reference span appears verbatim (whitespace-normalised) in a training file is
   dropped: the model may have seen that very code, so it would measure recall of the corpus. Spans shorter
   than ``MIN_VERBATIM_CHARS`` are kept: an idiom (``return self``, ``i += 1``) occurs in any corpus and is no
-  evidence. Then sampled per (kind, cross-file label), seeded.
+  evidence. Checked while the tasks are drawn per (kind, cross-file label), seeded: a dropped task's
+  place goes to the next one of its stratum.
 * **Execution tasks**: the hand-written function tasks with tests (``eval.company_tasks_file``), run in the
   sandbox; their pass rate is reported as ``company_exec_pass_rate``, not gated (a handful of tasks).
 
@@ -54,17 +55,20 @@ class VerbatimIndex:
         return s in self.text
 
 
-def decontaminate(tasks: Sequence[FimTask], index: VerbatimIndex) -> tuple[list[FimTask], dict[str, int], list]:
-    """(kept tasks, dropped per kind, a few dropped task ids) - the verbatim rule of the module doc."""
-    kept, dropped, examples = [], Counter(), []
-    for t in tasks:
-        if index.contains(t.reference):
-            dropped[t.kind] += 1
-            if len(examples) < 10:
-                examples.append(f"{t.task_id} {t.repo}:{t.path}:{t.line}")
-        else:
-            kept.append(t)
-    return kept, dict(sorted(dropped.items())), examples
+class Decontaminator:
+    """The verbatim rule of the module doc as a predicate, counting what it drops per kind."""
+
+    def __init__(self, index: VerbatimIndex):
+        self.index, self.checked, self.dropped, self.examples = index, 0, Counter(), []
+
+    def __call__(self, task: FimTask) -> bool:
+        self.checked += 1
+        if not self.index.contains(task.reference):
+            return True
+        self.dropped[task.kind] += 1
+        if len(self.examples) < 10:
+            self.examples.append(f"{task.task_id} {task.repo}:{task.path}:{task.line}")
+        return False
 
 
 def cap_tasks(tasks: Sequence[FimTask], n: int) -> list[FimTask]:
@@ -88,10 +92,14 @@ def build_tasks(all_files: Sequence[Mapping], held_out: Sequence[Mapping], train
                 per_stratum: int, seed: int, max_tasks: int) -> tuple[list[FimTask], dict[str, Any]]:
     """The FIM tasks of the benchmark and an account of how they were chosen."""
     mined = repo_bench.mine_repo_tasks(all_files, held_out)
-    clean, dropped, examples = decontaminate(mined, VerbatimIndex(training_texts))
-    tasks = cap_tasks(repo_bench.sample_tasks(clean, per_stratum=per_stratum, seed=seed), max_tasks)
-    return tasks, {"mined": len(mined), "dropped_verbatim_in_training": sum(dropped.values()),
-                   "dropped_verbatim_by_kind": dropped, "dropped_examples": examples, "sampled": len(tasks)}
+    # Checked while drawing (a drop draws the next task of its stratum): the verbatim search costs tasks x
+    # corpus, so only the tasks the draw reaches are searched, not every mined one.
+    clean = Decontaminator(VerbatimIndex(training_texts))
+    tasks = cap_tasks(repo_bench.sample_tasks(mined, per_stratum=per_stratum, seed=seed, keep=clean), max_tasks)
+    return tasks, {"mined": len(mined), "checked_verbatim": clean.checked,
+                   "dropped_verbatim_in_training": sum(clean.dropped.values()),
+                   "dropped_verbatim_by_kind": dict(sorted(clean.dropped.items())),
+                   "dropped_examples": clean.examples, "sampled": len(tasks)}
 
 
 def task_counts(tasks: Sequence[FimTask]) -> dict[str, Any]:

@@ -55,10 +55,11 @@ def mine_repo_tasks(all_files: Sequence[Mapping], held_out: Iterable[Mapping]) -
     return tasks
 
 
-def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0,
-                 max_per_file: int = 3) -> list[FimTask]:
+def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0, max_per_file: int = 3,
+                 keep: Callable[[FimTask], bool] | None = None) -> list[FimTask]:
     """Up to ``per_stratum`` tasks of each (kind, cross-file label), drawn with ``seed``; at most
-    ``max_per_file`` of one stratum from one file, so one big file cannot fill a stratum."""
+    ``max_per_file`` of one stratum from one file, so one big file cannot fill a stratum. ``keep``: a task
+    it refuses is skipped and the draw goes on (asked only about tasks the draw reaches)."""
     strata: dict[tuple[str, bool], list[FimTask]] = defaultdict(list)
     for t in sorted(tasks, key=lambda t: t.task_id):
         strata[(t.kind, t.cross_file)].append(t)
@@ -72,7 +73,7 @@ def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0,
         for t in pool:
             if taken >= per_stratum:
                 break
-            if per_file[t.path] < max_per_file:
+            if per_file[t.path] < max_per_file and (keep is None or keep(t)):
                 per_file[t.path] += 1
                 chosen.append(t)
                 taken += 1
