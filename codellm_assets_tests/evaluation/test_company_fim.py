@@ -132,3 +132,13 @@ def test_the_report_shows_base_adapter_and_context_side_by_side(repo_files):
     assert "EM adapter+context" in out["company_table"] and out["company_table"].count("\n") >= 3
     assert "█" * company_fim.BAR_CELLS in out["company_chart"]     # the oracle's full bar
     assert company_fim.bar(0.5) == "█" * 10 + " 0.500" and company_fim.bar(None) == "–"
+
+
+def test_indexes_round_trip_and_a_repo_taken_out_loses_its_index(repo_files, tmp_path):
+    _, train = _split(repo_files, {"app/use5.py"})
+    indexes = company_fim.build_indexes(train)
+    (tmp_path / "index" / "gone").mkdir(parents=True)
+    company_fim.save_indexes(indexes, tmp_path / "index")
+    loaded = company_fim.load_indexes(tmp_path / "index")
+    assert list(loaded) == ["acme"] and len(loaded["acme"].chunks) == len(indexes["acme"].chunks)
+    assert not (tmp_path / "index" / "gone").exists() and company_fim.load_indexes(tmp_path / "nowhere") == {}

@@ -134,6 +134,27 @@ def build_indexes(files: Iterable[Mapping]) -> dict[str, Any]:
     return out
 
 
+def save_indexes(indexes: Mapping[str, Any], directory: Path) -> None:
+    """Each repo's index under ``directory/<repo>`` (CodeIndex.save: atomic per repo); a repo no longer
+    indexed (taken out of the settings) loses its directory."""
+    import shutil
+
+    for repo, index in indexes.items():
+        index.save(Path(directory) / repo)
+    for stale in (d for d in Path(directory).glob("[!.]*") if d.is_dir() and d.name not in indexes):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def load_indexes(directory: str | Path) -> dict[str, Any]:
+    """repo -> CodeIndex saved by :func:`save_indexes` (none when the directory is absent)."""
+    from codellm_assets.core.data.code_index import META_FILE, CodeIndex
+
+    root = Path(directory)
+    if not root.is_dir():
+        return {}
+    return {d.name: CodeIndex.load(d) for d in sorted(root.iterdir()) if (d / META_FILE).is_file()}
+
+
 # ---- scoring ------------------------------------------------------------------------------------------
 
 @dataclass
@@ -244,18 +265,3 @@ def report(tasks: Sequence[FimTask], base_rows: Sequence[Mapping], adapter_rows:
     out["company_chart"] = em_chart(summaries)
     return out
 
-
-def save_indexes(indexes: Mapping[str, Any], directory: Path) -> None:
-    """Each repo's index under ``directory/<repo>`` (CodeIndex.save: atomic per repo)."""
-    for repo, index in indexes.items():
-        index.save(Path(directory) / repo)
-
-
-def load_indexes(directory: str | Path) -> dict[str, Any]:
-    """repo -> CodeIndex saved by :func:`save_indexes` (none when the directory is absent)."""
-    from codellm_assets.core.data.code_index import META_FILE, CodeIndex
-
-    root = Path(directory)
-    if not root.is_dir():
-        return {}
-    return {d.name: CodeIndex.load(d) for d in sorted(root.iterdir()) if (d / META_FILE).is_file()}
