@@ -238,13 +238,15 @@ def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def em_chart(summaries: Mapping[str, Mapping[str, Any]]) -> str:
-    """Exact match per stratum as text bars, one line per model: the plot of the benchmark in the UI."""
+    """Exact match and edit similarity per stratum as text bars, one line per model: the plot of the
+    benchmark in the UI (a small model's EM is often 0 everywhere; its ES still shows the difference)."""
     first = next(iter(summaries.values()))
-    lines = ["| stratum | model | exact match |", "|---|---|---|"]
+    lines = ["| stratum | model | exact match | edit similarity |", "|---|---|---|---|"]
     for key in [*_strata(first), "overall"]:
         for name, s in summaries.items():
             row = s["overall"] if key == "overall" else s["by_kind_label"].get(key)
-            lines.append(f"| {key} | {name} | `{bar(row['em'] if row else None)}` |")
+            lines.append(f"| {key} | {name} | `{bar(row['em'] if row else None)}` | "
+                         f"`{bar(row['es'] if row else None)}` |")
     return "\n".join(lines)
 
 
