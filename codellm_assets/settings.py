@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -169,10 +170,31 @@ class DatasetSettings(_Model):
     seq_len: int = Field(256, ge=16)
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="> 0: the adapter's validation loss "
                                        "against the base's is how every run proves it learned")
-    holdout_fraction: float = Field(0.05, ge=0, lt=1, description="files held out for the company benchmark")
+    holdout_split: Literal["time", "hash"] = Field(
+        "time", description="which files are held out of training for the company benchmark: time (the files "
+        "the newest commits changed, per repo, by last commit date from git) or hash (a stable hash of "
+        "repo:path). A repo whose files all share one date, or whose newest date covers more than half of "
+        "them, falls back to hash (named in the manifest)")
+    holdout_fraction: float = Field(0.05, ge=0, lt=1, description="share of each repo's files held out for the "
+                                    "company benchmark (time: the newest; files of one date stay together)")
+    holdout_since: datetime | None = Field(None, description="time split only: hold out every file last "
+                                           "changed at or after this date (ISO, UTC when no zone is given) "
+                                           "instead of the newest holdout_fraction")
     fim_rate: float = Field(0.0, ge=0, le=1)
     tokenizer_vocab_size: int = Field(4096, ge=300)
-    seed: int = Field(0, description="seeds the FIM draws; the split is by content hash, not seeded")
+    seed: int = Field(0, description="seeds the FIM draws; the splits are by date and content hash, not seeded")
+
+    @field_validator("holdout_since")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
+
+    @model_validator(mode="after")
+    def _since_needs_time(self) -> DatasetSettings:
+        if self.holdout_since is not None and self.holdout_split != "time":
+            raise ValueError("dataset.holdout_since applies to the time split: set dataset.holdout_split: time "
+                             "or remove holdout_since")
+        return self
 
 
 class ModelSettings(_Model):
@@ -298,10 +320,22 @@ class EvalSettings(_Model):
     gate_min_files: int = Field(10, ge=1, description="fewer paired held-out files than this: the likelihood "
                                 "comparison fails (a per-file bits-per-char difference is far less noisy "
                                 "than a pass/fail)")
-    company_tasks_file: str | None = Field(None, description="hand-written tasks (JSONL, seed format), relative "
-                                           "to this settings file; also fed to decontamination")
-    company_max_tasks: int = Field(40, ge=0, description="mined tasks (+ the hand-written ones): enough for "
-                                   "gate_min_tasks when the held-out split has the functions")
+    company_tasks_file: str | None = Field(None, description="hand-written function tasks with tests (JSONL, seed "
+                                           "format), relative to this settings file: the benchmark's execution "
+                                           "part (sandboxed pass rate, reported); also fed to decontamination")
+    company_per_stratum: int = Field(10, ge=1, description="FIM tasks drawn per (kind, cross-file / in-file) "
+                                     "stratum from the held-out files, seeded by company_seed (5 kinds x 2 "
+                                     "labels: up to 10x this many tasks)")
+    company_seed: int = Field(0, description="seeds the draw of the FIM tasks (part of the benchmark's identity)")
+    company_max_tasks: int = Field(100, ge=0, description="FIM tasks at most after the per-stratum draw, taken "
+                                   "in turn from each stratum (0: no cap); >= gate_min_tasks for a decisive gate")
+    company_max_new_tokens: int = Field(256, ge=1, description="caps the per-kind generation limits of the FIM "
+                                        "tasks (single line 48 ... function body 256 tokens)")
+    company_prefix_chars: int = Field(3000, ge=0, description="characters of the file before the cursor in a "
+                                      "FIM prompt (whole lines, nearest kept)")
+    company_suffix_chars: int = Field(1000, ge=0, description="characters after the cursor in a FIM prompt")
+    company_context_chars: int = Field(2000, ge=0, description="budget of the retrieved repository context the "
+                                       "'with context' score puts before the prefix")
     isolation: Literal["full", "reduced", "any"] = Field(
         "full", description="sandbox for generated code: full (namespaces; refuse to score without them), "
         "reduced (no namespaces, on purpose), any (the strongest the machine gives)")

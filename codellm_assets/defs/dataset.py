@@ -7,12 +7,14 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from codellm_assets.core.data import dataset_splits, holdout
 from codellm_assets.core.data import tokenization as tokenize
+from codellm_assets.core.data.git_scan import RepoError
 from codellm_assets.core.training.base_model import dataset_tokenizer_args
-from codellm_assets.defs.shared import RETRAIN_CHAIN
+from codellm_assets.defs.shared import FEEDBACK_REPO, RETRAIN_CHAIN, repo_git_dir
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
-from codellm_assets.settings import Settings
+from codellm_assets.settings import Settings, SettingsError
 
 
 def dataset_dir(settings: Settings) -> Path:
@@ -26,11 +28,38 @@ def _training_records(deduped_corpus: pl.DataFrame, feedback_dataset: pl.DataFra
     return records
 
 
+def _file_dates(s: Settings, deduped_corpus: pl.DataFrame) -> dict | None:
+    """Last commit date per (repo, path) from the repos' git; None for the hash split (it needs none)."""
+    if s.dataset.holdout_split != "time":
+        return None
+    try:
+        return holdout.corpus_dates(deduped_corpus.select("repo", "commit").unique().iter_rows(named=True),
+                                    lambda repo: repo_git_dir(s, repo))
+    except (RepoError, SettingsError) as e:
+        raise dg.Failure(description=f"the time holdout split needs each repo's git history: {e}; fix the repo "
+                                     "or set dataset.holdout_split: hash") from e
+
+
+def _splitter(s: Settings, dates: dict | None):
+    """build_training_dataset's split: held out per repo by time (or hash), feedback to train, copies of
+    held-out files out of train, validation by content hash (core/data/dataset_splits.py)."""
+    def split(records: list[dict]):
+        feedback = [r for r in records if r["repo"] == FEEDBACK_REPO]
+        corpus = [r for r in records if r["repo"] != FEEDBACK_REPO]
+        plan = dataset_splits.plan_splits(
+            corpus, feedback, holdout_split=s.dataset.holdout_split, holdout_fraction=s.dataset.holdout_fraction,
+            validation_fraction=s.dataset.validation_fraction, dates=dates, since=s.dataset.holdout_since,
+            dedup=s.dedup)
+        return plan.splits, plan.info
+    return split
+
+
 @dg.asset(op_tags=k8s_tags_for("training_dataset"), automation_condition=RETRAIN_CHAIN, group_name="data",
           description="Tokenized with the base model's tokenizer (tiny: a byte-level BPE trained on the "
-                      "corpus), packed into fixed-length sequences with EOS separators, split by file hash "
-                      "(train / validation / held-out), saved as an HF `datasets` dataset with a manifest "
-                      "of every source commit.")
+                      "corpus), packed into fixed-length sequences with EOS separators. Held out per repo: the "
+                      "files of the newest commits (dataset.holdout_split time; or by hash), never trained on, "
+                      "and train copies of them dropped; validation by content hash; feedback always trains. "
+                      "Saved as an HF `datasets` dataset with a manifest of every source commit.")
 def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResource,
                      deduped_corpus: pl.DataFrame, feedback_dataset: pl.DataFrame) -> dg.Output[dict]:
     s = settings.get()
@@ -41,7 +70,8 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         records, out, seq_len=s.dataset.seq_len,
         validation_fraction=s.dataset.validation_fraction, holdout_fraction=s.dataset.holdout_fraction,
         fim_rate=s.dataset.fim_rate, seed=s.dataset.seed, vocab_size=s.dataset.tokenizer_vocab_size,
-        settings_hash=s.section_hash("dataset", "model"), cache_dir=s.blob_cache_dir,
+        settings_hash=s.section_hash("dataset", "model", "dedup"), cache_dir=s.blob_cache_dir,
+        split=_splitter(s, _file_dates(s, deduped_corpus)),
         **dataset_tokenizer_args(s.model, base_dir=s.base_dir, vocab_size=s.dataset.tokenizer_vocab_size))
     manifest = json.loads((out / "manifest.json").read_text())
     context.log.info(f"{summary.tokens} tokens, {summary.sequences} sequences in {summary.seconds}s")
@@ -63,5 +93,12 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         "feedback_examples": value["feedback_examples"],
         "dataset_dir": dg.MetadataValue.path(value["dataset_dir"]),
         "build_seconds": summary.seconds,
+        "holdout_split": str(summary.extra.get("holdout_split")),
+        "holdout_cut_date": str(summary.extra.get("holdout_cut_date") or "–"),
+        "holdout_split_per_repo": dg.MetadataValue.json(summary.extra.get("holdout_split_per_repo", {})),
+        "holdout_cut_dates": dg.MetadataValue.json(summary.extra.get("holdout_cut_dates", {})),
+        "holdout_fallback": dg.MetadataValue.json(summary.extra.get("holdout_fallback", {})),
+        "train_dropped": dg.MetadataValue.json(summary.extra.get("train_dropped", {})),
+        "train_dropped_examples": dg.MetadataValue.json(summary.extra.get("train_dropped_examples", [])),
         "cache": dg.MetadataValue.json(summary.cache),
     })

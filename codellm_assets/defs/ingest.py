@@ -14,7 +14,7 @@ from codellm_assets.core.data import git_scan, repo_poll
 from codellm_assets.core.data.company_sample import ensure_company_repo
 from codellm_assets.core.data.repo_poll import same_heads  # noqa: F401  (re-exported: older imports)
 from codellm_assets.core.data.samples import SampleError, ensure_sample_repo
-from codellm_assets.defs.shared import SNAPSHOT_SCHEMA, latest_data_version, repos_partitions
+from codellm_assets.defs.shared import SNAPSHOT_SCHEMA, latest_data_version, repo_git_dir, repos_partitions
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource, asset_storage_path
 from codellm_assets.settings import RepoSettings, Settings
@@ -23,8 +23,7 @@ from codellm_assets.settings import RepoSettings, Settings
 def local_repo_path(settings: Settings, repo: RepoSettings) -> Path:
     """The local git directory for a configured repo: its path, a sample built on first use, or a mirror."""
     if repo.url:
-        dest = settings.home_dir / "mirrors" / f"{repo.name}.git"
-        return git_scan.ensure_mirror(repo.url, dest, repo_name=repo.name,
+        return git_scan.ensure_mirror(repo.url, repo_git_dir(settings, repo.name), repo_name=repo.name,
                                       timeout_s=settings.ingest.fetch_timeout_s)
     path = settings.resolve(repo.path or "")
     if not path.exists() and repo.seed_from_package:

@@ -5,6 +5,7 @@ defs modules import from here (and from core, resources, settings), never from e
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -82,6 +83,13 @@ def markdown_table(rows: list[dict], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def repo_git_dir(settings: Settings, repo_name: str) -> Path:
+    """The local git directory repo_snapshots reads a configured repo from, without cloning or fetching (a
+    mirror already holds every snapshotted commit): the mirror under home/mirrors for a url, else its path."""
+    repo = settings.repo(repo_name)
+    return settings.home_dir / "mirrors" / f"{repo.name}.git" if repo.url else settings.resolve(repo.path or "")
 
 
 def company_eval_items(settings: Settings) -> list[tuple[str, str]]:

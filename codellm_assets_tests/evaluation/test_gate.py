@@ -16,8 +16,12 @@ def he(passed: list[bool]) -> list[dict]:
     return [{"task_id": f"HumanEval/{i}", "samples": 1, "correct": int(p)} for i, p in enumerate(passed)]
 
 
+KINDS = ("single_line", "multi_line", "call_args", "condition", "function_body")
+
+
 def company(scores: list[float]) -> list[dict]:
-    return [{"task_id": f"company/{i}", "edit_similarity": s, "passed": None} for i, s in enumerate(scores)]
+    """FIM task rows (repo_bench.score's shape) whose (EM + ES) / 2 is each score, kinds in turn."""
+    return [{"task_id": f"fim/{i}", "kind": KINDS[i % len(KINDS)], "em": s, "es": s} for i, s in enumerate(scores)]
 
 
 def holdout(bpc: list[float], chars: int = 1000) -> list[dict]:
@@ -130,3 +134,27 @@ def test_identity_of_a_sealed_value():
     assert gate.identity_problems(value, run_id="run-2", data_version=value["fingerprint"])  # another run's
     edited = {**value, "challenger": {"pass@1": 0.9}}
     assert "fingerprint" in gate.identity_problems(edited, run_id="run-1", data_version=value["fingerprint"])[0]
+
+
+def test_company_score_is_repo_bench_headline_paired():
+    """The gate's statistic is repo_bench.summarize's company_score (macro over kinds), on the same rows."""
+    from codellm_assets.core.evaluation.repo_bench import summarize
+
+    rng = random.Random(7)
+    rows_ = [{"task_id": f"fim/{i}", "kind": KINDS[i % 3], "language": "python", "cross_file": i % 2 == 0,
+              "em": float(rng.random() < 0.3), "es": rng.random(), "id_em": 0.0, "id_f1": 0.0} for i in range(61)]
+    rows_ += [{**rows_[0], "task_id": "fim/rare", "kind": "function_body", "em": 1.0, "es": 1.0}]  # one task, one kind
+    stat = gate._company_score(rows_)
+    import numpy as np
+
+    assert math.isclose(float(stat(np.arange(len(rows_))[None])[0]), summarize(rows_)["company_score"], abs_tol=1e-4)
+    worse = [{**r, "em": 0.0, "es": r["es"] * 0.5} for r in rows_]
+    r = gate.compare("company_score", {"company": worse}, {"company": rows_}, EV)
+    assert r["ok"] is False and r["ci_high"] < 0
+    assert gate.compare("company_score", {"company": rows_}, {"company": rows_}, EV)["ok"] is True
+
+
+def test_company_rows_of_another_shape_fail_closed():
+    old = [{"task_id": f"fim/{i}", "edit_similarity": 0.5, "passed": None} for i in range(40)]
+    r = gate.compare("company_score", {"company": old}, {"company": old}, EV)
+    assert r["ok"] is False and "fails closed" in r["note"]

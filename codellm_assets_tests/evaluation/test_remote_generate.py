@@ -50,4 +50,24 @@ def test_evaluate_model_through_the_endpoint(standin):
                             company_tasks=tasks, holdout_texts=["def a():\n    return 1\n"], generate=gen.generate)
     assert scores.metrics["pass@1"] == 0.0 and scores.metrics["humaneval_tasks"] == 2
     assert scores.metrics["holdout_perplexity"] is None          # no weights behind an API
-    assert len(scores.company_results) == 2 and scores.metrics["company_score"] is not None
+    assert len(scores.company_results) == 2 and scores.metrics["company_exec_tasks"] == 2
+    assert scores.metrics["company_exec_edit_similarity"] is not None
+    assert scores.metrics["company_score"] is None     # no FIM tasks given: nothing for the gate to pass on
+
+
+def test_fim_tasks_through_the_endpoint(standin, make_git_repo):
+    from codellm_assets.core.data.git_scan import scan_branch
+    from codellm_assets.core.evaluation.company_fim import FimBench, build_tasks
+    from codellm_assets_tests.evaluation.test_repo_bench import SOURCES
+
+    lib_path, lib, use_path, use = SOURCES["go"]
+    records = scan_branch(make_git_repo("acme", {lib_path: lib, use_path: use}), "HEAD", repo_name="acme").records
+    tasks, _ = build_tasks(records, [r for r in records if r["path"] == use_path], [], per_stratum=1, seed=0,
+                           max_tasks=0)
+    gen = OpenAICompletions(standin, "codellm/2")
+    bench = FimBench(tasks, fim={"prefix": "<fim_prefix>", "suffix": "<fim_suffix>", "middle": "<fim_middle>"},
+                     max_new_tokens=4)
+    scores = evaluate_model(None, None, label="champion", settings=EvalSettings(humaneval_subset=1, max_new_tokens=4),
+                            company_tasks=[], holdout_texts=[], generate=gen.generate, fim_bench=bench)
+    assert [r["task_id"] for r in scores.fim_results] == [t.task_id for t in tasks]
+    assert scores.metrics["company_score"] is not None and {r["language"] for r in scores.fim_results} == {"go"}

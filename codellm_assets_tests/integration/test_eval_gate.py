@@ -33,6 +33,11 @@ from codellm_assets_tests.integration.test_data_stage import module
 from codellm_assets_tests.serving.conftest import pick_port
 
 pytestmark = pytest.mark.slow
+# eval_scores' company benchmark figures (base and adapter on the same FIM tasks, with context too)
+COMPANY_KEYS = ("company_em", "company_es", "company_em_base", "company_es_base", "company_tasks",
+                "company_tasks_by_kind", "company_languages", "company_score", "company_score_base",
+                "company_em_delta", "company_table", "company_chart", "company_score_context", "company_em_context",
+                "company_es_context", "company_em_context_delta", "company_exec_tasks")
 # Learning rate 1.0 without warm-up: four steps make the adapter far worse than its base on held-out code.
 BAD_TRAINING = {"learning_rate": 1.0, "warmup_steps": 0}
 
@@ -227,6 +232,15 @@ def test_a_passed_gate_registers_its_record_and_deploys(env):
     # Same benchmark, same base: the reference was not scored again.
     meta = ev.event_log_entry.asset_materialization.metadata
     assert meta["reference"].value == "base" and meta["reference_cached"].value is True
+    assert [k for k in COMPANY_KEYS if k not in meta] == []
+    fim_tasks = json.loads((env.settings.data_dir / "company_benchmark.json").read_text())["fim_tasks"]
+    assert meta["company_tasks"].value == fim_tasks >= env.settings.eval.gate_min_tasks
+    assert sum(meta["company_tasks_by_kind"].value.values()) == fim_tasks and meta["company_languages"].value
+    assert "EM adapter+context" in meta["company_table"].value and meta["base_cached"].value is True
+    assert set(meta["company_em_delta"].value) == {"mean", "low", "high", "n"}
+    value = json.loads((env.settings.data_dir / "eval_scores.json").read_text())
+    paired = value["paired"]["challenger"]["company"]   # the rows the gate bootstraps company_score on
+    assert len(paired) == fim_tasks and {"task_id", "kind", "em", "es"} <= set(paired[0])
 
 
 def _register_outside_the_graph(env, adapter_dir: str) -> str:

@@ -16,6 +16,7 @@ from codellm_assets.runner import run_graph
 from codellm_assets.settings import load_settings
 from codellm_assets_tests.integration.conftest import start_gateway, stop_gateway, write_config
 from codellm_assets_tests.integration.test_data_stage import module
+from codellm_assets_tests.integration.test_eval_gate import COMPANY_KEYS
 from codellm_assets_tests.serving.conftest import pick_port
 
 
@@ -57,7 +58,13 @@ def test_whole_graph_on_a_tiny_model(tmp_path, make_git_repo, monkeypatch, reque
 
     instance = dg.DagsterInstance.get()
     ev = instance.get_latest_materialization_event(dg.AssetKey("eval_scores"))
-    assert "pass@1" in ev.asset_materialization.metadata
+    meta = ev.asset_materialization.metadata
+    assert "pass@1" in meta and [k for k in COMPANY_KEYS if k not in meta] == []
+    assert meta["company_tasks"].value > 0 and meta["company_languages"].value == ["python"]
+    tds = instance.get_latest_materialization_event(dg.AssetKey("training_dataset")).asset_materialization.metadata
+    assert tds["holdout_split"].value == "time"   # one commit per repo: each falls back to hash, and says so
+    assert tds["holdout_fallback"].value == {"payments": "all files share one commit date: hash split",
+                                             "search": "all files share one commit date: hash split"}
     again = run_graph(settings, config_path=str(config), selection="eval_scores*")
     assert [r.name for r in again] == ["eval_scores", "registered_model", "deployed_endpoint", "packaged_model"]
     assert all(r.success for r in again)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -95,3 +95,15 @@ def _time_mask(records: Sequence[Mapping], dates: Mapping[tuple[str, str], int] 
 def dates_for(repos: Iterable[tuple[str, str | os.PathLike[str], str]]) -> dict[tuple[str, str], int]:
     """(repo name, path, commit) triples -> the (repo, path) -> date mapping :func:`split_holdout` takes."""
     return {(name, p): d for name, path, commit in repos for p, d in file_commit_dates(path, commit).items()}
+
+
+def corpus_dates(records: Iterable[Mapping[str, Any]],
+                 git_dir: Callable[[str], str | os.PathLike[str]]) -> dict[tuple[str, str], int]:
+    """(repo, path) -> last commit date of each file of ``records`` (dicts with repo and commit), read from
+    ``git_dir(repo)`` at each (repo, commit) the records come from; a path on several branches takes its
+    newest date (held out on one branch, held out on all)."""
+    dates: dict[tuple[str, str], int] = {}
+    for repo, commit in sorted({(str(r["repo"]), str(r["commit"])) for r in records}):
+        for path, stamp in file_commit_dates(git_dir(repo), commit).items():
+            dates[(repo, path)] = max(stamp, dates.get((repo, path), stamp))
+    return dates

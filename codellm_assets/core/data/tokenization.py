@@ -34,7 +34,7 @@ import random
 import shutil
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,12 +323,15 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                            fim_rate: float = 0.0, seed: int = 0, settings_hash: str = "",
                            vocab_size: int = 4096, tokenizer_source: str | None = None,
                            fim_tokens: Sequence[str] | None = None,
-                           cache_dir: Path | None = None) -> DatasetSummary:
+                           cache_dir: Path | None = None,
+                           split: Callable[[list[Record]], tuple[dict[str, list[Record]], dict]] | None = None
+                           ) -> DatasetSummary:
     """Split, tokenize, pack and save the training dataset with its lineage manifest (see module doc).
 
     ``tokenizer``: a loaded (real preset) tokenizer, or None to train a byte-level BPE of ``vocab_size``
     on the train split only. FIM (``fim_rate``) applies to the train split. ``cache_dir``: where each
-    file's token ids are cached (:class:`packing.TokenEncoder`); None: no cache. Returns a summary.
+    file's token ids are cached (:class:`packing.TokenEncoder`); None: no cache. ``split``: records with text ->
+    (splits, what the manifest records about them); default: :func:`split_by_file_hash`. Returns a summary.
     """
     import time
 
@@ -344,7 +347,12 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
         raise DatasetBuildError(f"no files with text content to build the dataset from ({skipped} skipped): "
                                 "the deduplicated corpus is empty; check the repos in codellm.yaml and the "
                                 "quality rules")
-    splits = split_by_file_hash(records, validation_fraction, holdout_fraction)
+    if split is None:
+        splits, split_info = split_by_file_hash(records, validation_fraction, holdout_fraction), \
+            {"holdout_split": "hash_of_content"}
+    else:
+        splits, split_info = split(records)
+        records = [r for rs in splits.values() for r in rs]   # what the split dropped is not in the dataset
     if not splits["train"]:
         raise DatasetBuildError("the train split is empty; lower dataset.validation_fraction/holdout_fraction")
     out_dir = Path(out_dir)
@@ -398,7 +406,7 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
             files_per_language=dict(sorted(Counter(str(r.get("language") or "unknown") for r in records)
                                            .items())),
             vocab_size=len(tokenizer), seq_len=seq_len, manifest_hash="", tokenizer_source=tokenizer_source,
-            extra={"fim_rate": fim_rate, "seed": seed, "skipped_no_text_content": skipped,
+            extra={**split_info, "fim_rate": fim_rate, "seed": seed, "skipped_no_text_content": skipped,
                    "train_tokens_dropped": tokens["train"] - packed["train"].sequences * seq_len},
             cache={"tokens": encoder.stats.to_json()})
         summary.manifest_hash = _write_manifest(tmp, records, splits, summary, settings_hash)

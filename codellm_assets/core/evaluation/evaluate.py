@@ -1,4 +1,5 @@
-"""Evaluate one model (base + optional adapter): HumanEval pass@k in the sandbox, the company benchmark,
+"""Evaluate one model (base + optional adapter): HumanEval pass@k in the sandbox, the company benchmark (FIM
+tasks from held-out files, optionally with repository context, plus the hand-written tasks with tests),
 syntax-error and lint rates of the generated code, perplexity on held-out company files.
 
 Per-task results are kept so the gate (``gate.py``) can compare two models task by task.
@@ -15,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from codellm_assets.core.evaluation import buggy, humaneval
+from codellm_assets.core.evaluation import buggy, company_fim, humaneval
 from codellm_assets.core.evaluation.company_bench import BenchTask, ExecutionRequest, score_tasks
 from codellm_assets.core.evaluation.sandbox.runner import run_sandboxed
 from codellm_assets.settings import EvalSettings
@@ -29,7 +30,9 @@ class ModelScores:
     label: str
     metrics: dict[str, float | None]
     humaneval_results: list[dict] = field(default_factory=list)
-    company_results: list[dict] = field(default_factory=list)
+    company_results: list[dict] = field(default_factory=list)       # the hand-written tasks with tests
+    fim_results: list[dict] = field(default_factory=list)           # repo_bench rows (the headline)
+    fim_context_results: list[dict] = field(default_factory=list)   # the same tasks with repository context
     holdout_results: list[dict] = field(default_factory=list)
     isolation: str = ""
     seconds: float = 0.0
@@ -80,9 +83,13 @@ def humaneval_problems(settings: EvalSettings) -> dict[str, dict]:
     return {tid: p for tid, p in problems.items() if tid in chosen}
 
 
-def benchmark_hash(settings: EvalSettings, company_tasks: Sequence[BenchTask], holdout_texts: Sequence[str]) -> str:
-    """Identity of what a model is scored on and how: a reference's scores are cached under it."""
+def benchmark_hash(settings: EvalSettings, company_tasks: Sequence[BenchTask], holdout_texts: Sequence[str],
+                   extra: dict | None = None) -> str:
+    """Identity of what a model is scored on and how: a reference's scores are cached under it. ``extra``:
+    more of it (the FIM benchmark's ``FimBench.identity()``)."""
     h = hashlib.sha256()
+    if extra is not None:
+        h.update(json.dumps(extra, sort_keys=True).encode())
     fields = ("humaneval_subset", "humaneval_seed", "samples_per_task", "temperature", "max_new_tokens", "k",
               "timeout_s", "holdout_files", "holdout_chars")
     h.update(json.dumps({f: getattr(settings, f) for f in fields}, sort_keys=True).encode())
@@ -120,9 +127,11 @@ def local_generator(model, tokenizer, batch_size: int = 16) -> Callable[..., lis
 
 def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, company_tasks: Sequence[BenchTask],
                    holdout_texts: Sequence[str], log: Callable[[str], None] = print,
-                   generate: Callable[..., list[list[str]]] | None = None) -> ModelScores:
+                   generate: Callable[..., list[list[str]]] | None = None,
+                   fim_bench: company_fim.FimBench | None = None, indexes: dict | None = None) -> ModelScores:
     """Scores one model. `generate` (e.g. `OpenAICompletions(...).generate`) replaces local generation;
-    held-out perplexity needs the weights, so it is only measured when `model` is given."""
+    held-out perplexity needs the weights, so it is only measured when `model` is given. `fim_bench`: the
+    FIM tasks (the headline company_score); `indexes` (repo -> CodeIndex): score them again with context."""
     generate_completions = generate or local_generator(model, tokenizer, settings.generation_batch_size)
     started = time.monotonic()
     problems = humaneval_problems(settings)
@@ -146,23 +155,28 @@ def evaluate_model(model, tokenizer, *, label: str, settings: EvalSettings, comp
                                     stop=HUMANEVAL_STOPS)
         company = score_tasks(company_tasks, [o[0] for o in outs],
                               run_program=sandbox_runner(settings.timeout_s, settings.isolation))
-        log(f"[{label}] company benchmark {company['summary']}")
+        log(f"[{label}] company execution tasks {company['summary']}")
+    fim_rows, fim_context = [], []
+    if fim_bench is not None and fim_bench.tasks:
+        fim_rows = fim_bench.run(generate_completions)
+        fim_context = fim_bench.run(generate_completions, index=indexes) if indexes else []
+    fim_metrics = company_fim.model_metrics(fim_rows, fim_context)
+    log(f"[{label}] company FIM benchmark on {len(fim_rows)} tasks: {fim_metrics}")
     holdout = holdout_nll(model, tokenizer, holdout_texts, max_chars=settings.holdout_chars,
                           max_files=settings.holdout_files,
                           batch_size=settings.generation_batch_size) if model is not None else []
     nll, tokens, chars = (sum(r[k] for r in holdout) for k in ("nll", "tokens", "chars"))
-    metrics = {**report.pass_at_k, "company_score": company["summary"]["company_score"],
-               "company_exact_match": company["summary"].get("exact_match"),
-               "company_edit_similarity": company["summary"].get("edit_similarity"),
-               "company_execution_pass_rate": company["summary"].get("execution_pass_rate"),
+    metrics = {**report.pass_at_k, **fim_metrics, "company_exec_tasks": company["summary"]["tasks"],
+               "company_exec_edit_similarity": company["summary"].get("edit_similarity"),
+               "company_exec_pass_rate": company["summary"].get("execution_pass_rate"),
                "syntax_error_rate": rates.get("syntax_error_rate"), "buggy_code_rate": rates.get("buggy_code_rate"),
                "lint_findings_per_sample": sum(len(a.lint_findings) for a in assessments) / max(len(assessments), 1),
                "holdout_perplexity": math.exp(nll / tokens) if tokens else None,
                "holdout_bits_per_char": nll / chars / math.log(2) if chars else None,
                "holdout_files": len(holdout), "humaneval_tasks": len(problems)}
     results = [{**r, "risk": a.risk, "syntax_error": a.syntax_error} for r, a in zip(report.results, assessments)]
-    return ModelScores(label, metrics, results, company["results"], holdout, report.isolation,
-                       time.monotonic() - started)
+    return ModelScores(label, metrics, results, company["results"], fim_rows, fim_context, holdout,
+                       report.isolation, time.monotonic() - started)
 
 
 def paired_record(scores: ModelScores) -> dict:
@@ -172,6 +186,7 @@ def paired_record(scores: ModelScores) -> dict:
         per_task[r["task_id"]].append(bool(r["passed"]))
     return {"metrics": scores.metrics,
             "humaneval": [{"task_id": t, "samples": len(p), "correct": sum(p)} for t, p in per_task.items()],
-            "company": [{"task_id": r["task_id"], "edit_similarity": r["edit_similarity"], "passed": r["passed"]}
-                        for r in scores.company_results],
+            "company": list(scores.fim_results),
+            "company_exec": [{"task_id": r["task_id"], "edit_similarity": r["edit_similarity"],
+                              "passed": r["passed"]} for r in scores.company_results],
             "holdout": list(scores.holdout_results)}

@@ -5,7 +5,8 @@ A paired bootstrap resamples the tasks (the same resample for both sides), recom
 on each side and takes the difference; the verdict is a non-inferiority test on its two-sided
 interval at ``eval.gate_confidence``:
 
-- higher is better (pass@1, company score): passes iff the interval's LOWER end >= -margin;
+- higher is better (pass@1; company score: repo_bench's macro mean over FIM task kinds of (EM + ES) / 2):
+  passes iff the interval's LOWER end >= -margin;
 - held-out bits per character (lower is better): passes iff the interval's UPPER end <= log2(1 + margin)
   (i.e. the challenger's per-character perplexity at most ``1 + margin`` times the reference's).
 
@@ -58,18 +59,19 @@ def _pass_at_1(rows: Sequence[Mapping]) -> Stat:
 
 
 def _company_score(rows: Sequence[Mapping]) -> Stat:
-    """company_bench.score_tasks' headline: mean of edit similarity and (where tests ran) the pass rate."""
-    es = np.array([r["edit_similarity"] if r.get("edit_similarity") is not None else 0.0 for r in rows])
-    has_es = np.array([r.get("edit_similarity") is not None for r in rows], dtype=float)
-    ran = np.array([r.get("passed") is not None for r in rows], dtype=float)
-    ok = np.array([bool(r.get("passed")) for r in rows], dtype=float)
+    """repo_bench's headline on the FIM tasks: the macro mean over task kinds of the per-kind mean of
+    ``(EM + ES) / 2`` (a kind absent from a resample is left out of that resample's mean)."""
+    kinds = sorted({str(r["kind"]) for r in rows})
+    value = np.array([(float(r["em"]) + float(r["es"])) / 2 for r in rows])
+    member = [np.array([str(r["kind"]) == k for r in rows], dtype=float) for k in kinds]
 
     def stat(idx: np.ndarray) -> np.ndarray:
-        n_es = has_es[idx].sum(axis=1)
-        sim = np.divide((es * has_es)[idx].sum(axis=1), n_es, out=np.zeros(idx.shape[0]), where=n_es > 0)
-        n_ran = ran[idx].sum(axis=1)
-        rate = np.divide(ok[idx].sum(axis=1), n_ran, out=np.zeros(idx.shape[0]), where=n_ran > 0)
-        return np.where(n_ran > 0, (sim + rate) / 2, sim)
+        total, present = np.zeros(idx.shape[0]), np.zeros(idx.shape[0])
+        for m in member:                                          # one (B, n) slice per kind
+            count = m[idx].sum(axis=1)
+            total += np.divide((m * value)[idx].sum(axis=1), count, out=np.zeros(len(count)), where=count > 0)
+            present += count > 0
+        return total / np.maximum(present, 1)
 
     return stat
 
@@ -121,7 +123,11 @@ def compare(name: str, challenger: Mapping, reference: Mapping, ev: EvalSettings
         return {**row, "note": aligned}
     ours, theirs = aligned
     _, _, make_stat, higher_better = METRICS[name]
-    c, r, delta, low, high = paired_bootstrap(make_stat(ours), make_stat(theirs), len(ours),
+    try:
+        stat_c, stat_r = make_stat(ours), make_stat(theirs)
+    except (KeyError, TypeError, ValueError) as e:   # rows of another shape (an older benchmark's record)
+        return {**row, "note": f"per-task rows without {e}: fails closed"}
+    c, r, delta, low, high = paired_bootstrap(stat_c, stat_r, len(ours),
                                               samples=ev.gate_bootstrap_samples,
                                               confidence=ev.gate_confidence, seed=ev.gate_seed)
     bound = -ev.gate_margin if higher_better else math.log2(1 + ev.gate_margin)

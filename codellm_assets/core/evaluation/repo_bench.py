@@ -55,10 +55,11 @@ def mine_repo_tasks(all_files: Sequence[Mapping], held_out: Iterable[Mapping]) -
     return tasks
 
 
-def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0,
-                 max_per_file: int = 3) -> list[FimTask]:
+def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0, max_per_file: int = 3,
+                 keep: Callable[[FimTask], bool] | None = None) -> list[FimTask]:
     """Up to ``per_stratum`` tasks of each (kind, cross-file label), drawn with ``seed``; at most
-    ``max_per_file`` of one stratum from one file, so one big file cannot fill a stratum."""
+    ``max_per_file`` of one stratum from one file, so one big file cannot fill a stratum. ``keep``: a task
+    it refuses is skipped and the draw goes on (asked only about tasks the draw reaches)."""
     strata: dict[tuple[str, bool], list[FimTask]] = defaultdict(list)
     for t in sorted(tasks, key=lambda t: t.task_id):
         strata[(t.kind, t.cross_file)].append(t)
@@ -72,7 +73,7 @@ def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0,
         for t in pool:
             if taken >= per_stratum:
                 break
-            if per_file[t.path] < max_per_file:
+            if per_file[t.path] < max_per_file and (keep is None or keep(t)):
                 per_file[t.path] += 1
                 chosen.append(t)
                 taken += 1
@@ -107,14 +108,18 @@ def build_fim_prompt(fim: Any, prefix: str, suffix: str, *, context: str = "",
 
 
 def task_prompt(task: FimTask, fim: Any, *, index: Any | None = None, budget: int = 2000,
-                count: Callable[[str], int] = len) -> str:
-    """The prompt for ``task``; with ``index`` (a core.data.code_index.CodeIndex of the task's repo) the
-    retrieved context from files other than the task's own, within ``budget``."""
+                count: Callable[[str], int] = len, max_prefix_chars: int = MAX_PREFIX_CHARS,
+                max_suffix_chars: int = MAX_SUFFIX_CHARS) -> str:
+    """The prompt for ``task``; with ``index`` (a core.data.code_index.CodeIndex of the task's repo, or a
+    mapping repo -> CodeIndex) the retrieved context from files other than the task's own, within ``budget``."""
+    if isinstance(index, Mapping):
+        index = index.get(task.repo)
     context = ""
     if index is not None:
         context = index.context(task.prefix, task.suffix, path=task.path, language=task.language,
                                 budget=budget, count=count)
-    return build_fim_prompt(fim, task.prefix, task.suffix, context=context)
+    return build_fim_prompt(fim, task.prefix, task.suffix, context=context, max_prefix_chars=max_prefix_chars,
+                            max_suffix_chars=max_suffix_chars)
 
 
 # ---- metrics --------------------------------------------------------------------------------------------
@@ -261,18 +266,22 @@ MAX_NEW_TOKENS = {"single_line": 48, "call_args": 32, "condition": 32, "multi_li
 
 
 def run_bench(tasks: Sequence[FimTask], generate: Callable[[list[str], int, list[str]], list[str]], fim: Any, *,
-              index: Any | None = None, budget: int = 2000,
-              count: Callable[[str], int] = len) -> list[dict[str, Any]]:
+              index: Any | None = None, budget: int = 2000, count: Callable[[str], int] = len,
+              max_new_tokens: int | None = None, **prompt_limits: int) -> list[dict[str, Any]]:
     """Score one model on ``tasks``: ``generate(prompts, max_new_tokens, stop) -> completions`` is called
-    once per kind (its limits differ); ``index`` adds the repository context. Rows in ``tasks`` order."""
+    once per kind (its limits differ; ``max_new_tokens`` caps them); ``index`` adds the repository context
+    (one CodeIndex, or repo -> CodeIndex); ``prompt_limits``: max_prefix_chars / max_suffix_chars of
+    :func:`task_prompt`. Rows in ``tasks`` order."""
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
     for kind in KINDS:
         pos = [i for i, t in enumerate(tasks) if t.kind == kind]
         if not pos:
             continue
-        prompts = [task_prompt(tasks[i], fim, index=index, budget=budget, count=count) for i in pos]
+        prompts = [task_prompt(tasks[i], fim, index=index, budget=budget, count=count, **prompt_limits)
+                   for i in pos]
         stop = ["\n"] if kind in INLINE_KINDS else []
-        completions = generate(prompts, MAX_NEW_TOKENS[kind], stop)
+        limit = MAX_NEW_TOKENS[kind] if max_new_tokens is None else min(MAX_NEW_TOKENS[kind], max_new_tokens)
+        completions = generate(prompts, limit, stop)
         if len(completions) != len(pos):
             raise ValueError(f"generate returned {len(completions)} completions for {len(pos)} {kind} prompts")
         for i, c in zip(pos, completions, strict=True):
