@@ -8,15 +8,14 @@ queued so far is written; ``close()`` drains the queue and stops the thread (the
 graceful shutdown). When the queue is full a row is dropped and counted (``dropped``) rather than
 stalling the event loop. Times are naive UTC. Text is scrubbed before it is written, and rows older than
 the retention are deleted by ``delete_older_than`` (see :mod:`~codellm_assets.core.serving.store_hygiene`).
+API keys: :mod:`~codellm_assets.core.serving.store_keys`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import queue
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -29,30 +28,28 @@ import sqlalchemy as sa
 
 from codellm_assets.core.serving import store_hygiene
 from codellm_assets.core.serving.routes import SLOTS, Route, RoutesChanged, validate_routes
+from codellm_assets.core.serving.store_keys import KEY_PREFIX as KEY_PREFIX
+from codellm_assets.core.serving.store_keys import PREFIX_LEN as PREFIX_LEN
+from codellm_assets.core.serving.store_keys import ApiKey as ApiKey
+from codellm_assets.core.serving.store_keys import ApiKeyStore
 from codellm_assets.core.serving.store_queries import feedback_counts, last_outcomes, p95_latency, p95_latency_per_token
 from codellm_assets.core.serving.store_schema import (
     ERROR_STATUSES,
-    api_keys_t,
     create_tables,
     feedback_t,
     make_engine,
     requests_t,
     routes_t,
     shadow_t,
+    utcnow,
 )
 from codellm_assets.settings import ScrubSettings
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "cl-"
-PREFIX_LEN = len(KEY_PREFIX) + 8     # what `keys list` shows and `keys revoke` takes
 _STOP = object()
 _BATCH_MAX = 500
 _RECENT_MAX = 50_000                 # completion ids remembered in memory for feedback look-ups
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _naive_utc(t: datetime | None) -> datetime | None:
@@ -121,15 +118,7 @@ class WindowStats:
     p95_latency_per_token_s: float | None = None   # latency / completion tokens; None: no token counts
 
 
-@dataclass
-class ApiKey:
-    team: str
-    prefix: str
-    admin: bool = False
-    claims_users: bool = False   # may name the developer it sends for (see auth.request_identity)
-
-
-class Store:
+class Store(ApiKeyStore):
     """See the module docstring. ``Store(url)``; one instance per process. ``scrub``: the scrubber's settings
     for the text it keeps (default: the scrubber's defaults)."""
 
@@ -375,65 +364,12 @@ class Store:
             q = sa.select(shadow_t).order_by(shadow_t.c.id.desc()).limit(limit)
             return [dict(r) for r in conn.execute(q).mappings().all()]
 
-    # ---- API keys -----------------------------------------------------------------------------------
-    def create_api_key(self, team: str, *, admin: bool = False, claims_users: bool = False) -> str:
-        """Create a key for ``team``; returns the key (shown once: only a salted hash is stored).
-        ``claims_users``: requests with this key may name their developer (``user``), e.g. a team proxy."""
-        if not team or not team.strip():
-            raise ValueError("team must be a non-empty name")
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        salt = secrets.token_hex(16)
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(api_keys_t).values(
-                team=team.strip(), salt=salt, hash=_hash_key(salt, key), prefix=key[:PREFIX_LEN],
-                admin=admin, claims_users=claims_users, created=utcnow(), revoked=None))
-        return key
-
-    def api_key_info(self, key: str) -> ApiKey | None:
-        """The team/prefix/admin flag of a valid, unrevoked key; None otherwise."""
-        if not key or not key.startswith(KEY_PREFIX) or len(key) <= PREFIX_LEN:
-            return None
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(api_keys_t).where(api_keys_t.c.prefix == key[:PREFIX_LEN],
-                                                            api_keys_t.c.revoked.is_(None))).mappings().all()
-        for r in rows:
-            if hmac.compare_digest(r["hash"], _hash_key(r["salt"], key)):
-                return ApiKey(team=r["team"], prefix=r["prefix"], admin=bool(r["admin"]),
-                              claims_users=bool(r["claims_users"]))
-        return None
-
-    def verify_api_key(self, key: str) -> str | None:
-        """The team of a valid, unrevoked key; None otherwise."""
-        info = self.api_key_info(key)
-        return info.team if info else None
-
-    def list_api_keys(self) -> list[dict[str, Any]]:
-        """team, prefix, admin, created, revoked for every key (never the key or its hash)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(api_keys_t.c.team, api_keys_t.c.prefix, api_keys_t.c.admin,
-                                          api_keys_t.c.created, api_keys_t.c.revoked)
-                                .order_by(api_keys_t.c.id)).mappings().all()
-        return [dict(r) for r in rows]
-
-    def revoke_api_key(self, prefix: str) -> int:
-        """Revoke the key(s) with this prefix (a full key works too); returns how many were revoked."""
-        prefix = prefix.strip()[:PREFIX_LEN]
-        with self.engine.begin() as conn:
-            res = conn.execute(sa.update(api_keys_t).where(api_keys_t.c.prefix == prefix,
-                                                           api_keys_t.c.revoked.is_(None))
-                               .values(revoked=utcnow()))
-        return int(res.rowcount or 0)
-
 
 # ---- helpers -----------------------------------------------------------------------------------------
 
 def _route_set(rows) -> set[tuple]:
     return {(r["slot"], r["version"], r["base_model_path"], r["adapter_path"], int(r["weight"]), r["endpoint"])
             for r in rows}
-
-
-def _hash_key(salt: str, key: str) -> str:
-    return hmac.new(salt.encode(), key.encode(), hashlib.sha256).hexdigest()
 
 
 def _apply(conn: sa.Connection, items: list[Any]) -> None:

@@ -4,6 +4,7 @@ SQLAlchemy Core types only, so the same schema works on SQLite and Postgres. Tim
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,12 @@ FEEDBACK_EVENTS = ("view", "accept", "reject", "modify")
 ERROR_STATUSES = ("error", "timeout")     # "cancelled" (client went away) is not the model's fault
 
 metadata = sa.MetaData()
+
+
+def utcnow() -> datetime:
+    """Now as the store keeps times: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
 
 requests_t = sa.Table(
     "requests", metadata,
