@@ -35,15 +35,11 @@ def fetch(client: ApiClient, cfg: SourceSettings, *, since: datetime | None, kno
         for content in page:
             version = content["version"]
             item, number = f"page/{content['id']}", str(version["number"])
-            result.listed += 1
-            if known.get(item) == number:
-                result.unchanged += 1
-                result.saw(version["when"])
-                continue
-            if cfg.max_items and len(result.items) >= cfg.max_items:
-                result.truncated = True
+            admitted = result.admit(item, number, seen_at=version["when"], known=known, max_items=cfg.max_items)
+            if admitted is None:
                 return result
-            result.items[item] = number
+            if not admitted:
+                continue
             storage = ((content.get("body") or {}).get("storage") or {}).get("value", "")
             webui = (content.get("_links") or {}).get("webui", "")
             result.documents.append(SourceDocument(

@@ -63,6 +63,21 @@ class FetchResult:
     unchanged: int = 0
     truncated: bool = False
 
+    def admit(self, item: str, version: str, *, seen_at: str | None, known: dict[str, str],
+              max_items: int | None) -> bool | None:
+        """Whether to fetch ``item`` at ``version``: True (recorded as changed), False (unchanged since the
+        last run: counted, skipped), None (``max_items`` reached: stop, the cursor stays where it got)."""
+        self.listed += 1
+        if known.get(item) == version:
+            self.unchanged += 1
+            self.saw(seen_at)
+            return False
+        if max_items and len(self.items) >= max_items:
+            self.truncated = True
+            return None
+        self.items[item] = version
+        return True
+
     def saw(self, updated_at: str | None) -> None:
         if updated_at and (self.cursor is None or parse_time(updated_at) > parse_time(self.cursor)):
             self.cursor = iso(parse_time(updated_at))

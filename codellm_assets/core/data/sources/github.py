@@ -120,16 +120,12 @@ def fetch(client: ApiClient, cfg: SourceSettings, *, since: datetime | None, kno
             updated = pr["updated_at"]
             if since is not None and parse_time(updated) < since:
                 return result    # newest first: everything after this is older than the cursor
-            result.listed += 1
-            item = f"pull/{pr['number']}"
-            if known.get(item) == updated:
-                result.unchanged += 1
-                result.saw(updated)
-                continue
-            if cfg.max_items and len(result.items) >= cfg.max_items:
-                result.truncated = True
+            admitted = result.admit(f"pull/{pr['number']}", updated, seen_at=updated, known=known,
+                                    max_items=cfg.max_items)
+            if admitted is None:
                 return result
-            result.items[item] = updated
+            if not admitted:
+                continue
             result.documents += _pull_documents(client, cfg, pr)
             result.saw(updated)
     return result

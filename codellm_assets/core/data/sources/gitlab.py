@@ -72,16 +72,12 @@ def fetch(client: ApiClient, cfg: SourceSettings, *, since: datetime | None, kno
             updated = mr["updated_at"]
             if since is not None and parse_time(updated) < since:
                 return result
-            result.listed += 1
-            item = f"mr/{mr['iid']}"
-            if known.get(item) == updated:
-                result.unchanged += 1
-                result.saw(updated)
-                continue
-            if cfg.max_items and len(result.items) >= cfg.max_items:
-                result.truncated = True
+            admitted = result.admit(f"mr/{mr['iid']}", updated, seen_at=updated, known=known,
+                                    max_items=cfg.max_items)
+            if admitted is None:
                 return result
-            result.items[item] = updated
+            if not admitted:
+                continue
             result.documents += _mr_documents(client, cfg, project, mr)
             result.saw(updated)
     return result

@@ -63,15 +63,11 @@ def fetch(client: ApiClient, cfg: SourceSettings, *, since: datetime | None, kno
         for issue in page:
             updated = issue["fields"]["updated"]
             item = f"issue/{issue['key']}"
-            result.listed += 1
-            if known.get(item) == updated:
-                result.unchanged += 1
-                result.saw(updated)
-                continue
-            if cfg.max_items and len(result.items) >= cfg.max_items:
-                result.truncated = True
+            admitted = result.admit(item, updated, seen_at=updated, known=known, max_items=cfg.max_items)
+            if admitted is None:
                 return result
-            result.items[item] = updated
+            if not admitted:
+                continue
             commits = linked_commits(client, issue["key"], api) if cfg.linked_commits else []
             base = cfg.base_url.rstrip("/")
             result.documents.append(SourceDocument(
