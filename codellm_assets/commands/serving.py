@@ -225,7 +225,7 @@ def routes_set(routes_json: str = typer.Argument(..., help="a JSON list of route
 
 def _gate_refusals(settings: Settings, routes: list) -> list[str]:
     """Why each route may not serve (empty: all may); checked against the Dagster instance of ``settings``."""
-    if all(r.version == "base" and not r.adapter_path for r in routes):
+    if not any(r.needs_gate for r in routes):
         return []       # base-only tables need no instance (and no Dagster import)
     import os
 
@@ -236,7 +236,7 @@ def _gate_refusals(settings: Settings, routes: list) -> list[str]:
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
     if not home.is_dir():
         return [f"{r.version}: no Dagster instance at {home}, so no eval gate was ever recorded"
-                for r in routes if not (r.version == "base" and not r.adapter_path)]
+                for r in routes if r.needs_gate]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return [reason for r in routes if (reason := route_gate_refusal(instance, settings, r))]
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from codellm_assets.core.monitoring.alerts import Alert, deliver
+from codellm_assets.core.monitoring.alerts import Alert
 from codellm_assets.core.monitoring.rollout import (
     CanaryDecision,
     decide_canary,
@@ -23,7 +23,7 @@ from codellm_assets.core.serving.client import GatewayNotServing, require_gatewa
 from codellm_assets.core.serving.routes import Route, RoutesChanged
 from codellm_assets.core.serving.store import utcnow
 from codellm_assets.core.training import registry
-from codellm_assets.defs.shared import RETRAIN_CHAIN, recorded_gate_verdict
+from codellm_assets.defs.shared import RETRAIN_CHAIN, deliver_and_log, recorded_gate_verdict
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import GatewayResource, MetricsStoreResource, SettingsResource
 
@@ -72,9 +72,9 @@ def version_gate(instance: dg.DagsterInstance, s, name: str, number: str):
 
 
 def route_gate_refusal(instance: dg.DagsterInstance, s, route: Route) -> str | None:
-    """Why ``route`` may not serve more traffic (None: it may). The base model needs no gate; anything
-    with an adapter must be a registered version whose passed gate evaluated exactly the adapter served."""
-    if route.version == "base" and not route.adapter_path:
+    """Why ``route`` may not serve more traffic (None: it may). Anything that ``route.needs_gate`` must be a
+    registered version whose passed gate evaluated exactly the adapter served."""
+    if not route.needs_gate:
         return None
     name, sep, number = route.version.rpartition("/")
     if not sep or not number.isdigit():
@@ -165,9 +165,7 @@ def _alert_if_idle(context, store, canary: Route, cursor: dict, s) -> None:
     alert = Alert(kind="canary_idle", title=f"canary {canary.version} served nothing for {minutes} min",
                   asset="deployed_endpoint", severity="WARN",
                   figures={"version": canary.version, "weight": canary.weight, "minutes": minutes})
-    for d in deliver(alert, s.alerts):
-        (context.log.info if d.ok else context.log.warning)(
-            f"alert '{alert.title}' via {d.channel}: {'sent' if d.ok else 'FAILED'} ({d.detail})")
+    deliver_and_log(context, alert, s.alerts)
     context.log.warning(alert.title)
     cursor["idle_alerted"] = cursor["stage"]
 
@@ -182,9 +180,7 @@ def _unless_ungated(context, s, canary: Route, decision: CanaryDecision) -> Cana
     alert = Alert(kind="canary_ungated", title=f"canary {canary.version} rolled back: no passed eval gate",
                   asset="deployed_endpoint", severity="ERROR", figures={"version": canary.version,
                                                                          "weight": canary.weight, "reason": refusal})
-    for d in deliver(alert, s.alerts):
-        (context.log.info if d.ok else context.log.warning)(
-            f"alert '{alert.title}' via {d.channel}: {'sent' if d.ok else 'FAILED'} ({d.detail})")
+    deliver_and_log(context, alert, s.alerts)
     context.log.error(f"{alert.title}: {refusal}")
     return CanaryDecision("rollback", f"not promoted: {refusal}", decision.current_weight, 0,
                           {**decision.figures, "gate": refusal})

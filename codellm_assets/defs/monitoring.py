@@ -18,6 +18,7 @@ from codellm_assets.defs.shared import (
     CORPUS_SCHEMA,
     FEEDBACK_REPO,
     company_eval_items,
+    deliver_and_log,
     frame_version,
     latest_data_version,
 )
@@ -252,9 +253,7 @@ def check_alert_sensor(context: dg.SensorEvaluationContext, settings: SettingsRe
     cursor = json.loads(context.cursor) if context.cursor else {}
     alerts, cursor = check_alerts(context.instance, check_keys, cursor, s.alerts.ui_base_url)
     for alert in alerts:
-        for d in deliver(alert, s.alerts):
-            log = context.log.info if d.ok else context.log.warning
-            log(f"alert '{alert.title}' via {d.channel}: {'sent' if d.ok else 'FAILED'} ({d.detail})")
+        deliver_and_log(context, alert, s.alerts)
     context.update_cursor(json.dumps(cursor))
     if not alerts:
         return dg.SkipReason("no new check failures or recoveries")

@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from codellm_assets.core.data import decontam
+from codellm_assets.core.monitoring.alerts import Alert, deliver
 from codellm_assets.resources import asset_storage_path
 from codellm_assets.settings import Settings
 
@@ -172,3 +173,10 @@ def recorded_gate_verdict(instance: dg.DagsterInstance, eval_storage_id: int) ->
             return None
         cursor = page[-1].id
     return None
+
+
+def deliver_and_log(context, alert: Alert, alert_settings) -> None:
+    """Send ``alert`` on every configured channel and log each delivery (a failed one as a warning)."""
+    for d in deliver(alert, alert_settings):
+        (context.log.info if d.ok else context.log.warning)(
+            f"alert '{alert.title}' via {d.channel}: {'sent' if d.ok else 'FAILED'} ({d.detail})")

@@ -38,3 +38,8 @@ def _env_name(value: str | None, where: str) -> str | None:
         raise ValueError(f"{where}: '{value}' is not an environment variable name (upper-case letters, digits, _)")
     return value
 
+
+
+def duplicates(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted (for the "must be unique" rules)."""
+    return sorted({n for n in names if names.count(n) > 1})

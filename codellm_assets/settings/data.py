@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from codellm_assets.settings.base import _env_name, _Model
+from codellm_assets.settings.base import _env_name, _Model, duplicates
 
 
 class CompanyDemoSettings(_Model):
@@ -237,8 +237,7 @@ class SourcesSettings(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> SourcesSettings:
-        names = [c.name for c in self.connectors]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = duplicates([c.name for c in self.connectors])
         if dupes:
             raise ValueError(f"source names must be unique; duplicated: {dupes}")
         return self

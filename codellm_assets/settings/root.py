@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from codellm_assets.settings.base import CONFIG_FILE_NAME, SettingsError, _Model
+from codellm_assets.settings.base import CONFIG_FILE_NAME, SettingsError, _Model, duplicates
 from codellm_assets.settings.data import (
     ChecksSettings,
     DatasetSettings,
@@ -58,7 +58,7 @@ class Settings(_Model):
     @model_validator(mode="after")
     def _unique_repo_names(self) -> Settings:
         names = [r.name for r in self.repos]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = duplicates(names)
         if dupes:
             raise ValueError(f"repo names must be unique; duplicated: {dupes}")
         clash = sorted(set(names) & {c.name for c in self.sources.connectors})

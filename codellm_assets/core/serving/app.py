@@ -71,10 +71,8 @@ def create_app(gw: Gateway) -> FastAPI:
     _install_error_handlers(app, gw)
 
     async def authenticate(request: Request) -> ApiKey:
-        headers = request.headers
-        key = bearer_key(headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key"))
         try:
-            info = await gw.auth.authenticate(key)
+            info = await gw.auth.authenticate(_request_key(request))
         except ApiError:
             gw.metrics.requests.labels(version="", slot="", status="unauthorized").inc()
             raise
@@ -213,9 +211,14 @@ def redact_internal(text: str) -> str:
     return _ABS_PATH.sub("<path>", _URL.sub("<url>", text))
 
 
-async def _is_admin_request(gw: Gateway, request: Request) -> bool:
+def _request_key(request: Request) -> str | None:
     headers = request.headers
-    key = bearer_key(headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key"))
+    return bearer_key(headers.get("authorization"), headers.get("api-key") or headers.get("x-api-key"))
+
+
+async def _is_admin_request(gw: Gateway, request: Request) -> bool:
+    """Whether the request carries a valid admin key (no 401, no rate-limit count: a probe may call it)."""
+    key = _request_key(request)
     if not key:
         return False
     try:

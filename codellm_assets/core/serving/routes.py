@@ -21,6 +21,11 @@ class Route:
     weight: int = 100
     endpoint: str | None = None
 
+    @property
+    def needs_gate(self) -> bool:
+        """The configured base model serves without an eval gate; anything with an adapter needs one."""
+        return not (self.version == "base" and not self.adapter_path)
+
 
 def validate_routes(routes: list[Route]) -> None:
     """Raise ValueError naming the problem when ``routes`` is not a usable routing table."""
