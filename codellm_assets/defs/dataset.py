@@ -72,6 +72,7 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         fim_rate=s.dataset.fim_rate, seed=s.dataset.seed, vocab_size=s.dataset.tokenizer_vocab_size,
         settings_hash=s.section_hash("dataset", "model", "dedup"), cache_dir=s.blob_cache_dir,
         split=_splitter(s, _file_dates(s, deduped_corpus)),
+        repo_weights={r.name: r.train_weight for r in s.repos if r.train_weight != 1.0},
         **dataset_tokenizer_args(s.model, base_dir=s.base_dir, vocab_size=s.dataset.tokenizer_vocab_size))
     manifest = json.loads((out / "manifest.json").read_text())
     context.log.info(f"{summary.tokens} tokens, {summary.sequences} sequences in {summary.seconds}s")
@@ -84,6 +85,8 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
     return dg.Output(value, data_version=dg.DataVersion(summary.manifest_hash), metadata={
         "train_tokens": summary.tokens.get("train", 0), "validation_tokens": summary.tokens.get("validation", 0),
         "holdout_tokens": summary.tokens.get("holdout", 0),
+        "train_weights": dg.MetadataValue.json(summary.extra.get("train_weights", {})),
+        "train_files_per_pass": dg.MetadataValue.json(summary.extra.get("train_files_per_pass", [])),
         "sequences": dg.MetadataValue.json(summary.sequences),
         "files_per_split": dg.MetadataValue.json(summary.files_per_split),
         "files_per_language": dg.MetadataValue.json(summary.files_per_language),

@@ -5,18 +5,20 @@ gate is in checks.py."""
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from codellm_assets.core.data.corpus_dedup import seen_in
 from codellm_assets.core.data.tokenization import normalized_content_hash
 from codellm_assets.core.evaluation import company_bench, company_fim, evaluate, gate, review
 from codellm_assets.core.evaluation.remote_generate import vllm_challenger
 from codellm_assets.core.fsutil import atomic_write_bytes
 from codellm_assets.core.training import registry
-from codellm_assets.core.training.base_model import get_preset
+from codellm_assets.core.training.base_model import get_preset, pretraining_texts
 from codellm_assets.core.training.checkpoints import base_model_fingerprint
 from codellm_assets.defs.shared import FEEDBACK_REPO, RETRAIN_CHAIN, markdown_table
 from codellm_assets.k8s_tags import k8s_tags_for
@@ -58,6 +60,15 @@ def _split_files(training_dataset: dict, deduped_corpus: pl.DataFrame, feedback_
     return corpus, held, known + feedback
 
 
+def _unseen_by_base(s: Settings, held: list[dict]) -> tuple[list[dict], dict[str, int]]:
+    """The held-out files minus those the base was pre-trained on (the tiny base's public packages: a sample
+    repo built from one has them, scrubbed), and how many each repo lost: a task on a file the base has read
+    measures its memory, not what fine-tuning taught."""
+    seen = seen_in(held, pretraining_texts(s.model), s.dedup)
+    kept = [f for i, f in enumerate(held) if i not in seen]
+    return kept, dict(sorted(Counter(str(held[i]["repo"]) for i in seen).items()))
+
+
 def build_repo_indexes(files: list[dict]) -> dict:
     """The repository context of the 'with context' score: one BM25 index per repo over the files the model
     trained on (the code_index asset's, once eval reads it)."""
@@ -73,6 +84,7 @@ def company_benchmark(context: dg.AssetExecutionContext, settings: SettingsResou
                       deduped_corpus: pl.DataFrame, feedback_dataset: pl.DataFrame) -> dg.Output[dict]:
     s = settings.get()
     corpus, held, trained = _split_files(training_dataset, deduped_corpus, feedback_dataset)
+    held, seen_by_base = _unseen_by_base(s, held)
     tasks, account = company_fim.build_tasks(corpus, held, (f["content"] for f in trained),
                                              per_stratum=s.eval.company_per_stratum, seed=s.eval.company_seed,
                                              max_tasks=s.eval.company_max_tasks)
@@ -97,7 +109,8 @@ def company_benchmark(context: dg.AssetExecutionContext, settings: SettingsResou
         "dropped_verbatim_in_training": account["dropped_verbatim_in_training"],
         "dropped_verbatim_by_kind": dg.MetadataValue.json(account["dropped_verbatim_by_kind"]),
         "dropped_examples": dg.MetadataValue.json(account["dropped_examples"]),
-        "holdout_files": len(held), "examples": dg.MetadataValue.json(examples),
+        "holdout_files": len(held), "holdout_files_seen_by_base": dg.MetadataValue.json(seen_by_base),
+        "examples": dg.MetadataValue.json(examples),
         "handwritten": len(handwritten), "with_tests": with_tests,
         "index_repos": dg.MetadataValue.json({r: len(i.chunks) for r, i in indexes.items()})})
 

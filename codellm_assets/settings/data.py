@@ -35,6 +35,10 @@ class RepoSettings(_Model):
     seed_company_demo: CompanyDemoSettings | None = Field(
         None, description="if path does not exist, generate the company demo repo there (deterministic: the same "
         "seed gives the same commits); an existing path is used as it is")
+    train_weight: float = Field(1.0, gt=0, description="how often the training split shows this repo's files: 3 "
+                                "= three passes (each with other FIM cuts), 0.5 = half its files (by hash). Up-"
+                                "weight the repos the model is for; down-weight vendored or generated code. "
+                                "Validation and the held-out files are never weighted")
 
     @model_validator(mode="after")
     def _one_source(self) -> RepoSettings:

@@ -102,3 +102,19 @@ def test_the_company_repo_is_seeded_from_settings_on_first_use(tmp_path):
                                                                 (path / "src" / "services").iterdir())[0]).read_text()
     third = _settings(tmp_path / "third", seed=6, services=12)
     assert resolve_head(local_repo_path(third, third.repos[0]), "main") != resolve_head(path, "main")
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_services_survive_the_default_dedup(seed):
+    # One template for every service kept 15 of 99 files after dedup: the fine-tune had next to nothing
+    # of the company to learn from. The services share the library's idioms, not their whole text.
+    from codellm_assets.core.data.dedup import Doc, dedup_documents
+    from codellm_assets.settings import PROJECT_ROOT, load_settings
+
+    files = [(p, t) for batch in company_files(services=96, seed=seed) for p, t in batch.items()]
+    result = dedup_documents([Doc(id=p, text=t, repo="acme", path=p) for p, t in files],
+                             load_settings(PROJECT_ROOT / "codellm.yaml", environ={}).dedup)
+    assert len(result.kept_ids) >= 0.95 * len(files)
+    names, _ = company_names(seed)
+    stamp = f".{names['stamp']}_{names['quorble']}("
+    assert sum(t.count(stamp) for p, t in files if "/services/" in p) > 96     # the idiom recurs across files

@@ -134,6 +134,32 @@ def test_fim_choices_rate_and_determinism():
     assert all(c is None for c in fim_choices(docs, 0.0, seed=1))
 
 
+def test_a_long_fim_document_is_cut_per_window_so_every_example_is_whole(tokenizer):
+    doc = "".join(_python_file(i) for i in range(12))
+    window = 64
+    ids = encode_documents(tokenizer, [doc], fim_rate=1.0, seed=0, fim_window=window)[0]
+    pre, suf, mid = (tokenizer.convert_tokens_to_ids(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE))
+    pieces, cur = [], []
+    for i in [*ids, tokenizer.eos_token_id]:
+        if i == tokenizer.eos_token_id:
+            pieces.append(cur)
+            cur = []
+        else:
+            cur.append(i)
+    assert len(pieces) > 3 and all(len(p) + 1 <= window for p in pieces)   # one window each, EOS too
+    text = ""
+    for p in pieces:
+        assert p[0] == pre and p.count(suf) == 1 and p.count(mid) == 1
+        i, j = p.index(suf), p.index(mid)
+        text += tokenizer.decode(p[1:i]) + tokenizer.decode(p[j + 1:]) + tokenizer.decode(p[i + 1:j])
+    assert text == doc                                                         # nothing lost or reordered
+    whole = encode_documents(tokenizer, [doc], fim_rate=1.0, seed=0)[0]
+    assert whole.count(pre) == 1                                               # no window: one cut per document
+    short = _python_file(1)
+    assert encode_documents(tokenizer, [short], fim_rate=1.0, seed=0, fim_window=4096) == \
+        encode_documents(tokenizer, [short], fim_rate=1.0, seed=0)
+
+
 def test_encode_documents_fim_layout_and_literal_special_text(tokenizer):
     doc = "x = '<|endoftext|> <fim_prefix>'\nprint(x)\n"
     plain = encode_documents(tokenizer, [doc])[0]
@@ -287,3 +313,26 @@ def test_build_with_fim_on_tokenizer_without_fim_tokens_fails_clearly(tmp_path):
         build_training_dataset(_records(30), tmp_path / "out", tokenizer=tok, seq_len=16, fim_rate=1.0)
     summary = build_training_dataset(_records(30), tmp_path / "out", tokenizer=tok, seq_len=16, fim_rate=0.0)
     assert summary.vocab_size == len(tok) and Path(tmp_path / "out" / "tokenizer").is_dir()
+
+
+@pytest.mark.parametrize("doc", [
+    "def handler(request, limit=10):\n    items = [x * 2 for x in range(limit)]\n    return items\n",
+    "  x=1\n\n\n    y_value_long = compute(x)  \nz\n",
+    "one_identifier_without_newline",
+    "\n\n   \n",
+])
+def test_fim_cuts_never_split_a_word_and_line_cuts_start_at_code(doc):
+    from codellm_assets.core.data.fim import fim_split
+
+    def word(c: str) -> bool:
+        return c.isalnum() or c == "_"
+
+    lines = 0
+    for k in range(300):
+        p, m, s = fim_split(doc, random.Random(k))
+        assert p + m + s == doc
+        for cut in (len(p), len(p) + len(m)):
+            assert not (0 < cut < len(doc) and word(doc[cut - 1]) and word(doc[cut])), (k, p, m)
+        if m.strip() and (p == "" or p.endswith("\n") or p.endswith(" ")) and (s == "" or s.startswith("\n")):
+            lines += 1
+    assert lines > 60 or not doc.strip() or "\n" not in doc.strip()   # about half are line cuts

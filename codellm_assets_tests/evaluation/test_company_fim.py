@@ -142,3 +142,27 @@ def test_indexes_round_trip_and_a_repo_taken_out_loses_its_index(repo_files, tmp
     loaded = company_fim.load_indexes(tmp_path / "index")
     assert list(loaded) == ["acme"] and len(loaded["acme"].chunks) == len(indexes["acme"].chunks)
     assert not (tmp_path / "index" / "gone").exists() and company_fim.load_indexes(tmp_path / "nowhere") == {}
+
+
+# ---- held-out files the base has read are not benchmark files -------------------------------------------
+
+def test_held_out_files_the_tiny_base_pretrained_on_are_left_out(tmp_path):
+    from codellm_assets.core.data.samples import package_sources
+    from codellm_assets.defs.evaluation import _unseen_by_base
+    from codellm_assets.settings import ModelSettings, RepoSettings, Settings
+
+    click_file = next(raw.decode() for path, raw in package_sources("click").items() if path.endswith("core.py"))
+    scrubbed = "\n".join(click_file.replace("https://", "<URL>", 5).splitlines()[:500])   # scrubbed, truncated
+    held = [{"repo": "click", "path": "src/click/core.py", "content": scrubbed},
+            {"repo": "acme", "path": "src/acme/ledger.py", "content": "def post_entry(x):\n    return x\n"}]
+
+    def settings(**model) -> Settings:
+        return Settings(base_dir=str(tmp_path), home=str(tmp_path / "var"), model=ModelSettings(**model),
+                        repos=[RepoSettings(name="acme", path=".")])
+
+    kept, dropped = _unseen_by_base(settings(tiny_pretrain_source="public", tiny_pretrain_packages=["click"]), held)
+    assert [f["repo"] for f in kept] == ["acme"] and dropped == {"click": 1}       # a near copy is a copy
+    kept, dropped = _unseen_by_base(settings(tiny_pretrain_source="public", tiny_pretrain_packages=["typer"]), held)
+    assert len(kept) == 2 and dropped == {}                     # another corpus: nothing it has read
+    kept, dropped = _unseen_by_base(settings(tiny_pretrain_source="dataset"), held)
+    assert len(kept) == 2 and dropped == {}                     # pre-trained on the train split: never a held-out file

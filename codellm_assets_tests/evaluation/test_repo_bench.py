@@ -3,6 +3,7 @@ depend on the other file, the time split, stratified sampling, FIM prompts and C
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -169,6 +170,20 @@ def test_sampling_is_stratified_and_seeded(make_git_repo):
     for s in strata:   # max_per_file=1: no file twice within a stratum
         paths = [t.path for t in picked if (t.kind, t.cross_file) == s]
         assert len(paths) == len(set(paths))
+
+
+def test_sampling_gives_every_repo_its_turn_in_a_stratum(make_git_repo):
+    big = _many_tasks(make_git_repo)
+    small = [dataclasses.replace(t, repo="small", task_id=f"small-{t.task_id}") for t in big
+             if t.path == "app/use0.py"]
+    picked = sample_tasks([*big, *small], per_stratum=4, seed=0)
+    for stratum in {(t.kind, t.cross_file) for t in small}:
+        repos = [t.repo for t in picked if (t.kind, t.cross_file) == stratum]
+        have_small = sum((t.kind, t.cross_file) == stratum for t in small)
+        # the small repo gets half the turns (up to what it has); the big one fills the rest
+        have_big = sum((t.kind, t.cross_file) == stratum for t in big)
+        assert repos.count("small") == min(2, have_small) if have_big >= 2 else repos.count("small") >= 2
+        assert len(repos) == min(4, have_big + have_small)
 
 
 def test_fim_prompt_layout_and_truncation(make_git_repo):

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from codellm_assets.core.data.company_services import service as _service
 from codellm_assets.core.data.samples import _DAY, _EPOCH, SampleError, _git
 
 LIBRARY = {
@@ -158,49 +159,6 @@ def rename(text: str, names: dict[str, str]) -> str:
         return text
     pattern = re.compile("|".join(re.escape(k) for k in sorted(changed, key=len, reverse=True)))
     return pattern.sub(lambda m: changed[m.group()], text)
-
-
-def _service(domain: str, rng: random.Random) -> str:
-    region = rng.choice(("NORTH_REGION", "SOUTH_REGION", "HARBOR_REGION"))
-    grid = rng.choice(("STANDARD_GRID", "EXPRESS_GRID"))
-    kind = rng.choice(KINDS)
-    prio = rng.choice(("standard", "urgent"))
-    n = rng.randint(2, 9)
-    return f'''"""The {domain} service: {kind} entries through the {region.split("_")[0].lower()} vault."""
-
-from quillon.courier_mesh import dispatch_parcel, trace_parcel_hops
-from quillon.ledger_vault import {region}, LedgerVault
-from quillon.tariff_grid import {grid}, load_tariff_grid
-
-
-def {domain}_charge(entries):
-    vault = LedgerVault.open(region={region})
-    tariff = load_tariff_grid({grid})
-    for entry in entries:
-        vault.stamp_quorble(entry, tariff=tariff)
-    return vault.settle_zephyr()
-
-
-def {domain}_ship(parcel_ids, weight_grams):
-    vault = LedgerVault.open(region={region}, strict=False)
-    receipts = []
-    for parcel_id in parcel_ids:
-        receipt = dispatch_parcel(vault, parcel_id, weight_grams, priority="{prio}")
-        receipts.append(receipt)
-    if len(receipts) > {n} and vault.strict:
-        return receipts[:{n}]
-    return receipts
-
-
-def {domain}_trace(parcel_id):
-    hops = trace_parcel_hops(parcel_id, [{region}, "hub", "{domain}"])
-    return hops[-1]
-
-
-def {domain}_rate(kind="{kind}"):
-    tariff = load_tariff_grid({grid})
-    return tariff.rate_for(kind)
-'''
 
 
 def company_files(*, services: int = 24, seed: int = 0) -> list[dict[str, str]]:

@@ -14,7 +14,7 @@ Doc ids are ``repo:branch:path`` (unique across partitions).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,3 +130,24 @@ class _TextReader:
                         self.read += 1
                         yield i, row["content"]
                 row_no += len(batch)
+
+
+def seen_in(files: Sequence[Mapping], texts: Sequence[str], settings: DedupSettings) -> set[int]:
+    """Indices of ``files`` (dicts with path, content) whose dedup shingles are contained, to the dedup
+    threshold, in those of one of ``texts``: what "the model has read this file" means when the file was
+    since scrubbed, edited or truncated (a long file's first max_lines). Brute force over the pairs a size
+    bound leaves (containment <= |theirs| / |mine|)."""
+    if not files or not texts:
+        return set()
+    theirs = [dedup.text_shingles(t, "seen.py", settings) for t in texts]
+    found: set[int] = set()
+    for i, f in enumerate(files):
+        mine = dedup.text_shingles(str(f["content"]), str(f.get("path") or "seen.py"), settings)
+        if not mine:
+            continue
+        for other in theirs:
+            if len(other) >= settings.threshold * len(mine) and \
+                    len(mine & other) >= settings.threshold * len(mine):
+                found.add(i)
+                break
+    return found

@@ -20,7 +20,9 @@ validation set and every validation token is scored.
 Fill-in-the-middle (StarCoder style): with probability ``fim_rate`` per train document, the text is cut
 at two random character positions into prefix/middle/suffix, each part is tokenized on its own and the
 document becomes ``<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle`` (PSM). The choice is
-seeded per document (seed + content hash), so it is independent of document order.
+seeded per document (seed + content hash), so it is independent of document order. A FIM document longer
+than the training window is cut per window first (context-level FIM, core/data/fim.py), so each example
+is whole in one window: the middle the model writes and the prefix and suffix it reads.
 
 Literal special-token text inside source files (this very module contains ``<fim_prefix>``) is encoded as
 ordinary text, never as the special token: only the builder inserts special ids.
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import shutil
 import uuid
 from collections import Counter, defaultdict
@@ -39,6 +40,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codellm_assets.core.data.fim import FIM_FORMAT, fim_windows
+from codellm_assets.core.data.fim import fim_choices as fim_choices
+from codellm_assets.core.data.fim import fim_format as fim_format
+from codellm_assets.core.data.fim import fim_split as fim_split
+from codellm_assets.core.data.fim import line_chunks as line_chunks
 from codellm_assets.core.data.packing import TokenEncoder, pack_to_arrow
 from codellm_assets.core.data.tokenizer_files import EOS_TOKEN as EOS_TOKEN
 from codellm_assets.core.data.tokenizer_files import FIM_MIDDLE as FIM_MIDDLE
@@ -51,6 +57,7 @@ from codellm_assets.core.data.tokenizer_files import DatasetBuildError as Datase
 from codellm_assets.core.data.tokenizer_files import load_tokenizer as load_tokenizer
 from codellm_assets.core.data.tokenizer_files import tokenizer_file_hash as tokenizer_file_hash
 from codellm_assets.core.data.tokenizer_files import train_bpe_tokenizer as train_bpe_tokenizer
+from codellm_assets.core.data.train_weights import weighted_passes
 from codellm_assets.core.fsutil import replace_dir
 
 SPLITS = ("train", "validation", "holdout")
@@ -101,32 +108,6 @@ def split_by_file_hash(records: Iterable[Record], validation_fraction: float,
 
 # ---- FIM and packing -----------------------------------------------------------------------------
 
-def fim_split(doc: str, rng: random.Random) -> tuple[str, str, str]:
-    """Cut ``doc`` at two uniform random character positions: (prefix, middle, suffix)."""
-    a, b = sorted(rng.randint(0, len(doc)) for _ in range(2))
-    return doc[:a], doc[a:b], doc[b:]
-
-
-def fim_format(prefix: str, middle: str, suffix: str,
-               tokens: Sequence[str] = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)) -> str:
-    """PSM text form ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` (for display and tests)."""
-    pre, mid, suf = tokens
-    return f"{pre}{prefix}{suf}{suffix}{mid}{middle}"
-
-
-def fim_choices(docs: Sequence[str], fim_rate: float, seed: int) -> list[tuple[str, str, str] | None]:
-    """Per document: its (prefix, middle, suffix) if it gets the FIM transform, else None.
-
-    Each document's draw is seeded by ``seed`` and its content hash: the same document always gets the
-    same decision and cut points, whatever the order of the corpus.
-    """
-    out: list[tuple[str, str, str] | None] = []
-    for doc in docs:
-        rng = random.Random(f"{seed}:{hashlib.sha256(doc.encode('utf-8', 'surrogatepass')).hexdigest()}")
-        out.append(fim_split(doc, rng) if fim_rate > 0 and rng.random() < fim_rate else None)
-    return out
-
-
 def pack_sequences(token_id_lists: Iterable[Sequence[int]], seq_len: int, eos_id: int,
                    *, pad_id: int | None = None) -> list[list[int]]:
     """Concatenate documents as ``doc EOS doc EOS ...`` and cut into windows of exactly ``seq_len``.
@@ -148,11 +129,13 @@ def pack_sequences(token_id_lists: Iterable[Sequence[int]], seq_len: int, eos_id
 
 
 def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, seed: int = 0,
-                     fim_tokens: Sequence[str] | None = None) -> list[list[int]]:
+                     fim_tokens: Sequence[str] | None = None, fim_window: int | None = None) -> list[list[int]]:
     """Batch-encode documents (fast, Rust ``encode_batch``), with FIM applied at the character level.
 
     Literal special-token text in a document is encoded as plain text. ``fim_tokens`` are the
-    (prefix, middle, suffix) token names; default: this project's ``<fim_prefix>`` etc.
+    (prefix, middle, suffix) token names; default: this project's ``<fim_prefix>`` etc. ``fim_window``
+    (tokens, the training window): a longer FIM document becomes several FIM pieces joined by EOS, each
+    one fitting a window (see :func:`_fim_windows`).
     """
     from tokenizers import Tokenizer
 
@@ -160,7 +143,7 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
     backend.encode_special_tokens = True
     backend.no_truncation()
     backend.no_padding()
-    choices = fim_choices(docs, fim_rate, seed)
+    choices = fim_windows(backend, docs, fim_choices(docs, fim_rate, seed), fim_window, seed)
     fim_ids: list[int] = []
     if any(c is not None for c in choices):
         names = list(fim_tokens or (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX))
@@ -171,7 +154,7 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
                                     "use a base model whose preset lists FIM tokens")
     pieces: list[str] = []
     for doc, choice in zip(docs, choices):
-        pieces.extend(choice if choice is not None else (doc,))
+        pieces.extend((doc,) if choice is None else (part for cut in choice for part in cut))
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: less work
     encoded = [e.ids for e in encode(pieces, add_special_tokens=False)]
     out: list[list[int]] = []
@@ -181,9 +164,14 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
             out.append(encoded[i])
             i += 1
             continue
-        pre, mid, suf = encoded[i:i + 3]
-        i += 3
-        out.append([fim_ids[0], *pre, fim_ids[2], *suf, fim_ids[1], *mid])  # PSM order
+        ids: list[int] = []
+        for _ in choice:
+            pre, mid, suf = encoded[i:i + 3]
+            i += 3
+            if ids:
+                ids.append(tokenizer.eos_token_id)
+            ids += [fim_ids[0], *pre, fim_ids[2], *suf, fim_ids[1], *mid]  # PSM order
+        out.append(ids)
     return out
 
 
@@ -218,14 +206,15 @@ def tokenizer_code_version() -> str:
 
 
 def _token_encoder(tokenizer, tokenizer_dir: Path, cache_dir: Path | None, *, fim_rate: float, seed: int,
-                   fim_tokens: Sequence[str] | None) -> TokenEncoder:
+                   fim_tokens: Sequence[str] | None, fim_window: int | None) -> TokenEncoder:
     """Per-file token ids, cached under the tokenizer's file hash and the settings that change ids."""
     def encode(texts: list[str], fim: bool) -> list[list[int]]:
         return encode_documents(tokenizer, texts, fim_rate=fim_rate if fim else 0.0, seed=seed,
-                                fim_tokens=fim_tokens)
+                                fim_tokens=fim_tokens, fim_window=fim_window)
 
     return TokenEncoder(encode, cache_dir, tokenizer_file_hash(tokenizer_dir) if cache_dir else "",
-                        {"fim_rate": fim_rate, "seed": seed, "fim_tokens": list(fim_tokens or [])})
+                        {"fim_rate": fim_rate, "seed": seed, "fim_tokens": list(fim_tokens or []),
+                         "fim_window": fim_window, "fim_format": FIM_FORMAT})
 
 
 # ---- the dataset on disk -------------------------------------------------------------------------
@@ -270,14 +259,16 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                            vocab_size: int = 4096, tokenizer_source: str | None = None,
                            fim_tokens: Sequence[str] | None = None,
                            cache_dir: Path | None = None,
-                           split: Callable[[list[Record]], tuple[dict[str, list[Record]], dict]] | None = None
-                           ) -> DatasetSummary:
+                           split: Callable[[list[Record]], tuple[dict[str, list[Record]], dict]] | None = None,
+                           repo_weights: Mapping[str, float] | None = None) -> DatasetSummary:
     """Split, tokenize, pack and save the training dataset with its lineage manifest (see module doc).
 
     ``tokenizer``: a loaded (real preset) tokenizer, or None to train a byte-level BPE of ``vocab_size``
     on the train split only. FIM (``fim_rate``) applies to the train split. ``cache_dir``: where each
     file's token ids are cached (:class:`packing.TokenEncoder`); None: no cache. ``split``: records with text ->
-    (splits, what the manifest records about them); default: :func:`split_by_file_hash`. Returns a summary.
+    (splits, what the manifest records about them); default: :func:`split_by_file_hash`. ``repo_weights``:
+    repo -> training weight (train_weights.weighted_passes; the validation split is never weighted).
+    Returns a summary.
     """
     import time
 
@@ -317,9 +308,14 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
         if eos is None:
             raise DatasetBuildError("the tokenizer has no EOS token; packing needs one to separate files")
         encoder = _token_encoder(tokenizer, tmp / "tokenizer", cache_dir, fim_rate=fim_rate, seed=seed,
-                                 fim_tokens=fim_tokens)
+                                 fim_tokens=fim_tokens, fim_window=seq_len)
         (tmp / "arrow").mkdir()
-        packed = {"train": pack_to_arrow(encoder.batches(splits["train"], fim=fim_rate > 0),
+        passes = weighted_passes(splits["train"], repo_weights or {})
+        encoders = [encoder] + [_token_encoder(tokenizer, tmp / "tokenizer", cache_dir, fim_rate=fim_rate,
+                                               seed=seed + k, fim_tokens=fim_tokens, fim_window=seq_len)
+                                for k in range(1, len(passes))]
+        train_stream = (batch for enc, rs in zip(encoders, passes) for batch in enc.batches(rs, fim=fim_rate > 0))
+        packed = {"train": pack_to_arrow(train_stream,
                                          tmp / "arrow" / "train.arrow", seq_len, eos, pad=False),
                   "validation": pack_to_arrow(encoder.batches(splits["validation"], fim=False),
                                               tmp / "arrow" / "validation.arrow", seq_len, eos, pad=True)}
@@ -343,7 +339,8 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
             .write_parquet(tmp / "holdout.parquet")
         holdout_tokens = sum(len(ids) + 1 for batch in encoder.batches(splits["holdout"], fim=False)
                              for ids in batch)
-        encoder.compact()
+        for enc in encoders:
+            enc.compact()
         tokens = {"train": packed["train"].tokens, "validation": packed["validation"].tokens,  # + one EOS per file
                   "holdout": holdout_tokens}
         summary = DatasetSummary(
@@ -353,14 +350,24 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                                            .items())),
             vocab_size=len(tokenizer), seq_len=seq_len, manifest_hash="", tokenizer_source=tokenizer_source,
             extra={**split_info, "fim_rate": fim_rate, "seed": seed, "skipped_no_text_content": skipped,
+                   "train_weights": dict(sorted((repo_weights or {}).items())),
+                   "train_files_per_pass": [len(p) for p in passes],
                    "train_tokens_dropped": tokens["train"] - packed["train"].sequences * seq_len},
-            cache={"tokens": encoder.stats.to_json()})
+            cache={"tokens": _merged_stats(encoders)})
         summary.manifest_hash = _write_manifest(tmp, records, splits, summary, settings_hash)
         summary.seconds = round(time.monotonic() - started, 2)
         replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _merged_stats(encoders: Sequence[TokenEncoder]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for enc in encoders:
+        for k, v in enc.stats.to_json().items():
+            out[k] = out.get(k, 0) + v if isinstance(v, int | float) and not isinstance(v, bool) else v
+    return out
 
 
 def _write_manifest(tmp: Path, records: list[Record], splits: dict[str, list[Record]],

@@ -57,27 +57,39 @@ def mine_repo_tasks(all_files: Sequence[Mapping], held_out: Iterable[Mapping]) -
 
 def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0, max_per_file: int = 3,
                  keep: Callable[[FimTask], bool] | None = None) -> list[FimTask]:
-    """Up to ``per_stratum`` tasks of each (kind, cross-file label), drawn with ``seed``; at most
-    ``max_per_file`` of one stratum from one file, so one big file cannot fill a stratum. ``keep``: a task
-    it refuses is skipped and the draw goes on (asked only about tasks the draw reaches)."""
-    strata: dict[tuple[str, bool], list[FimTask]] = defaultdict(list)
+    """Up to ``per_stratum`` tasks of each (kind, cross-file label), drawn with ``seed``, in turn from each
+    repo that has tasks in the stratum (one big repo must not fill the benchmark: every repo weighs alike,
+    and a repo with fewer tasks leaves its turns to the others); at most ``max_per_file`` of one stratum from
+    one file. ``keep``: a task it refuses is skipped and the draw goes on (asked only about tasks the draw
+    reaches)."""
+    strata: dict[tuple[str, bool], dict[str, list[FimTask]]] = defaultdict(lambda: defaultdict(list))
     for t in sorted(tasks, key=lambda t: t.task_id):
-        strata[(t.kind, t.cross_file)].append(t)
+        strata[(t.kind, t.cross_file)][t.repo].append(t)
     rng = random.Random(seed)
     chosen: list[FimTask] = []
     for key in sorted(strata):
-        pool = strata[key]
-        rng.shuffle(pool)
-        per_file: dict[str, int] = defaultdict(int)
+        pools = [iter(_shuffled(strata[key][repo], rng)) for repo in sorted(strata[key])]
+        per_file: dict[tuple[str, str], int] = defaultdict(int)
         taken = 0
-        for t in pool:
-            if taken >= per_stratum:
-                break
-            if per_file[t.path] < max_per_file and (keep is None or keep(t)):
-                per_file[t.path] += 1
+        while pools and taken < per_stratum:
+            for pool in list(pools):
+                if taken >= per_stratum:
+                    break
+                t = next((t for t in pool if per_file[(t.repo, t.path)] < max_per_file
+                          and (keep is None or keep(t))), None)
+                if t is None:
+                    pools.remove(pool)
+                    continue
+                per_file[(t.repo, t.path)] += 1
                 chosen.append(t)
                 taken += 1
     return chosen
+
+
+def _shuffled(items: list[FimTask], rng: random.Random) -> list[FimTask]:
+    items = list(items)
+    rng.shuffle(items)
+    return items
 
 
 # ---- prompts --------------------------------------------------------------------------------------------

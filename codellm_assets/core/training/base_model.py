@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from codellm_assets.core.data.fim import FIM_FORMAT
 from codellm_assets.core.data.public_corpus import public_corpus, public_tokenizer
 from codellm_assets.core.data.tokenization import (
     encode_documents,
@@ -208,7 +209,8 @@ def _pretrain_sequences(source: Any, tokenizer, seq_len: int, *, max_rows: int, 
     ids: list[list[int]] = []
     need, have = max_rows * seq_len, 0
     for start in range(0, len(texts), 32):
-        chunk = encode_documents(tokenizer, texts[start:start + 32], fim_rate=fim_rate, seed=seed)
+        chunk = encode_documents(tokenizer, texts[start:start + 32], fim_rate=fim_rate, seed=seed,
+                                 fim_window=seq_len)
         ids.extend(chunk)
         have += sum(map(len, chunk))
         if have >= need:
@@ -303,13 +305,27 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
 
 
 
+def pretraining_texts(settings_model: ModelSettings) -> tuple[str, ...]:
+    """The texts the base was pre-trained on, where this project knows them: the tiny base on public code
+    (the installed packages). A real base's pre-training data is not listed anywhere here (The Stack v2
+    for StarCoder2, ...): empty, and a benchmark on public code it may have seen cannot be checked."""
+    preset = get_preset(settings_model.preset)
+    if preset.is_real or settings_model.path or settings_model.tiny_pretrain_source != "public":
+        return ()
+    return public_corpus(tuple(settings_model.tiny_pretrain_packages)).texts
+
+
 # ---- cache and the `current` pointer -------------------------------------------------------------
+
+# Bumped when the pre-training examples change form for the same settings; the FIM cuts have their own.
+PRETRAIN_FORMAT = f"1.fim{FIM_FORMAT}"
+
 
 def base_cache_key(settings_model: ModelSettings, tokenizer_dir: Path, source_digest: str = "") -> str:
     """Hash of the model settings (the pre-training source and packages among them), the tokenizer's files and
     the pre-training corpus' digest (a package upgrade changes the public code): rebuilt when any changes."""
     dumped = json.dumps(settings_model.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(f"{dumped}|{tokenizer_file_hash(tokenizer_dir)}|{source_digest}".encode()
+    return hashlib.sha256(f"{PRETRAIN_FORMAT}|{dumped}|{tokenizer_file_hash(tokenizer_dir)}|{source_digest}".encode()
                           ).hexdigest()[:16]
 
 

@@ -1,0 +1,119 @@
+"""Fill-in-the-middle cuts for training documents (StarCoder's PSM, at the character level), seeded per
+document so a document always gets the same decision and cuts whatever the order of the corpus; long
+documents are cut per training window (context-level FIM, :func:`fim_windows`)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+
+from codellm_assets.core.data.tokenizer_files import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+# Share of FIM cuts made on lines (the middle: from a line's first non-blank character to the end of the
+# same or a later line) rather than at characters: what an IDE asks for - the rest of a line, a few lines,
+# a body - and what the repo benchmark scores. The other cuts are random characters moved to the nearest
+# edge of a word, so a middle never starts or ends inside an identifier: a model trained on cuts inside
+# words learns to begin every completion with the tail of one (``rid = ...`` for ``grid``).
+LINE_CUT_RATE = 0.5
+# Bumped whenever the cuts change for the same document and seed: part of the token cache's key and of the
+# tiny base's (2: one FIM example per training window, line and word-edge cuts).
+FIM_FORMAT = 2
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _word_edge(doc: str, i: int) -> int:
+    """``i`` moved left to the start of the identifier (or number) it is inside; unchanged between words."""
+    while 0 < i < len(doc) and _is_word(doc[i - 1]) and _is_word(doc[i]):
+        i -= 1
+    return i
+
+
+def _line_cut(doc: str, rng: random.Random) -> tuple[int, int] | None:
+    starts = [0] + [i + 1 for i, c in enumerate(doc) if c == "\n" and i + 1 < len(doc)]
+    lines = [(st, doc.find("\n", st) if doc.find("\n", st) >= 0 else len(doc)) for st in starts]
+    lines = [(st + len(doc[st:end]) - len(doc[st:end].lstrip()), end) for st, end in lines if doc[st:end].strip()]
+    if not lines:
+        return None
+    i = rng.randrange(len(lines))
+    j = min(len(lines) - 1, i + int(rng.expovariate(0.5)))   # mostly one line, sometimes a few
+    return lines[i][0], lines[j][1]
+
+
+def fim_split(doc: str, rng: random.Random) -> tuple[str, str, str]:
+    """Cut ``doc`` into (prefix, middle, suffix): on lines (LINE_CUT_RATE of the time), else at two random
+    character positions moved to word edges."""
+    cut = _line_cut(doc, rng) if rng.random() < LINE_CUT_RATE else None
+    if cut is None:
+        a, b = sorted(_word_edge(doc, rng.randint(0, len(doc))) for _ in range(2))
+    else:
+        a, b = cut
+    return doc[:a], doc[a:b], doc[b:]
+
+
+def fim_format(prefix: str, middle: str, suffix: str,
+               tokens: Sequence[str] = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)) -> str:
+    """PSM text form ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` (for display and tests)."""
+    pre, mid, suf = tokens
+    return f"{pre}{prefix}{suf}{suffix}{mid}{middle}"
+
+
+def fim_choices(docs: Sequence[str], fim_rate: float, seed: int) -> list[tuple[str, str, str] | None]:
+    """Per document: its (prefix, middle, suffix) if it gets the FIM transform, else None.
+
+    Each document's draw is seeded by ``seed`` and its content hash: the same document always gets the
+    same decision and cut points, whatever the order of the corpus.
+    """
+    out: list[tuple[str, str, str] | None] = []
+    for doc in docs:
+        rng = random.Random(f"{seed}:{hashlib.sha256(doc.encode('utf-8', 'surrogatepass')).hexdigest()}")
+        out.append(fim_split(doc, rng) if fim_rate > 0 and rng.random() < fim_rate else None)
+    return out
+
+
+def line_chunks(lines: Sequence[str], tokens: Sequence[int], budget: int) -> list[str]:
+    """Consecutive ``lines`` (with their token counts) packed greedily into pieces of at most ``budget``
+    tokens; a single line longer than that is a piece of its own."""
+    chunks: list[str] = []
+    cur: list[str] = []
+    size = 0
+    for line, n in zip(lines, tokens):
+        if cur and size + n > budget:
+            chunks.append("".join(cur))
+            cur, size = [], 0
+        cur.append(line)
+        size += n
+    if cur:
+        chunks.append("".join(cur))
+    return chunks
+
+
+def fim_windows(backend, docs: Sequence[str], choices: list, window: int | None, seed: int) -> list:
+    """Context-level FIM (Bavarian et al. 2022, sec. 4): a FIM document longer than ``window`` tokens is cut
+    at line ends into pieces that each fit one training window, and each piece gets its own FIM cut -
+    otherwise packing splits ``<fim_prefix> ... <fim_middle> middle`` across windows and the model rarely
+    sees a whole example (the middle it must write is in another window than the prefix it reads)."""
+    if window is None:
+        return [None if c is None else [c] for c in choices]
+    # The three FIM ids, the EOS between pieces and the extra tokens two cuts inside words can cost.
+    budget = max(8, window - 8)
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    long = [i for i, c in enumerate(choices) if c is not None and len(docs[i]) > budget]
+    lines = {i: docs[i].splitlines(keepends=True) for i in long}
+    flat = [line for i in long for line in lines[i]]
+    counts = iter([len(e.ids) for e in encode(flat, add_special_tokens=False)] if flat else [])
+    out: list[list[tuple[str, str, str]] | None] = []
+    for i, c in enumerate(choices):
+        if i not in lines:
+            out.append(None if c is None else [c])
+            continue
+        pieces = line_chunks(lines[i], [next(counts) for _ in lines[i]], budget)
+        if len(pieces) == 1:
+            out.append([c])
+            continue
+        digest = hashlib.sha256(docs[i].encode("utf-8", "surrogatepass")).hexdigest()
+        out.append([fim_split(p, random.Random(f"{seed}:{digest}:{k}")) for k, p in enumerate(pieces)])
+    return out
