@@ -198,6 +198,20 @@ def test_fim_prompt_layout_and_truncation(make_git_repo):
     assert task_prompt(task, FIM) == build_fim_prompt(FIM, task.prefix, task.suffix)
 
 
+@pytest.mark.parametrize("completion,suffix,em", [
+    ("region=NORTH)", ")\n    return v\n", 1.0),          # wrote the rest of the line again: trimmed
+    ("region=NORTH)  ", ")\n", 1.0),
+    ("region=NORTH", ")\n", 1.0),
+    ("region=NORTH), x", ")\n", 0.0),                      # more than the line's rest: not an answer
+    (")", ")\n", 0.0),                                     # the rest alone is not the span
+    ("region=NORTH)", "\n", 0.0),                          # nothing after the cursor: nothing to trim
+])
+def test_an_inline_completion_loses_the_rest_of_the_line_it_repeats(make_git_repo, completion, suffix, em):
+    task = next(t for t in _many_tasks(make_git_repo) if t.kind == "call_args")
+    task = dataclasses.replace(task, reference="region=NORTH", suffix=suffix)
+    assert score(task, completion)["em"] == em
+
+
 def test_metrics_follow_crosscodeeval(make_git_repo):
     tasks = _many_tasks(make_git_repo)
     line = next(t for t in tasks if t.kind == "single_line" and t.cross_file)

@@ -137,9 +137,15 @@ def task_prompt(task: FimTask, fim: Any, *, index: Any | None = None, budget: in
 # ---- metrics --------------------------------------------------------------------------------------------
 
 def postprocess(task: FimTask, completion: str) -> str:
-    """Inline kinds: the first line. Span kinds: as many lines as the reference (CrossCodeEval's rule)."""
+    """Inline kinds: the first line, less the rest of the cursor's line when the model wrote it again
+    (``STANDARD_GRID)`` before the suffix ``)``: what the IDE client does, tabby-agent's single-line trim).
+    Span kinds: as many lines as the reference (CrossCodeEval's rule)."""
     if task.kind in INLINE_KINDS:
-        return completion.split("\n", 1)[0]
+        line = completion.split("\n", 1)[0]
+        rest = task.suffix.split("\n", 1)[0].strip()
+        if rest and line.rstrip().endswith(rest) and len(line.rstrip()) > len(rest):
+            line = line.rstrip()[:-len(rest)]
+        return line
     n = task.reference.rstrip("\n").count("\n") + 1
     return "\n".join(completion.split("\n")[:n])
 
