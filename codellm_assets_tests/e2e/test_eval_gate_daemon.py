@@ -30,7 +30,8 @@ from codellm_assets_tests.integration.conftest import write_config
 from codellm_assets_tests.integration.test_data_stage import module
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-BAD_TRAINING = {"learning_rate": 1.0, "warmup_steps": 0}   # four steps make the adapter worse than its base
+# four steps on the output head too make the adapter far worse than its base (integration/test_eval_gate.py)
+BAD_TRAINING = {"learning_rate": 0.5, "warmup_steps": 0, "target_modules": ["q_proj", "v_proj", "lm_head"]}
 AUTOMATION_INTERVAL_S = 30                                   # codellm_automation's minimum_interval_seconds
 
 TICKS = """

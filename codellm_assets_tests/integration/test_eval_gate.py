@@ -38,8 +38,12 @@ COMPANY_KEYS = ("company_em", "company_es", "company_em_base", "company_es_base"
                 "company_tasks_by_kind", "company_languages", "company_score", "company_score_base",
                 "company_em_delta", "company_table", "company_chart", "company_score_context", "company_em_context",
                 "company_es_context", "company_em_context_delta", "company_exec_tasks")
-# Learning rate 1.0 without warm-up: four steps make the adapter far worse than its base on held-out code.
-BAD_TRAINING = {"learning_rate": 1.0, "warmup_steps": 0}
+# Learning rate 0.5 without warm-up, LoRA on the output head too: four steps make the adapter far worse than
+# its base on held-out code (~61 bits per character vs ~6). On the attention and MLP projections alone the
+# near-uniform 3-step base cannot be made much worse: its final norm and small head keep every output flat.
+BAD_TRAINING = {"learning_rate": 0.5, "warmup_steps": 0, "target_modules": ["q_proj", "v_proj", "lm_head"]}
+# A margin under which that adapter passes: a regression of up to log2(1 + 1e30) ~ 100 bits per character.
+LOOSE_MARGIN = 1e30
 
 
 class Env:
@@ -179,7 +183,7 @@ def test_a_forged_runless_verdict_and_a_reported_materialization_are_refused(env
 
 
 def test_an_edited_stored_value_is_refused(env):
-    loose = env.with_eval("loose.yaml", gate_margin=10.0)
+    loose = env.with_eval("loose.yaml", gate_margin=LOOSE_MARGIN)
     [ev] = env.run("eval_scores", config=loose)
     assert ev.success, ev.error
     stored = env.settings.data_dir / "eval_scores.json"
@@ -193,7 +197,7 @@ def test_an_edited_stored_value_is_refused(env):
 
 def test_registration_rederives_the_verdict_under_its_own_settings(env):
     """A check passed under looser settings than registration's does not register."""
-    [ev] = env.run("eval_scores", config=env.with_eval("loose.yaml", gate_margin=10.0))
+    [ev] = env.run("eval_scores", config=env.with_eval("loose.yaml", gate_margin=LOOSE_MARGIN))
     assert ev.success, ev.error
     result = env.execute(["registered_model"])   # the strict settings
     assert not result.success and "re-derived" in step_error(result)
@@ -202,7 +206,7 @@ def test_registration_rederives_the_verdict_under_its_own_settings(env):
 
 def test_an_adapter_changed_after_its_evaluation_is_refused(env):
     """lora_adapter retrained (here: its weights changed) after eval_scores passed on the previous one."""
-    loose = env.with_eval("loose.yaml", gate_margin=10.0)
+    loose = env.with_eval("loose.yaml", gate_margin=LOOSE_MARGIN)
     [ev] = env.run("eval_scores", config=loose)
     assert ev.success, ev.error
     adapter_dir = json.loads((env.settings.data_dir / "lora_adapter.json").read_text())["adapter_dir"]
@@ -218,7 +222,7 @@ def test_an_adapter_changed_after_its_evaluation_is_refused(env):
 
 
 def test_a_passed_gate_registers_its_record_and_deploys(env):
-    loose = env.with_eval("loose.yaml", gate_margin=10.0)
+    loose = env.with_eval("loose.yaml", gate_margin=LOOSE_MARGIN)
     results = env.run("eval_scores*", config=loose)
     assert [(r.name, r.success, r.error) for r in results] == [
         ("eval_scores", True, None), ("registered_model", True, None), ("deployed_endpoint", True, None),
@@ -286,7 +290,7 @@ def test_deployed_endpoint_refuses_a_version_without_a_passed_gate(env):
 
 def test_the_champion_is_rescored_on_the_same_tasks_once(env):
     registry.set_alias(env.settings.mlflow_tracking_uri, "codellm", "champion", "1")
-    loose = env.with_eval("loose.yaml", gate_margin=10.0)
+    loose = env.with_eval("loose.yaml", gate_margin=LOOSE_MARGIN)
     metas = []
     for _ in range(2):
         [ev] = env.run("eval_scores", config=loose)
@@ -304,7 +308,7 @@ def test_the_champion_is_rescored_on_the_same_tasks_once(env):
 
 def test_eval_and_registration_in_one_run(env):
     """The daemon's shape: eval_scores, its blocking check and registered_model in one run."""
-    loose = env.with_eval("loose.yaml", gate_margin=10.0)
+    loose = env.with_eval("loose.yaml", gate_margin=LOOSE_MARGIN)
     before = env.versions()
     result = env.execute(["eval_scores", "registered_model"], config=loose)
     assert result.success, step_error(result)
