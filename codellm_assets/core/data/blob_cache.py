@@ -76,6 +76,13 @@ class StageStats:
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "extra"} | self.extra
 
+    def add(self, more: StageStats) -> None:
+        """Count ``more`` (another partition's or pass's work) in these totals."""
+        self.reused += more.reused
+        self.computed += more.computed
+        self.bytes_reused += more.bytes_reused
+        self.bytes_computed += more.bytes_computed
+
 
 class StageCache:
     """One stage's results for one partition; ``schema`` names the value columns (``key`` is added)."""

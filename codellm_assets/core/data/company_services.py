@@ -161,7 +161,7 @@ SHAPES = (_f_charge, _f_ship, _f_trace, _f_rate, _f_refund, _f_quote, _f_pick_gr
 
 def service(domain: str, rng: random.Random) -> str:
     n = dict(_NAMES) | {"R": rng.choice(REGIONS_C), "G": rng.choice(GRIDS_C), "K": rng.choice(KINDS),
-          "P": rng.choice(("standard", "urgent"))}
+                        "P": rng.choice(("standard", "urgent"))}
     shapes = rng.sample(SHAPES, rng.randint(4, 7))
     body = "\n\n".join(shape(domain, rng, n) for shape in shapes)
     uses = {name for name in ("dispatch_parcel", "trace_parcel_hops") if f"{name}(" in body}

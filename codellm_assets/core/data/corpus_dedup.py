@@ -85,7 +85,7 @@ def dedup_partitions(sources: dict[str, Path], settings: DedupSettings, cache_ro
             files_in += len(batch)
             values, stats = signatures_partition([r for _, r in clean], settings, cache_root, partition, workers,
                                                  compact=False)
-            _add(totals, stats)
+            totals.add(stats)
             for (n, row), value in zip(clean, values):
                 infos.append(dedup.DocInfo(doc_id(row), row["repo"], row["path"], value["chars"]))
                 exact.append(value["exact"])
@@ -101,13 +101,6 @@ def dedup_partitions(sources: dict[str, Path], settings: DedupSettings, cache_ro
     return CorpusDedup(kept=kept, dedup=result, decontam_hits=hits,
                        eval_items=index.size if index is not None else 0, files_in=files_in,
                        signatures=totals, texts_read_for_verify=reader.read)
-
-
-def _add(total: StageStats, more: StageStats) -> None:
-    total.reused += more.reused
-    total.computed += more.computed
-    total.bytes_reused += more.bytes_reused
-    total.bytes_computed += more.bytes_computed
 
 
 class _TextReader:

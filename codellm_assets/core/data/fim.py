@@ -33,9 +33,13 @@ def _word_edge(doc: str, i: int) -> int:
 
 
 def _line_cut(doc: str, rng: random.Random) -> tuple[int, int] | None:
-    starts = [0] + [i + 1 for i, c in enumerate(doc) if c == "\n" and i + 1 < len(doc)]
-    lines = [(st, doc.find("\n", st) if doc.find("\n", st) >= 0 else len(doc)) for st in starts]
-    lines = [(st + len(doc[st:end]) - len(doc[st:end].lstrip()), end) for st, end in lines if doc[st:end].strip()]
+    """(first non-blank character of a random non-blank line, end of that or a later line), or None."""
+    lines: list[tuple[int, int]] = []
+    start = 0
+    for text in doc.split("\n"):
+        if text.strip():
+            lines.append((start + len(text) - len(text.lstrip()), start + len(text)))
+        start += len(text) + 1
     if not lines:
         return None
     i = rng.randrange(len(lines))

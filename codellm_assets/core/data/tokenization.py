@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codellm_assets.core.data.blob_cache import StageStats
 from codellm_assets.core.data.fim import FIM_FORMAT, fim_windows
 from codellm_assets.core.data.fim import fim_choices as fim_choices
 from codellm_assets.core.data.fim import fim_format as fim_format
@@ -135,7 +136,7 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
     Literal special-token text in a document is encoded as plain text. ``fim_tokens`` are the
     (prefix, middle, suffix) token names; default: this project's ``<fim_prefix>`` etc. ``fim_window``
     (tokens, the training window): a longer FIM document becomes several FIM pieces joined by EOS, each
-    one fitting a window (see :func:`_fim_windows`).
+    one fitting a window (see :func:`fim.fim_windows`).
     """
     from tokenizers import Tokenizer
 
@@ -353,7 +354,7 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                    "train_weights": dict(sorted((repo_weights or {}).items())),
                    "train_files_per_pass": [len(p) for p in passes],
                    "train_tokens_dropped": tokens["train"] - packed["train"].sequences * seq_len},
-            cache={"tokens": _merged_stats(encoders)})
+            cache={"tokens": _token_stats(encoders)})
         summary.manifest_hash = _write_manifest(tmp, records, splits, summary, settings_hash)
         summary.seconds = round(time.monotonic() - started, 2)
         replace_dir(tmp, out_dir)
@@ -362,12 +363,12 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
     return summary
 
 
-def _merged_stats(encoders: Sequence[TokenEncoder]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _token_stats(encoders: Sequence[TokenEncoder]) -> dict[str, Any]:
+    """The token cache's work over every pass (pass 0's encoder holds the totals' extras)."""
+    total = StageStats(extra=dict(encoders[0].stats.extra))
     for enc in encoders:
-        for k, v in enc.stats.to_json().items():
-            out[k] = out.get(k, 0) + v if isinstance(v, int | float) and not isinstance(v, bool) else v
-    return out
+        total.add(enc.stats)
+    return total.to_json()
 
 
 def _write_manifest(tmp: Path, records: list[Record], splits: dict[str, list[Record]],

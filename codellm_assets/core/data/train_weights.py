@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 
 def weighted_passes(train: Sequence[Mapping], weights: Mapping[str, float]) -> list[list[Mapping]]:
     """The passes over the train split that give each repo its weight (``repos[].train_weight``): pass 0
-    is every file of weight >= 1 (and the share ``w`` of a repo's files for ``w < 1``, chosen by content
-    hash); each further pass repeats the repos of weight > 1, the last one the fractional share. The packer
-    streams the passes one after another with a new FIM seed per pass, so a repeated file is a new example
-    (other FIM cuts), not the same window twice. Files of unlisted repos weigh 1."""
+    is every file of weight >= 1 (and the share ``w`` of a repo's files for ``w < 1``, chosen by a hash of
+    the pass, repo and path); each further pass repeats the repos of weight > 1, the last one the fractional
+    share. The packer streams the passes one after another with a new FIM seed per pass, so a repeated file
+    is a new example (other FIM cuts), not the same window twice. Files of unlisted repos weigh 1."""
     def share(r: Mapping, k: int, frac: float) -> bool:
         digest = hashlib.sha256(f"{k}:{r.get('repo')}:{r.get('path')}".encode()).hexdigest()
         return int(digest[:16], 16) / float(1 << 64) < frac
