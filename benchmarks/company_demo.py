@@ -24,7 +24,11 @@ the held-out files of this checkout and of the company repo; click and typer lef
     e3   96 services, weight 8     512    500 (3.05)      150 x 8, lr 1e-2     436 s    0 / 0        0.234 / 0.256
     e4   e3 + line/word-edge cuts  512    500             150 x 8, lr 1e-2     441 s    0 / 0        0.198 / 0.247
     e5   192 services, weight 16   512    400             200 x 8, lr 1e-2     431 s    0 / 0        0.241 / 0.188
-    e6   192 services, weight 6    512    400             150 x 8, lr 1e-2     (the default: README)
+    e6   192 services, weight 6    512    400             150 x 8, lr 1e-2     343 s    0 / 0        0.268 / 0.232
+    s1   e6, SPM (base and LoRA)   512    400 (3.41)      150 x 8, lr 1e-2     421 s    0 / 0.05     0.169 / 0.265
+    s2   s1, LoRA 250 steps        512    400             250 x 8, lr 1e-2     +130 s   0 / 0.06     0.169 / 0.278
+    s3   s1 + whole-line cuts      512    400             150 x 8, lr 1e-2     ~420 s   0 / 0.07     0.129 / 0.289
+                                                                             (s3 is the default: README)
 
 (e2 and e3 still drew click and typer tasks.) At weight 16 the adapter collapses onto a few company lines
 (``return vault.settle_zephyr()`` for every cursor); at 6-8 it writes the company's idioms in the wrong
@@ -53,6 +57,7 @@ from codellm_assets.core.data.tokenization import build_training_dataset  # noqa
 from codellm_assets.core.evaluation import repo_bench as rb  # noqa: E402
 from codellm_assets.core.training.base_model import (  # noqa: E402
     dataset_tokenizer_args,
+    fim_spm_rate,
     generate_completions,
     get_preset,
     load_for_inference,
@@ -167,6 +172,7 @@ def run_company(s, args, work: Path, seed: int, clock: Clock) -> dict:
         summary = build_training_dataset(
             train, data, seq_len=s.dataset.seq_len, validation_fraction=s.dataset.validation_fraction,
             holdout_fraction=0.0, fim_rate=s.dataset.fim_rate, seed=s.dataset.seed,
+            fim_spm_rate=fim_spm_rate(s.model, s.dataset.fim_spm_rate),
             repo_weights={"company": company.train_weight} if company else None,
             vocab_size=s.dataset.tokenizer_vocab_size,
             **dataset_tokenizer_args(s.model, vocab_size=s.dataset.tokenizer_vocab_size))

@@ -10,7 +10,7 @@ import polars as pl
 from codellm_assets.core.data import dataset_splits, holdout
 from codellm_assets.core.data import tokenization as tokenize
 from codellm_assets.core.data.git_scan import RepoError
-from codellm_assets.core.training.base_model import dataset_tokenizer_args
+from codellm_assets.core.training.base_model import dataset_tokenizer_args, fim_spm_rate
 from codellm_assets.defs.shared import FEEDBACK_REPO, RETRAIN_CHAIN, repo_git_dir
 from codellm_assets.k8s_tags import k8s_tags_for
 from codellm_assets.resources import SettingsResource
@@ -70,6 +70,7 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         records, out, seq_len=s.dataset.seq_len,
         validation_fraction=s.dataset.validation_fraction, holdout_fraction=s.dataset.holdout_fraction,
         fim_rate=s.dataset.fim_rate, seed=s.dataset.seed, vocab_size=s.dataset.tokenizer_vocab_size,
+        fim_spm_rate=fim_spm_rate(s.model, s.dataset.fim_spm_rate),
         settings_hash=s.section_hash("dataset", "model", "dedup"), cache_dir=s.blob_cache_dir,
         split=_splitter(s, _file_dates(s, deduped_corpus)),
         repo_weights={r.name: r.train_weight for r in s.repos if r.train_weight != 1.0},
@@ -85,6 +86,7 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
     return dg.Output(value, data_version=dg.DataVersion(summary.manifest_hash), metadata={
         "train_tokens": summary.tokens.get("train", 0), "validation_tokens": summary.tokens.get("validation", 0),
         "holdout_tokens": summary.tokens.get("holdout", 0),
+        "fim_rate": summary.extra.get("fim_rate", 0.0), "fim_spm_rate": summary.extra.get("fim_spm_rate", 0.0),
         "train_weights": dg.MetadataValue.json(summary.extra.get("train_weights", {})),
         "train_files_per_pass": dg.MetadataValue.json(summary.extra.get("train_files_per_pass", [])),
         "sequences": dg.MetadataValue.json(summary.sequences),

@@ -163,6 +163,9 @@ class DatasetSettings(_Model):
                                            "changed at or after this date (ISO, UTC when no zone is given) "
                                            "instead of the newest holdout_fraction")
     fim_rate: float = Field(0.0, ge=0, le=1)
+    fim_spm_rate: float | None = Field(None, ge=0, le=1, description="share of the FIM examples laid out "
+                                       "suffix-prefix-middle (StarCoder trains both); unset: the base model's "
+                                       "layout (presets.yaml fim.layout: spm -> all, psm -> none)")
     tokenizer_vocab_size: int = Field(4096, ge=300)
     seed: int = Field(0, description="seeds the FIM draws; the splits are by date and content hash, not seeded")
 

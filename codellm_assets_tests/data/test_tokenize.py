@@ -174,6 +174,55 @@ def test_encode_documents_fim_layout_and_literal_special_text(tokenizer):
     assert prefix + middle + suffix == doc
 
 
+def _examples(tokenizer, ids: list[int]) -> list[tuple[str, str, str]]:
+    """(the text after ``<fim_prefix>`` and before ``<fim_suffix>``, between ``<fim_suffix>`` and
+    ``<fim_middle>``, after ``<fim_middle>``) of each FIM example in ``ids`` (examples joined by EOS)."""
+    pre, suf, mid = (tokenizer.convert_tokens_to_ids(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE))
+    out, cur = [], []
+    for i in [*ids, tokenizer.eos_token_id]:
+        if i != tokenizer.eos_token_id:
+            cur.append(i)
+            continue
+        assert cur[0] == pre and cur.count(suf) == 1 and cur.count(mid) == 1
+        s, m = cur.index(suf), cur.index(mid)
+        out.append((tokenizer.decode(cur[1:s]), tokenizer.decode(cur[s + 1:m]), tokenizer.decode(cur[m + 1:])))
+        cur = []
+    return out
+
+
+def test_spm_examples_put_the_suffix_first_and_the_middle_right_after_the_prefix(tokenizer):
+    doc = "".join(_python_file(i) for i in range(6))
+    for window in (None, 64):
+        ids = encode_documents(tokenizer, [doc], fim_rate=1.0, seed=3, fim_window=window, fim_spm_rate=1.0)[0]
+        psm = encode_documents(tokenizer, [doc], fim_rate=1.0, seed=3, fim_window=window)[0]
+        spm, plain = _examples(tokenizer, ids), _examples(tokenizer, psm)
+        assert len(spm) == len(plain) and (window is None) == (len(spm) == 1)
+        # the same cuts laid out the other way: nothing before <fim_suffix>, then the suffix, then the
+        # prefix and the middle as one run of text (the middle continues the prefix)
+        for (empty, s, pm), (p, s2, m) in zip(spm, plain):
+            assert empty == "" and s == s2 and pm == p + m
+        assert "".join(pm + s for _, s, pm in spm) == doc
+        assert sorted(ids) == sorted(psm)                                      # the same tokens, reordered
+
+
+def test_spm_rate_mixes_layouts_per_example_whatever_the_order(tokenizer):
+    docs = [_python_file(i) for i in range(120)]
+    psm = [_examples(tokenizer, ids) for ids in encode_documents(tokenizer, docs, fim_rate=1.0, seed=1)]
+
+    def spm_share(ds: list[str], rate: float) -> list[bool]:
+        got = encode_documents(tokenizer, ds, fim_rate=1.0, seed=1, fim_spm_rate=rate)
+        # an example is SPM when its layout differs from the PSM one of the same cut (an empty prefix
+        # looks the same either way and counts as PSM)
+        return [e != p for ids, ps in zip(got, psm if ds == docs else psm[::-1])
+                for e, p in zip(_examples(tokenizer, ids), ps)]
+    mixed = spm_share(docs, 0.5)
+    assert 35 < sum(mixed) < 85
+    assert spm_share(docs[::-1], 0.5) == mixed[::-1]                          # one example per file here
+    assert sum(spm_share(docs, 1.0)) > 95 and sum(spm_share(docs, 0.0)) == 0
+    assert encode_documents(tokenizer, docs[:5], fim_rate=0.0, fim_spm_rate=1.0) == \
+        encode_documents(tokenizer, docs[:5])                                  # no FIM: nothing to lay out
+
+
 # ---- tokenizer -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", [
@@ -321,7 +370,7 @@ def test_build_with_fim_on_tokenizer_without_fim_tokens_fails_clearly(tmp_path):
     "one_identifier_without_newline",
     "\n\n   \n",
 ])
-def test_fim_cuts_never_split_a_word_and_line_cuts_start_at_code(doc):
+def test_fim_cuts_never_split_a_word_and_line_cuts_are_benchmark_spans(doc):
     from codellm_assets.core.data.fim import fim_split
 
     def word(c: str) -> bool:
@@ -333,6 +382,27 @@ def test_fim_cuts_never_split_a_word_and_line_cuts_start_at_code(doc):
         assert p + m + s == doc
         for cut in (len(p), len(p) + len(m)):
             assert not (0 < cut < len(doc) and word(doc[cut - 1]) and word(doc[cut])), (k, p, m)
-        if m.strip() and (p == "" or p.endswith("\n") or p.endswith(" ")) and (s == "" or s.startswith("\n")):
+        if m.strip() and (p == "" or p.endswith("\n") or p.endswith(" ")) and (s == "" or s.startswith("\n")
+                                                                             or m.endswith("\n")):
             lines += 1
     assert lines > 60 or not doc.strip() or "\n" not in doc.strip()   # about half are line cuts
+
+
+def test_line_cuts_are_the_benchmarks_spans():
+    """One line: first non-blank character to the line's end (single_line); several: whole lines with
+    their indentation and last newline (multi_line, function_body) - fim_mining's spans."""
+    from codellm_assets.core.data.fim import _line_cut
+
+    doc = "def f(x):\n    y = x + 1\n\n    if y:\n        return y\n    return 0\n"
+    starts = {i + 1 for i, c in enumerate(doc) if c == "\n"} | {0}
+    kinds = set()
+    for k in range(200):
+        a, b = _line_cut(doc, random.Random(k))
+        m = doc[a:b]
+        if "\n" not in m:
+            assert m == m.strip() and (b == len(doc) or doc[b] == "\n")
+            kinds.add("one")
+        else:
+            assert a in starts and m.endswith("\n") and m.count("\n") >= 2 and m.strip()
+            kinds.add("whole")
+    assert kinds == {"one", "whole"}

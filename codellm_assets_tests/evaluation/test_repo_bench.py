@@ -190,6 +190,10 @@ def test_fim_prompt_layout_and_truncation(make_git_repo):
     assert build_fim_prompt(FIM, "a\nb", "c", context="# ctx\n") == "<fim_prefix># ctx\na\nb<fim_suffix>c<fim_middle>"
     preset = {"prefix": "<｜fim▁begin｜>", "middle": "<｜fim▁end｜>", "suffix": "<｜fim▁hole｜>"}
     assert build_fim_prompt(preset, "p", "s") == "<｜fim▁begin｜>p<｜fim▁hole｜>s<｜fim▁end｜>"
+    spm = {**preset, "layout": "spm"}       # the gateway's SPM template, context right before the prefix
+    assert build_fim_prompt(spm, "a\nb", "c", context="# ctx\n") == \
+        "<｜fim▁begin｜><｜fim▁hole｜>c<｜fim▁end｜># ctx\na\nb"
+    assert build_fim_prompt(dataclasses.replace(FIM, spm=True), "p", "s") == "<fim_prefix><fim_suffix>s<fim_middle>p"
     long = build_fim_prompt(FIM, "x" * 50 + "\nkeep\n", "one\n" + "y" * 50, max_prefix_chars=20, max_suffix_chars=10)
     assert long == "<fim_prefix>keep\n<fim_suffix>one\n<fim_middle>"   # whole lines only
     with pytest.raises(ValueError, match="presets.yaml"):

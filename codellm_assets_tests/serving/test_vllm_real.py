@@ -129,8 +129,11 @@ def test_fim_rendered_with_the_preset_tokens(real_vllm: RealVllm, store: Store) 
     v = real_vllm
     key = store.create_api_key("bars")
     fim = _fim_from_preset("tiny")
-    assert fim is not None and fim.prefix == "<fim_prefix>"
-    for base_path in ("tiny", str(v.base)):
+    assert fim is not None and fim.prefix == "<fim_prefix>" and fim.spm       # the tiny preset is SPM
+    layouts = {"tiny": "<fim_prefix><fim_suffix>\n\nprint(f(2))\n<fim_middle>def f(x):\n    return ",
+               # the local test model records no layout: PSM, what its vocabulary implies
+               str(v.base): "<fim_prefix>def f(x):\n    return <fim_suffix>\n\nprint(f(2))\n<fim_middle>"}
+    for base_path, expected in layouts.items():
         gw = make_gateway(store, VllmBackend(v.url, fim=fim), [Route("production", "base", base_path, None, 100)])
         with serve_app(create_app(gw)) as url:
             wait_ready(url, timeout=120)
@@ -138,7 +141,7 @@ def test_fim_rendered_with_the_preset_tokens(real_vllm: RealVllm, store: Store) 
                                                      suffix="\n\nprint(f(2))\n", max_tokens=4, temperature=0)
             store.flush()
             rendered = store.request(r.id)["prompt"]
-            assert rendered == "<fim_prefix>def f(x):\n    return <fim_suffix>\n\nprint(f(2))\n<fim_middle>"
+            assert rendered == expected
             direct = _direct(v, "base", rendered, 4)
             assert r.choices[0].text == direct["choices"][0]["text"]
             assert r.usage.prompt_tokens == direct["usage"]["prompt_tokens"]   # FIM tokens are single tokens

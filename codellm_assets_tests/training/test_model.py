@@ -8,12 +8,14 @@ import os
 import pytest
 import torch
 
+from codellm_assets.core.data.fim import read_layout
 from codellm_assets.core.data.tokenization import build_training_dataset, train_bpe_tokenizer
 from codellm_assets.core.training import base_model as M
 from codellm_assets.core.training.base_model import (
     ModelError,
     build_tiny_base,
     ensure_base_model,
+    fim_spm_rate,
     generate_completions,
     get_preset,
     load_for_inference,
@@ -83,6 +85,23 @@ def test_preset_table(name, hf_id, fim_prefix):
     assert (p.fim_tokens() or (None,))[0] == fim_prefix
 
 
+def test_fim_layout_per_preset_sets_the_default_spm_rate(tmp_path, monkeypatch):
+    bm = M
+    assert [n for n in preset_names() if get_preset(n).fim_layout == "spm"] == ["tiny"]
+    assert fim_spm_rate(ModelSettings()) == 1.0 and fim_spm_rate(ModelSettings(), 0.25) == 0.25
+    assert fim_spm_rate(ModelSettings(preset="starcoder2-3b", path="x")) == 0.0
+    bad = tmp_path / "presets.yaml"
+    bad.write_text(bm.PRESETS_FILE.read_text().replace("layout: spm", "layout: msp"))
+    monkeypatch.setattr(bm, "PRESETS_FILE", bad)
+    bm._load_presets.cache_clear()
+    try:
+        with pytest.raises(ModelError, match=r"\['tiny'\].*fim.layout must be one of"):
+            get_preset("tiny")
+    finally:
+        monkeypatch.undo()
+        bm._load_presets.cache_clear()
+
+
 @pytest.mark.parametrize("path,match", [(None, "model.path` in codellm.yaml is not set"),
                                         ("missing/dir", "no config.json")])
 def test_real_preset_without_local_weights_gives_clear_error(tmp_path, path, match):
@@ -143,6 +162,7 @@ def test_resolve_base_model_caches_by_settings_and_tokenizer(tmp_path):
     first = resolve_base_model(sm, **kw)
     info = json.loads((first / "base_info.json").read_text())
     assert info["pretrain_steps"] == 3 and read_current(cache) == first
+    assert read_layout(first) == get_preset("tiny").fim_layout == "spm"     # served as it was trained
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     assert resolve_base_model(sm, **kw) == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # cache hit: not rebuilt

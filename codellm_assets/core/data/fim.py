@@ -1,24 +1,51 @@
-"""Fill-in-the-middle cuts for training documents (StarCoder's PSM, at the character level), seeded per
-document so a document always gets the same decision and cuts whatever the order of the corpus; long
+"""Fill-in-the-middle cuts for training documents (StarCoder's PSM and SPM, at the character level), seeded
+per document so a document always gets the same decision and cuts whatever the order of the corpus; long
 documents are cut per training window (context-level FIM, :func:`fim_windows`)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 from codellm_assets.core.data.tokenizer_files import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
-# Share of FIM cuts made on lines (the middle: from a line's first non-blank character to the end of the
-# same or a later line) rather than at characters: what an IDE asks for - the rest of a line, a few lines,
-# a body - and what the repo benchmark scores. The other cuts are random characters moved to the nearest
-# edge of a word, so a middle never starts or ends inside an identifier: a model trained on cuts inside
-# words learns to begin every completion with the tail of one (``rid = ...`` for ``grid``).
+# Share of FIM cuts made on lines rather than at characters: what an IDE asks for and the repo benchmark
+# scores (core/evaluation/fim_mining.py). One line: from its first non-blank character to its end (a
+# single-line task: the cursor sits after the indentation). Several lines: whole lines, indentation and
+# the last newline included (a multi-line or function-body task: the cursor at the start of a line). The
+# other cuts are random characters moved to the nearest edge of a word, so a middle never starts or ends
+# inside an identifier: a model trained on cuts inside words learns to begin every completion with the
+# tail of one (``rid = ...`` for ``grid``).
 LINE_CUT_RATE = 0.5
 # Bumped whenever the cuts change for the same document and seed: part of the token cache's key and of the
-# tiny base's (2: one FIM example per training window, line and word-edge cuts).
-FIM_FORMAT = 2
+# tiny base's (2: one FIM example per training window, line and word-edge cuts; 3: several-line cuts are
+# whole lines, like the benchmark's multi-line and body tasks).
+FIM_FORMAT = 3
+# How a FIM prompt is laid out: prefix-suffix-middle or suffix-prefix-middle (fim_token_ids). A model built
+# here records the layout it was trained with in its directory (LAYOUT_FILE), so serving and the benchmark
+# render what training used; a downloaded model without the file is PSM (what its vocabulary implies).
+LAYOUTS = ("psm", "spm")
+LAYOUT_FILE = "fim_layout.json"
+
+
+def write_layout(model_dir: Path, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"FIM layout {layout!r} is not one of {LAYOUTS}")
+    (Path(model_dir) / LAYOUT_FILE).write_text(json.dumps({"layout": layout}) + "\n")
+
+
+def read_layout(model_dir: str | Path | None) -> str | None:
+    """The layout recorded in ``model_dir`` (psm | spm), or None when none is recorded or it is unreadable."""
+    if not model_dir:
+        return None
+    try:
+        layout = json.loads((Path(model_dir) / LAYOUT_FILE).read_text()).get("layout")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return layout if layout in LAYOUTS else None
 
 
 def _is_word(c: str) -> bool:
@@ -33,18 +60,22 @@ def _word_edge(doc: str, i: int) -> int:
 
 
 def _line_cut(doc: str, rng: random.Random) -> tuple[int, int] | None:
-    """(first non-blank character of a random non-blank line, end of that or a later line), or None."""
-    lines: list[tuple[int, int]] = []
+    """A random non-blank line from its first non-blank character to its end, or (mostly one line,
+    sometimes a few) whole lines from that line's start through the newline of a later one; None when
+    ``doc`` has no non-blank line."""
+    lines: list[tuple[int, int, int]] = []       # (line start, first non-blank character, line end)
     start = 0
     for text in doc.split("\n"):
         if text.strip():
-            lines.append((start + len(text) - len(text.lstrip()), start + len(text)))
+            lines.append((start, start + len(text) - len(text.lstrip()), start + len(text)))
         start += len(text) + 1
     if not lines:
         return None
     i = rng.randrange(len(lines))
-    j = min(len(lines) - 1, i + int(rng.expovariate(0.5)))   # mostly one line, sometimes a few
-    return lines[i][0], lines[j][1]
+    j = min(len(lines) - 1, i + int(rng.expovariate(0.5)))
+    if i == j:
+        return lines[i][1], lines[i][2]
+    return lines[i][0], min(len(doc), lines[j][2] + 1)
 
 
 def fim_split(doc: str, rng: random.Random) -> tuple[str, str, str]:
@@ -63,6 +94,29 @@ def fim_format(prefix: str, middle: str, suffix: str,
     """PSM text form ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` (for display and tests)."""
     pre, mid, suf = tokens
     return f"{pre}{prefix}{suf}{suffix}{mid}{middle}"
+
+
+def is_spm(cut: tuple[str, str, str], spm_rate: float, seed: int) -> bool:
+    """Whether this FIM example is laid out suffix-prefix-middle: ``spm_rate`` of the examples, drawn from
+    its content (and ``seed``), so the same piece always gets the same order."""
+    if spm_rate <= 0 or spm_rate >= 1:
+        return spm_rate >= 1
+    digest = hashlib.sha256("\x00".join(cut).encode("utf-8", "surrogatepass")).hexdigest()
+    return random.Random(f"{seed}:spm:{digest}").random() < spm_rate
+
+
+def fim_token_ids(pre: Sequence[int], mid: Sequence[int], suf: Sequence[int], fim_ids: Sequence[int],
+                  spm: bool) -> list[int]:
+    """One example from the encoded parts; ``fim_ids`` = (prefix, middle, suffix) token ids.
+
+    PSM ``<pre> P <suf> S <mid> M``; SPM (StarCoder's variant) ``<pre> <suf> S <mid> P M``. In SPM the
+    middle directly continues the prefix, so a small model need not attend back past the whole suffix to
+    find where to go on: plain continuation, with the suffix read first as a hint.
+    """
+    t_pre, t_mid, t_suf = fim_ids
+    if spm:
+        return [t_pre, t_suf, *suf, t_mid, *pre, *mid]
+    return [t_pre, *pre, t_suf, *suf, t_mid, *mid]
 
 
 def fim_choices(docs: Sequence[str], fim_rate: float, seed: int) -> list[tuple[str, str, str] | None]:

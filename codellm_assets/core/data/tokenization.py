@@ -19,8 +19,9 @@ validation set and every validation token is scored.
 
 Fill-in-the-middle (StarCoder style): with probability ``fim_rate`` per train document, the text is cut
 at two random character positions into prefix/middle/suffix, each part is tokenized on its own and the
-document becomes ``<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle`` (PSM). The choice is
-seeded per document (seed + content hash), so it is independent of document order. A FIM document longer
+document becomes ``<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle`` (PSM) or, for
+``fim_spm_rate`` of the examples, ``<fim_prefix> <fim_suffix> suffix <fim_middle> prefix middle`` (SPM). The
+choice is seeded per document (seed + content hash), so it is independent of document order. A FIM document longer
 than the training window is cut per window first (context-level FIM, core/data/fim.py), so each example
 is whole in one window: the middle the model writes and the prefix and suffix it reads.
 
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from codellm_assets.core.data.blob_cache import StageStats
-from codellm_assets.core.data.fim import FIM_FORMAT, fim_windows
+from codellm_assets.core.data.fim import FIM_FORMAT, fim_token_ids, fim_windows, is_spm
 from codellm_assets.core.data.fim import fim_choices as fim_choices
 from codellm_assets.core.data.fim import fim_format as fim_format
 from codellm_assets.core.data.fim import fim_split as fim_split
@@ -130,13 +131,15 @@ def pack_sequences(token_id_lists: Iterable[Sequence[int]], seq_len: int, eos_id
 
 
 def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, seed: int = 0,
-                     fim_tokens: Sequence[str] | None = None, fim_window: int | None = None) -> list[list[int]]:
+                     fim_tokens: Sequence[str] | None = None, fim_window: int | None = None,
+                     fim_spm_rate: float = 0.0) -> list[list[int]]:
     """Batch-encode documents (fast, Rust ``encode_batch``), with FIM applied at the character level.
 
     Literal special-token text in a document is encoded as plain text. ``fim_tokens`` are the
     (prefix, middle, suffix) token names; default: this project's ``<fim_prefix>`` etc. ``fim_window``
     (tokens, the training window): a longer FIM document becomes several FIM pieces joined by EOS, each
-    one fitting a window (see :func:`fim.fim_windows`).
+    one fitting a window (see :func:`fim.fim_windows`). ``fim_spm_rate``: the share of FIM examples laid
+    out suffix-prefix-middle (:func:`fim.fim_token_ids`), the rest PSM.
     """
     from tokenizers import Tokenizer
 
@@ -166,12 +169,12 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
             i += 1
             continue
         ids: list[int] = []
-        for _ in choice:
+        for cut in choice:
             pre, mid, suf = encoded[i:i + 3]
             i += 3
             if ids:
                 ids.append(tokenizer.eos_token_id)
-            ids += [fim_ids[0], *pre, fim_ids[2], *suf, fim_ids[1], *mid]  # PSM order
+            ids += fim_token_ids(pre, mid, suf, fim_ids, is_spm(cut, fim_spm_rate, seed))
         out.append(ids)
     return out
 
@@ -207,15 +210,15 @@ def tokenizer_code_version() -> str:
 
 
 def _token_encoder(tokenizer, tokenizer_dir: Path, cache_dir: Path | None, *, fim_rate: float, seed: int,
-                   fim_tokens: Sequence[str] | None, fim_window: int | None) -> TokenEncoder:
+                   fim_tokens: Sequence[str] | None, fim_window: int | None, fim_spm_rate: float) -> TokenEncoder:
     """Per-file token ids, cached under the tokenizer's file hash and the settings that change ids."""
     def encode(texts: list[str], fim: bool) -> list[list[int]]:
         return encode_documents(tokenizer, texts, fim_rate=fim_rate if fim else 0.0, seed=seed,
-                                fim_tokens=fim_tokens, fim_window=fim_window)
+                                fim_tokens=fim_tokens, fim_window=fim_window, fim_spm_rate=fim_spm_rate)
 
     return TokenEncoder(encode, cache_dir, tokenizer_file_hash(tokenizer_dir) if cache_dir else "",
                         {"fim_rate": fim_rate, "seed": seed, "fim_tokens": list(fim_tokens or []),
-                         "fim_window": fim_window, "fim_format": FIM_FORMAT})
+                         "fim_window": fim_window, "fim_format": FIM_FORMAT, "fim_spm_rate": fim_spm_rate})
 
 
 # ---- the dataset on disk -------------------------------------------------------------------------
@@ -258,17 +261,18 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                            validation_fraction: float = 0.1, holdout_fraction: float = 0.05,
                            fim_rate: float = 0.0, seed: int = 0, settings_hash: str = "",
                            vocab_size: int = 4096, tokenizer_source: str | None = None,
-                           fim_tokens: Sequence[str] | None = None,
+                           fim_tokens: Sequence[str] | None = None, fim_spm_rate: float = 0.0,
                            cache_dir: Path | None = None,
                            split: Callable[[list[Record]], tuple[dict[str, list[Record]], dict]] | None = None,
                            repo_weights: Mapping[str, float] | None = None) -> DatasetSummary:
     """Split, tokenize, pack and save the training dataset with its lineage manifest (see module doc).
 
     ``tokenizer``: a loaded (real preset) tokenizer, or None to train a byte-level BPE of ``vocab_size``
-    on the train split only. FIM (``fim_rate``) applies to the train split. ``cache_dir``: where each
-    file's token ids are cached (:class:`packing.TokenEncoder`); None: no cache. ``split``: records with text ->
-    (splits, what the manifest records about them); default: :func:`split_by_file_hash`. ``repo_weights``:
-    repo -> training weight (train_weights.weighted_passes; the validation split is never weighted).
+    on the train split only. FIM (``fim_rate``, ``fim_spm_rate`` of it SPM) applies to the train split.
+    ``cache_dir``: where each file's token ids are cached (:class:`packing.TokenEncoder`); None: no cache.
+    ``split``: records with text -> (splits, what the manifest records about them); default:
+    :func:`split_by_file_hash`. ``repo_weights``: repo -> training weight (train_weights.weighted_passes;
+    the validation split is never weighted).
     Returns a summary.
     """
     import time
@@ -308,12 +312,12 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
         eos = tokenizer.eos_token_id
         if eos is None:
             raise DatasetBuildError("the tokenizer has no EOS token; packing needs one to separate files")
-        encoder = _token_encoder(tokenizer, tmp / "tokenizer", cache_dir, fim_rate=fim_rate, seed=seed,
-                                 fim_tokens=fim_tokens, fim_window=seq_len)
+        fim_args = {"fim_rate": fim_rate, "fim_tokens": fim_tokens, "fim_window": seq_len,
+                    "fim_spm_rate": fim_spm_rate}
+        encoder = _token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed, **fim_args)
         (tmp / "arrow").mkdir()
         passes = weighted_passes(splits["train"], repo_weights or {})
-        encoders = [encoder] + [_token_encoder(tokenizer, tmp / "tokenizer", cache_dir, fim_rate=fim_rate,
-                                               seed=seed + k, fim_tokens=fim_tokens, fim_window=seq_len)
+        encoders = [encoder] + [_token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed + k, **fim_args)
                                 for k in range(1, len(passes))]
         train_stream = (batch for enc, rs in zip(encoders, passes) for batch in enc.batches(rs, fim=fim_rate > 0))
         packed = {"train": pack_to_arrow(train_stream,
@@ -350,7 +354,8 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
             files_per_language=dict(sorted(Counter(str(r.get("language") or "unknown") for r in records)
                                            .items())),
             vocab_size=len(tokenizer), seq_len=seq_len, manifest_hash="", tokenizer_source=tokenizer_source,
-            extra={**split_info, "fim_rate": fim_rate, "seed": seed, "skipped_no_text_content": skipped,
+            extra={**split_info, "fim_rate": fim_rate, "fim_spm_rate": fim_spm_rate, "seed": seed,
+                   "skipped_no_text_content": skipped,
                    "train_weights": dict(sorted((repo_weights or {}).items())),
                    "train_files_per_pass": [len(p) for p in passes],
                    "train_tokens_dropped": tokens["train"] - packed["train"].sequences * seq_len},

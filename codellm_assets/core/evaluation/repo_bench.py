@@ -34,6 +34,7 @@ from codellm_assets.core.evaluation.fim_mining import (
     parse,
     repo_symbols,
 )
+from codellm_assets.core.serving.backends.base import FimTokens
 
 MAX_PREFIX_CHARS, MAX_SUFFIX_CHARS = 3000, 1000
 INLINE_KINDS = frozenset({"single_line", "call_args", "condition"})
@@ -94,29 +95,32 @@ def _shuffled(items: list[FimTask], rng: random.Random) -> list[FimTask]:
 
 # ---- prompts --------------------------------------------------------------------------------------------
 
-def _fim_parts(fim: Any) -> tuple[str, str, str]:
-    """(prefix, suffix, middle) tokens of a FimTokens-like object or a presets.yaml ``fim`` mapping."""
+def fim_template(fim: Any) -> FimTokens:
+    """FimTokens from a FimTokens or a presets.yaml ``fim`` mapping (``layout: spm`` for suffix-first)."""
+    if isinstance(fim, FimTokens):
+        return fim
     if isinstance(fim, Mapping):
         try:
-            return fim["prefix"], fim["suffix"], fim["middle"]
+            return FimTokens(fim["prefix"], fim["suffix"], fim["middle"], spm=fim.get("layout") == "spm")
         except KeyError as e:
             raise ValueError(f"FIM tokens {dict(fim)} lack {e}: a preset's fim needs prefix, suffix and middle "
                              f"(core/training/presets.yaml)") from None
-    return fim.prefix, fim.suffix, fim.middle
+    return FimTokens(fim.prefix, fim.suffix, fim.middle, spm=bool(getattr(fim, "spm", False)))
 
 
 def build_fim_prompt(fim: Any, prefix: str, suffix: str, *, context: str = "",
                      max_prefix_chars: int = MAX_PREFIX_CHARS, max_suffix_chars: int = MAX_SUFFIX_CHARS) -> str:
-    """PSM layout: ``<pre>`` context + the prefix's tail ``<suf>`` the suffix's head ``<mid>``. The cut
+    """The model's template (PSM: ``<pre>`` context + the prefix's tail ``<suf>`` the suffix's head
+    ``<mid>``; SPM: ``<pre><suf>`` suffix ``<mid>`` context + prefix), as the gateway renders it. The cut
     keeps whole lines (the nearest code matters most; a half line at the cut only confuses the model)."""
-    pre_tok, suf_tok, mid_tok = _fim_parts(fim)
+    template = fim_template(fim)
     if len(prefix) > max_prefix_chars:
         tail = prefix[-max_prefix_chars:]
         prefix = tail[tail.find("\n") + 1:] if "\n" in tail else tail
     if len(suffix) > max_suffix_chars:
         head = suffix[:max_suffix_chars]
         suffix = head[:head.rfind("\n") + 1] if "\n" in head else head
-    return f"{pre_tok}{context}{prefix}{suf_tok}{suffix}{mid_tok}"
+    return template.build(prefix, suffix, context)
 
 
 def task_prompt(task: FimTask, fim: Any, *, index: Any | None = None, budget: int = 2000,
@@ -167,9 +171,15 @@ def identifiers(code: str, language: str) -> list[str]:
     return out
 
 
+COMPLETION_CHARS = 400
+
+
 def score(task: FimTask, completion: str) -> dict[str, Any]:
-    """One task's row: em, es, id_em, id_f1 (floats in [0, 1]) plus the task's strata."""
-    pred, ref = _norm(postprocess(task, completion)), _norm(task.reference)
+    """One task's row: em, es, id_em, id_f1 (floats in [0, 1]), the task's strata and what was scored (the
+    completion after :func:`postprocess`, cut to COMPLETION_CHARS: what a reader of the results file needs to
+    see why a task failed)."""
+    answer = postprocess(task, completion)
+    pred, ref = _norm(answer), _norm(task.reference)
     pred_ids, ref_ids = identifiers(pred, task.language), identifiers(ref, task.language)
     p_set, r_set = set(pred_ids), set(ref_ids)
     tp = len(p_set & r_set)
@@ -178,7 +188,8 @@ def score(task: FimTask, completion: str) -> dict[str, Any]:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"task_id": task.task_id, "kind": task.kind, "language": task.language, "cross_file": task.cross_file,
             "em": float(pred == ref), "es": fuzz.ratio(pred, ref) / 100.0,
-            "id_em": float(pred_ids == ref_ids), "id_f1": f1}
+            "id_em": float(pred_ids == ref_ids), "id_f1": f1, "repo": task.repo,
+            "completion": answer[:COMPLETION_CHARS]}
 
 
 def score_all(tasks: Sequence[FimTask], completions: Sequence[str]) -> list[dict[str, Any]]:

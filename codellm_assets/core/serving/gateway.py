@@ -148,6 +148,21 @@ class Gateway(RoutingReadiness):
             await asyncio.sleep(self.settings.route_refresh_s)
 
     # ---- prompt rendering -------------------------------------------------------------------------------
+    def _completion_prompts(self, spec: PromptSpec, version: str) -> list[str]:
+        """With a suffix: the model's FIM template, repository context inside it right before the code (the
+        layout the benchmark scores). A template the client rendered itself (PSM, Continue) is laid out
+        again for an SPM model. Else the prompts as sent, context first."""
+        fim = self.backend.fim(version)
+        context = spec.repo_context or ""
+        if fim and spec.suffix:
+            return [fim.build(p, spec.suffix, context) for p in spec.prompts]
+        if fim and fim.spm and spec.suffix is None:
+            parts = [split_fim_prompt(p) for p in spec.prompts]
+            if all(parts):
+                return [fim.build(pre, suf, context) for pre, suf in parts]
+        # A model without FIM tokens completes the prefix alone (IDE plugins send suffix by default).
+        return [with_context(p, spec.suffix, context) for p in spec.prompts]
+
     def render(self, spec: PromptSpec, version: str, max_tokens: int) -> tuple[list[str], list[str], int]:
         """(prompts, extra stop sequences, max_tokens) for ``version``; ApiError 400 for empty or too-long
         prompts. Runs before any model work."""
@@ -158,14 +173,10 @@ class Gateway(RoutingReadiness):
             except ValueError as e:
                 raise ApiError(400, str(e), param="messages") from e
             prompts = [prompt]
-        elif spec.suffix:
-            fim = self.backend.fim(version)
-            # A model without FIM tokens completes the prefix alone (IDE plugins send suffix by default).
-            prompts = [fim.build(p, spec.suffix) for p in spec.prompts] if fim else list(spec.prompts)
+            if spec.repo_context:
+                prompts = [with_context(prompt, spec.suffix, spec.repo_context)]
         else:
-            prompts = list(spec.prompts)
-        if spec.repo_context:
-            prompts = [with_context(p, spec.suffix, spec.repo_context) for p in prompts]
+            prompts = self._completion_prompts(spec, version)
         limit = min(self.settings.max_context_tokens, self.backend.max_context(version) or 10 ** 9)
         for p in prompts:
             if not p:

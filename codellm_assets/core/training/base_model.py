@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from codellm_assets.core.data.fim import FIM_FORMAT
+from codellm_assets.core.data.fim import FIM_FORMAT, LAYOUTS, write_layout
 from codellm_assets.core.data.public_corpus import public_corpus, public_tokenizer
 from codellm_assets.core.data.tokenization import (
     encode_documents,
@@ -83,6 +83,19 @@ class ModelPreset:
         """(prefix, middle, suffix) token names, or None if the model has no infilling."""
         return (self.fim["prefix"], self.fim["middle"], self.fim["suffix"]) if self.fim else None
 
+    @property
+    def fim_layout(self) -> str:
+        """psm or spm: the FIM prompt order this model is trained and served with."""
+        return (self.fim or {}).get("layout", "psm")
+
+
+def fim_spm_rate(settings_model: ModelSettings, configured: float | None = None) -> float:
+    """The share of FIM examples laid out SPM: ``configured`` (dataset.fim_spm_rate) when set, else all of
+    them for an SPM preset and none for a PSM one."""
+    if configured is not None:
+        return configured
+    return 1.0 if get_preset(settings_model.preset).fim_layout == "spm" else 0.0
+
 
 @dataclass
 class BaseModelInfo:
@@ -107,8 +120,12 @@ class BaseModelInfo:
 @functools.cache
 def _load_presets() -> dict[str, ModelPreset]:
     raw = yaml.safe_load(PRESETS_FILE.read_text())
-    return {name: ModelPreset(name=name, lora_target_modules=tuple(p.pop("lora_target_modules")), **p)
-            for name, p in ((n, dict(v)) for n, v in raw.items())}
+    presets = {name: ModelPreset(name=name, lora_target_modules=tuple(p.pop("lora_target_modules")), **p)
+               for name, p in ((n, dict(v)) for n, v in raw.items())}
+    bad = [n for n, p in presets.items() if p.fim_layout not in LAYOUTS]
+    if bad:
+        raise ModelError(f"presets {bad} in {PRESETS_FILE}: fim.layout must be one of {LAYOUTS}")
+    return presets
 
 
 def preset_names() -> list[str]:
@@ -182,11 +199,11 @@ def _tiny_config(tokenizer, hidden_size: int, layers: int, heads: int):
 
 
 def _pretrain_sequences(source: Any, tokenizer, seq_len: int, *, max_rows: int, seed: int,
-                        fim_rate: float = 0.0):
+                        fim_rate: float = 0.0, fim_spm_rate: float = 0.0):
     """Token windows for pre-training from texts, a ``datasets`` Dataset/DatasetDict, or its directory.
 
     A dataset is sampled down to ``max_rows`` windows first (a short pre-training sees few of them). Texts
-    get the FIM transform at ``fim_rate`` (a dataset already has its own).
+    get the FIM transform at ``fim_rate``, ``fim_spm_rate`` of it SPM (a dataset already has its own).
     """
     import numpy as np
     import torch
@@ -210,7 +227,7 @@ def _pretrain_sequences(source: Any, tokenizer, seq_len: int, *, max_rows: int, 
     need, have = max_rows * seq_len, 0
     for start in range(0, len(texts), 32):
         chunk = encode_documents(tokenizer, texts[start:start + 32], fim_rate=fim_rate, seed=seed,
-                                 fim_window=seq_len)
+                                 fim_window=seq_len, fim_spm_rate=fim_spm_rate)
         ids.extend(chunk)
         have += sum(map(len, chunk))
         if have >= need:
@@ -262,14 +279,15 @@ def texts_sha256(texts: Iterable[str]) -> str:
 def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers: int = 2, heads: int = 4,
                     pretrain_texts_or_dataset: Any = (), pretrain_steps: int = 60, seed: int = 0,
                     threads: int = 2, cache_key: str = "", time_budget_s: float | None = None,
-                    seq_len: int = PRETRAIN_SEQ_LEN, fim_rate: float = 0.0, source: str = ""
-                    ) -> BaseModelInfo:
+                    seq_len: int = PRETRAIN_SEQ_LEN, fim_rate: float = 0.0, source: str = "",
+                    fim_layout: str = "psm") -> BaseModelInfo:
     """Build the tiny Llama base from a config, pre-train it briefly, save it atomically to ``out_dir``.
 
     ``pretrain_texts_or_dataset``: texts (FIM-transformed at ``fim_rate``, cut into ``seq_len`` windows), a
     ``datasets`` Dataset/DatasetDict (its "train" split) with ``input_ids``, or the directory of one.
-    ``out_dir`` gets the model (safetensors), the tokenizer and ``base_info.json`` (with ``source`` and, for
-    texts, their digest).
+    ``out_dir`` gets the model (safetensors), the tokenizer, ``base_info.json`` (with ``source`` and, for
+    texts, their digest) and the FIM layout it is trained and served with (``fim_layout``: spm pre-trains
+    every FIM example suffix first).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -281,6 +299,7 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(_tiny_config(tokenizer, hidden_size, layers, heads))
         seqs = _pretrain_sequences(pretrain_texts_or_dataset, tokenizer, seq_len, seed=seed, fim_rate=fim_rate,
+                                   fim_spm_rate=1.0 if fim_layout == "spm" else 0.0,
                                    max_rows=pretrain_steps * PRETRAIN_BATCH) if pretrain_steps > 0 else []
         losses = pretrain(model, seqs, steps=pretrain_steps, seed=seed, time_budget_s=time_budget_s)
     finally:
@@ -298,6 +317,7 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "base_info.json").write_text(json.dumps(info.to_json(), indent=2))
+        write_layout(tmp, fim_layout)
         replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -324,7 +344,8 @@ PRETRAIN_FORMAT = f"1.fim{FIM_FORMAT}"
 def base_cache_key(settings_model: ModelSettings, tokenizer_dir: Path, source_digest: str = "") -> str:
     """Hash of the model settings (the pre-training source and packages among them), the tokenizer's files and
     the pre-training corpus' digest (a package upgrade changes the public code): rebuilt when any changes."""
-    dumped = json.dumps(settings_model.model_dump(mode="json"), sort_keys=True)
+    dumped = json.dumps([settings_model.model_dump(mode="json"), get_preset(settings_model.preset).fim],
+                        sort_keys=True)
     return hashlib.sha256(f"{PRETRAIN_FORMAT}|{dumped}|{tokenizer_file_hash(tokenizer_dir)}|{source_digest}".encode()
                           ).hexdigest()[:16]
 
@@ -387,7 +408,8 @@ def resolve_base_model(settings_model: ModelSettings, *, tokenizer_dir: Path, da
         build_tiny_base(tokenizer, target, hidden_size=m.tiny_hidden_size, layers=m.tiny_layers,
                         heads=m.tiny_heads, pretrain_texts_or_dataset=source, pretrain_steps=steps,
                         seed=seed, threads=threads, cache_key=key, seq_len=m.tiny_pretrain_seq_len,
-                        fim_rate=fim, source=f"public: {public.description}" if public else "dataset")
+                        fim_rate=fim, source=f"public: {public.description}" if public else "dataset",
+                        fim_layout=preset.fim_layout)
     write_current(cache_dir, target)
     _prune_builds(Path(cache_dir), keep=target)
     return target
@@ -446,7 +468,8 @@ def build_fallback_base(settings: Settings, *, pretrain_steps: int = FALLBACK_PR
         m = settings.model
         build_tiny_base(tokenizer, target, hidden_size=m.tiny_hidden_size, layers=m.tiny_layers,
                         heads=m.tiny_heads, pretrain_texts_or_dataset=texts, pretrain_steps=pretrain_steps,
-                        seed=0, threads=2, cache_key=key, time_budget_s=FALLBACK_TIME_BUDGET_S)
+                        seed=0, threads=2, cache_key=key, time_budget_s=FALLBACK_TIME_BUDGET_S,
+                        fim_layout=get_preset(m.preset).fim_layout)
     finally:
         shutil.rmtree(tok_dir, ignore_errors=True)
     return target

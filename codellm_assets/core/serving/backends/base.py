@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from codellm_assets.core.data.fim import read_layout
 from codellm_assets.core.serving.routes import Route
 
 
@@ -135,14 +136,25 @@ class Backend(abc.ABC):
 
 @dataclass(frozen=True)
 class FimTokens:
-    """Prefix-suffix-middle (PSM) layout: ``prefix_tok + prefix + suffix_tok + suffix + middle_tok``."""
+    """A FIM prompt template. PSM: ``prefix_tok + prefix + suffix_tok + suffix + middle_tok``; with ``spm``
+    (StarCoder's suffix-prefix-middle variant, what a model trained that way expects): ``prefix_tok +
+    suffix_tok + suffix + middle_tok + prefix``, so the completion continues the prefix directly."""
 
     prefix: str
     suffix: str
     middle: str
+    spm: bool = False
 
-    def build(self, prefix: str, suffix: str) -> str:
-        return f"{self.prefix}{prefix}{self.suffix}{suffix}{self.middle}"
+    def build(self, prefix: str, suffix: str, context: str = "") -> str:
+        """The prompt; ``context`` (repository snippets) goes right before the code of the prefix."""
+        if self.spm:
+            return f"{self.prefix}{self.suffix}{suffix}{self.middle}{context}{prefix}"
+        return f"{self.prefix}{context}{prefix}{self.suffix}{suffix}{self.middle}"
+
+    @property
+    def psm(self) -> FimTokens:
+        """The same tokens in PSM layout (what clients that render the template themselves send)."""
+        return replace(self, spm=False)
 
 
 # The layouts of the code models in presets.yaml (StarCoder/tiny, Qwen2.5-Coder, DeepSeek-Coder, CodeLlama).
@@ -176,15 +188,16 @@ def has_fim_markup(text: str) -> bool:
     return any(lit in text for lit in FIM_LITERALS)
 
 
-def detect_fim(tokenizer: Any) -> FimTokens | None:
-    """The FIM layout whose three tokens are all single tokens of ``tokenizer``'s vocabulary, or None."""
+def detect_fim(tokenizer: Any, model_dir: str | Path | None = None) -> FimTokens | None:
+    """The FIM layout whose three tokens are all single tokens of ``tokenizer``'s vocabulary, or None; SPM
+    when ``model_dir`` records that the model was trained so (core/data/fim.py LAYOUT_FILE)."""
     try:
         vocab = tokenizer.get_vocab()
     except (AttributeError, NotImplementedError):
         return None
     for fim in KNOWN_FIM:
         if all(t in vocab for t in (fim.prefix, fim.suffix, fim.middle)):
-            return fim
+            return replace(fim, spm=read_layout(model_dir) == "spm")
     return None
 
 

@@ -386,7 +386,7 @@ class TransformersBackend(Backend):
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
         model.eval()
-        fim = detect_fim(loop_tok)
+        fim = detect_fim(loop_tok, path)
         loaded = _Loaded(model=model, gen_tok=gen_tok, loop_tok=loop_tok, fim=fim,
                          max_positions=getattr(model.config, "max_position_embeddings", None),
                          markup=fim_markup(loop_tok, fim))

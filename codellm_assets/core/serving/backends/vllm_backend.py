@@ -146,7 +146,7 @@ class VllmBackend(Backend):
         served = served if model in served else await self._served_models(endpoint)
         max_len = (served.get(model) or {}).get("max_model_len")      # vLLM reports it per model
         tok = self._tokenizers[route.base_model_path]
-        fim = (detect_fim(tok) if tok is not None else None) or self.default_fim
+        fim = (detect_fim(tok, route.base_model_path) if tok is not None else None) or self.default_fim
         self._targets[route.version] = _Target(endpoint, model, route, tok, int(max_len) if max_len else None,
                                                fim)
         log.info("vllm backend: version %s -> %s model %s", route.version, endpoint, model)

@@ -25,7 +25,8 @@ FIM_FAMILIES = ("starcoder", "qwen2.5-coder", "deepseek-coder", "codellama")
 
 def fim_family(gw: Gateway, version: str) -> str | None:
     fim = gw.backend.fim(version)
-    return FIM_FAMILIES[KNOWN_FIM.index(fim)] if fim in KNOWN_FIM else None
+    # An SPM model keeps its family's alias: the gateway re-lays a client-rendered PSM template for it.
+    return FIM_FAMILIES[KNOWN_FIM.index(fim.psm)] if fim and fim.psm in KNOWN_FIM else None
 
 
 def model_list(gw: Gateway) -> dict[str, Any]:
