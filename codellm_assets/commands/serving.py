@@ -50,7 +50,7 @@ def _fim_from_preset(preset: str) -> Any:
     if not presets_file.exists():
         return None
     fim = (yaml.safe_load(presets_file.read_text()) or {}).get(preset, {}).get("fim")
-    return FimTokens(fim["prefix"], fim["suffix"], fim["middle"], spm=fim.get("layout") == "spm") if fim else None
+    return FimTokens.from_preset(fim) if fim else None
 
 
 def _default_routes(settings: Settings, backend: str) -> Any:

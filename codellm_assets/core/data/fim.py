@@ -31,6 +31,11 @@ LAYOUTS = ("psm", "spm")
 LAYOUT_FILE = "fim_layout.json"
 
 
+def layout_spm_rate(layout: str) -> float:
+    """The share of FIM examples a model of ``layout`` is trained on in SPM order: all or none."""
+    return 1.0 if layout == "spm" else 0.0
+
+
 def write_layout(model_dir: Path, layout: str) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"FIM layout {layout!r} is not one of {LAYOUTS}")

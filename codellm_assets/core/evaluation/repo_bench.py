@@ -100,11 +100,7 @@ def fim_template(fim: Any) -> FimTokens:
     if isinstance(fim, FimTokens):
         return fim
     if isinstance(fim, Mapping):
-        try:
-            return FimTokens(fim["prefix"], fim["suffix"], fim["middle"], spm=fim.get("layout") == "spm")
-        except KeyError as e:
-            raise ValueError(f"FIM tokens {dict(fim)} lack {e}: a preset's fim needs prefix, suffix and middle "
-                             f"(core/training/presets.yaml)") from None
+        return FimTokens.from_preset(fim)
     return FimTokens(fim.prefix, fim.suffix, fim.middle, spm=bool(getattr(fim, "spm", False)))
 
 

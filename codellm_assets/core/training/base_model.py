@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from codellm_assets.core.data.fim import FIM_FORMAT, LAYOUTS, write_layout
+from codellm_assets.core.data.fim import FIM_FORMAT, LAYOUTS, layout_spm_rate, write_layout
 from codellm_assets.core.data.public_corpus import public_corpus, public_tokenizer
 from codellm_assets.core.data.tokenization import (
     encode_documents,
@@ -94,7 +94,7 @@ def fim_spm_rate(settings_model: ModelSettings, configured: float | None = None)
     them for an SPM preset and none for a PSM one."""
     if configured is not None:
         return configured
-    return 1.0 if get_preset(settings_model.preset).fim_layout == "spm" else 0.0
+    return layout_spm_rate(get_preset(settings_model.preset).fim_layout)
 
 
 @dataclass
@@ -299,7 +299,7 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(_tiny_config(tokenizer, hidden_size, layers, heads))
         seqs = _pretrain_sequences(pretrain_texts_or_dataset, tokenizer, seq_len, seed=seed, fim_rate=fim_rate,
-                                   fim_spm_rate=1.0 if fim_layout == "spm" else 0.0,
+                                   fim_spm_rate=layout_spm_rate(fim_layout),
                                    max_rows=pretrain_steps * PRETRAIN_BATCH) if pretrain_steps > 0 else []
         losses = pretrain(model, seqs, steps=pretrain_steps, seed=seed, time_budget_s=time_budget_s)
     finally:

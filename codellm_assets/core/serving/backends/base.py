@@ -151,6 +151,15 @@ class FimTokens:
             return f"{self.prefix}{self.suffix}{suffix}{self.middle}{context}{prefix}"
         return f"{self.prefix}{context}{prefix}{self.suffix}{suffix}{self.middle}"
 
+    @classmethod
+    def from_preset(cls, fim: Any) -> FimTokens:
+        """From a presets.yaml ``fim`` mapping (prefix, suffix, middle; ``layout: spm`` for suffix first)."""
+        try:
+            return cls(fim["prefix"], fim["suffix"], fim["middle"], spm=fim.get("layout") == "spm")
+        except KeyError as e:
+            raise ValueError(f"FIM tokens {dict(fim)} lack {e}: a preset's fim needs prefix, suffix and middle "
+                             f"(core/training/presets.yaml)") from None
+
     @property
     def psm(self) -> FimTokens:
         """The same tokens in PSM layout (what clients that render the template themselves send)."""
