@@ -26,6 +26,7 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
+from codellm_assets.core.data.fim import FimTokens
 from codellm_assets.core.evaluation.fim_mining import (
     IDENTIFIER_TYPES,
     KINDS,
@@ -34,7 +35,6 @@ from codellm_assets.core.evaluation.fim_mining import (
     parse,
     repo_symbols,
 )
-from codellm_assets.core.serving.backends.base import FimTokens
 
 MAX_PREFIX_CHARS, MAX_SUFFIX_CHARS = 3000, 1000
 INLINE_KINDS = frozenset({"single_line", "call_args", "condition"})

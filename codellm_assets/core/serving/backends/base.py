@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from codellm_assets.core.data.fim import FimTokens as FimTokens
 from codellm_assets.core.data.fim import read_layout
 from codellm_assets.core.serving.routes import Route
 
@@ -133,38 +134,6 @@ class Backend(abc.ABC):
 
 
 # ---- fill-in-the-middle ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FimTokens:
-    """A FIM prompt template. PSM: ``prefix_tok + prefix + suffix_tok + suffix + middle_tok``; with ``spm``
-    (StarCoder's suffix-prefix-middle variant, what a model trained that way expects): ``prefix_tok +
-    suffix_tok + suffix + middle_tok + prefix``, so the completion continues the prefix directly."""
-
-    prefix: str
-    suffix: str
-    middle: str
-    spm: bool = False
-
-    def build(self, prefix: str, suffix: str, context: str = "") -> str:
-        """The prompt; ``context`` (repository snippets) goes right before the code of the prefix."""
-        if self.spm:
-            return f"{self.prefix}{self.suffix}{suffix}{self.middle}{context}{prefix}"
-        return f"{self.prefix}{context}{prefix}{self.suffix}{suffix}{self.middle}"
-
-    @classmethod
-    def from_preset(cls, fim: Any) -> FimTokens:
-        """From a presets.yaml ``fim`` mapping (prefix, suffix, middle; ``layout: spm`` for suffix first)."""
-        try:
-            return cls(fim["prefix"], fim["suffix"], fim["middle"], spm=fim.get("layout") == "spm")
-        except KeyError as e:
-            raise ValueError(f"FIM tokens {dict(fim)} lack {e}: a preset's fim needs prefix, suffix and middle "
-                             f"(core/training/presets.yaml)") from None
-
-    @property
-    def psm(self) -> FimTokens:
-        """The same tokens in PSM layout (what clients that render the template themselves send)."""
-        return replace(self, spm=False)
-
 
 # The layouts of the code models in presets.yaml (StarCoder/tiny, Qwen2.5-Coder, DeepSeek-Coder, CodeLlama).
 KNOWN_FIM = (
