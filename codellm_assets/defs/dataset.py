@@ -74,6 +74,8 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         settings_hash=s.section_hash("dataset", "model", "dedup"), cache_dir=s.blob_cache_dir,
         split=_splitter(s, _file_dates(s, deduped_corpus)),
         repo_weights={r.name: r.train_weight for r in s.repos if r.train_weight != 1.0},
+        context_rate=s.dataset.context_rate, context_tokens=s.dataset.context_tokens,
+        context_repos=[r.name for r in s.repos],
         **dataset_tokenizer_args(s.model, base_dir=s.base_dir, vocab_size=s.dataset.tokenizer_vocab_size))
     manifest = json.loads((out / "manifest.json").read_text())
     context.log.info(f"{summary.tokens} tokens, {summary.sequences} sequences in {summary.seconds}s")
@@ -87,6 +89,9 @@ def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResour
         "train_tokens": summary.tokens.get("train", 0), "validation_tokens": summary.tokens.get("validation", 0),
         "holdout_tokens": summary.tokens.get("holdout", 0),
         "fim_rate": summary.extra.get("fim_rate", 0.0), "fim_spm_rate": summary.extra.get("fim_spm_rate", 0.0),
+        "context_rate": summary.extra.get("context_rate", 0.0),
+        "context_tokens": summary.extra.get("context_tokens", 0),
+        "context_documents": dg.MetadataValue.json(summary.extra.get("context_documents", {})),
         "train_weights": dg.MetadataValue.json(summary.extra.get("train_weights", {})),
         "train_files_per_pass": dg.MetadataValue.json(summary.extra.get("train_files_per_pass", [])),
         "sequences": dg.MetadataValue.json(summary.sequences),

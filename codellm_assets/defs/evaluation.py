@@ -187,7 +187,7 @@ def fim_bench(s: Settings, company_benchmark: dict) -> company_fim.FimBench:
     return company_fim.FimBench(company_fim.load_tasks(company_benchmark["fim_tasks_path"]), fim=fim,
                                 prefix_chars=s.eval.company_prefix_chars, suffix_chars=s.eval.company_suffix_chars,
                                 context_chars=s.eval.company_context_chars,
-                                max_new_tokens=s.eval.company_max_new_tokens)
+                                max_new_tokens=s.eval.company_max_new_tokens, heal=s.serving.token_healing)
 
 
 def repo_indexes(company_benchmark: dict) -> dict:

@@ -166,6 +166,13 @@ class DatasetSettings(_Model):
     fim_spm_rate: float | None = Field(None, ge=0, le=1, description="share of the FIM examples laid out "
                                        "suffix-prefix-middle (StarCoder trains both); unset: the base model's "
                                        "layout (presets.yaml fim.layout: spm -> all, psm -> none)")
+    context_rate: float = Field(0.0, ge=0, le=1, description="share of each repo's FIM documents whose "
+                                "examples carry repository context (snippets of the repo's other train files, "
+                                "as the gateway and the benchmark retrieve them) before the code: a model "
+                                "trained without never learns to read it (core/data/fim_context.py)")
+    context_tokens: int = Field(0, ge=0, description="tokens of the training window that context may take; "
+                                "match it to what serving sends (serving.repo_context_tokens) and the "
+                                "benchmark (eval.company_context_chars, ~3 characters a token)")
     tokenizer_vocab_size: int = Field(4096, ge=300)
     seed: int = Field(0, description="seeds the FIM draws; the splits are by date and content hash, not seeded")
 
@@ -173,6 +180,17 @@ class DatasetSettings(_Model):
     @classmethod
     def _utc(cls, v: datetime | None) -> datetime | None:
         return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
+
+    @model_validator(mode="after")
+    def _context_fits(self) -> DatasetSettings:
+        if self.context_rate > 0 and (self.fim_rate == 0 or self.context_tokens == 0):
+            raise ValueError("dataset.context_rate applies to FIM examples with a context budget: set "
+                             "dataset.fim_rate > 0 and dataset.context_tokens > 0, or context_rate: 0")
+        if self.context_rate > 0 and self.context_tokens > self.seq_len // 2:
+            raise ValueError(f"dataset.context_tokens ({self.context_tokens}) would leave less than half of the "
+                             f"training window (dataset.seq_len {self.seq_len}) for the code: lower it to at most "
+                             f"{self.seq_len // 2} or raise seq_len")
+        return self
 
     @model_validator(mode="after")
     def _since_needs_time(self) -> DatasetSettings:

@@ -35,9 +35,14 @@ class ServingSettings(_Model):
                                    "input_extra): characters of declarations/snippets put before the prefix")
     repo_context_tokens: int = Field(512, ge=0, description="tokens (the served model's tokenizer; ~3 chars "
                                      "each without one) of retrieved repository context (the code_index asset) "
-                                     "put before the prompt of a completion that names its repo (whole 20-line "
-                                     "snippets, ~300 tokens each: at 256 only a third of requests got one, "
+                                     "put before the prompt of a completion that names its repo (20-line "
+                                     "snippets, ~300 tokens each, the last one cut to its first lines that fit; "
+                                     "at 256 whole snippets only a third of requests got one, "
                                      "benchmarks/repo_context.py); 0: off")
+    token_healing: bool = Field(True, description="fill-in-the-middle: cut the prompt back to the cursor's "
+                                "last visible character (its indentation, the space after `if `) and have the "
+                                "completion write that whitespace first (core/data/fim.py heal_prefix); the "
+                                "company benchmark scores the same way")
     code_index_dir: str | None = Field(None, description="where the gateway reads the code indexes "
                                        "(current.json); default: <home>/data/code_index")
 

@@ -70,7 +70,8 @@ def test_a_changed_file_is_reprocessed_and_the_others_reused_at_every_stage(tmp_
 def test_the_token_stage_reuses_unchanged_files(tmp_path):
     encoded: list[str] = []
 
-    def encode(texts, fim):
+    def encode(records, fim):
+        texts = [r["content"] for r in records]
         encoded.extend(texts)
         return [[len(t), ord(t[0])] for t in texts]
 

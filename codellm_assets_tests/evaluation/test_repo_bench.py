@@ -172,17 +172,31 @@ def test_sampling_is_stratified_and_seeded(make_git_repo):
         assert len(paths) == len(set(paths))
 
 
+def test_sampling_asks_each_reference_once_per_stratum(make_git_repo):
+    tasks = _many_tasks(make_git_repo)      # six copies of one file: most spans repeat in every copy
+    picked = sample_tasks(tasks, per_stratum=6, seed=0)
+    repeated = 0
+    for stratum in {(t.kind, t.cross_file) for t in tasks}:
+        every = [" ".join(t.reference.split()) for t in tasks if (t.kind, t.cross_file) == stratum]
+        drawn = [" ".join(t.reference.split()) for t in picked if (t.kind, t.cross_file) == stratum]
+        assert len(drawn) == len(set(drawn)) and set(drawn) <= set(every)
+        assert len(drawn) == min(6, len(set(every)))        # a repeat's place goes to another question
+        repeated += len(every) > len(set(every))
+    assert repeated >= 3
+
+
 def test_sampling_gives_every_repo_its_turn_in_a_stratum(make_git_repo):
     big = _many_tasks(make_git_repo)
-    small = [dataclasses.replace(t, repo="small", task_id=f"small-{t.task_id}") for t in big
-             if t.path == "app/use0.py"]
+    small = [dataclasses.replace(t, repo="small", task_id=f"small-{t.task_id}", reference=t.reference + " # s")
+             for t in big if t.path == "app/use0.py"]
     picked = sample_tasks([*big, *small], per_stratum=4, seed=0)
     for stratum in {(t.kind, t.cross_file) for t in small}:
         repos = [t.repo for t in picked if (t.kind, t.cross_file) == stratum]
         have_small = sum((t.kind, t.cross_file) == stratum for t in small)
-        # the small repo gets half the turns (up to what it has); the big one fills the rest
-        have_big = sum((t.kind, t.cross_file) == stratum for t in big)
-        assert repos.count("small") == min(2, have_small) if have_big >= 2 else repos.count("small") >= 2
+        # the small repo gets half the turns (up to what it has); the big one fills the rest (with questions
+        # of its own: a repeated reference is asked once)
+        have_big = len({" ".join(t.reference.split()) for t in big if (t.kind, t.cross_file) == stratum})
+        assert repos.count("small") == min(have_small, max(2, 4 - have_big))
         assert len(repos) == min(4, have_big + have_small)
 
 

@@ -20,7 +20,8 @@ from codellm_assets_tests.serving.conftest import TinyModel, make_gateway, serve
 from codellm_assets_tests.serving.test_ide_protocols import Gw
 
 PREFIX, SUFFIX = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
-SPM_PROMPT = f"<fim_prefix><fim_suffix>{SUFFIX}<fim_middle>{PREFIX}"
+# the prompt is healed (serving.token_healing): cut back to the last visible character before the cursor
+SPM_PROMPT = f"<fim_prefix><fim_suffix>{SUFFIX}<fim_middle>{PREFIX.rstrip(' ')}"
 
 
 class _Vocab:

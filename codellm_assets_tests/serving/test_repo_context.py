@@ -203,18 +203,28 @@ def test_unknown_or_unnamed_repo_gets_no_context(gw: Gw) -> None:
     assert after[unknown] - before.get(unknown, 0) == 2 and after[none] - before.get(none, 0) == 1
 
 
+def _values(n: int) -> str:
+    return "".join(f"value_{i} = compute_{i}(ledger)\n" for i in range(n)) + CURSOR
+
+
 def test_long_prompt_leaves_less_room_and_is_never_rejected(gw: Gw) -> None:
-    # The tiny model's window is 512 tokens: this prefix leaves less room than the ledger snippet needs, so
-    # nothing is added (whole snippets only) and the request is answered, not rejected as too long.
+    # The tiny model's window is 512 tokens: this prefix leaves less room than the whole ledger snippet needs,
+    # so the snippet's first lines are added (cut to the room left) and the request is answered, not rejected.
     short = {"prompt": CURSOR, "suffix": ")\n", "max_tokens": 16, "temperature": 0, "repo": "acme"}
     snippet_tokens = gw.row(gw.post("/v1/completions", short)["id"])["context_tokens"]
-    long_prefix = "".join(f"value_{i} = compute_{i}(ledger)\n" for i in range(14)) + CURSOR
+    long_prefix = _values(14)
     answer = gw.post("/v1/completions", {**short, "prompt": long_prefix})
     row = gw.row(answer["id"])
     no_context = gw.tokens(f"<fim_prefix>{long_prefix}<fim_suffix>)\n<fim_middle>")
     assert no_context + 16 < 512 < no_context + snippet_tokens + 16       # it fits, with the snippet it would not
-    assert row["context_chunks"] == 0 and HEADER not in row["prompt"] and row["repo"] == "acme"
-    assert answer["usage"]["prompt_tokens"] == no_context
+    assert row["context_chunks"] == 1 and HEADER in row["prompt"] and row["repo"] == "acme"
+    assert 0 < row["context_tokens"] < snippet_tokens
+    assert answer["usage"]["prompt_tokens"] + 16 <= 512
+    n = 14
+    while gw.tokens(f"<fim_prefix>{_values(n + 1)}<fim_suffix>)\n<fim_middle>") + 16 <= 512:
+        n += 1                                     # the longest prefix that still fits: no room for 3 lines
+    row = gw.row(gw.post("/v1/completions", {**short, "prompt": _values(n)})["id"])
+    assert row["context_chunks"] == 0 and HEADER not in row["prompt"]        # no room for three lines: none
 
 
 def test_new_index_is_picked_up_while_serving(gw: Gw, company: tuple[Path, Path]) -> None:

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from codellm_assets.commands.serving import _fim_from_preset
+from codellm_assets.core.data.fim import unheal
 from codellm_assets.core.evaluation.remote_generate import OpenAICompletions, vllm_challenger
 from codellm_assets.core.serving.app import create_app
 from codellm_assets.core.serving.backends.vllm_backend import VllmBackend, lora_name
@@ -130,9 +131,10 @@ def test_fim_rendered_with_the_preset_tokens(real_vllm: RealVllm, store: Store) 
     key = store.create_api_key("bars")
     fim = _fim_from_preset("tiny")
     assert fim is not None and fim.prefix == "<fim_prefix>" and fim.spm       # the tiny preset is SPM
-    layouts = {"tiny": "<fim_prefix><fim_suffix>\n\nprint(f(2))\n<fim_middle>def f(x):\n    return ",
+    # healed (serving.token_healing): the space after `return` is the completion's to write
+    layouts = {"tiny": "<fim_prefix><fim_suffix>\n\nprint(f(2))\n<fim_middle>def f(x):\n    return",
                # the local test model records no layout: PSM, what its vocabulary implies
-               str(v.base): "<fim_prefix>def f(x):\n    return <fim_suffix>\n\nprint(f(2))\n<fim_middle>"}
+               str(v.base): "<fim_prefix>def f(x):\n    return<fim_suffix>\n\nprint(f(2))\n<fim_middle>"}
     for base_path, expected in layouts.items():
         gw = make_gateway(store, VllmBackend(v.url, fim=fim), [Route("production", "base", base_path, None, 100)])
         with serve_app(create_app(gw)) as url:
@@ -143,7 +145,7 @@ def test_fim_rendered_with_the_preset_tokens(real_vllm: RealVllm, store: Store) 
             rendered = store.request(r.id)["prompt"]
             assert rendered == expected
             direct = _direct(v, "base", rendered, 4)
-            assert r.choices[0].text == direct["choices"][0]["text"]
+            assert r.choices[0].text == unheal(direct["choices"][0]["text"], " ")
             assert r.usage.prompt_tokens == direct["usage"]["prompt_tokens"]   # FIM tokens are single tokens
 
 

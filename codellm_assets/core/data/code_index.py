@@ -33,6 +33,7 @@ from codellm_assets.core.fsutil import replace_dir
 WINDOW_LINES, STRIDE_LINES = 20, 10
 QUERY_PREFIX_LINES, QUERY_SUFFIX_LINES = 10, 3
 MAX_DEFINITIONS, HEAD_LINES = 3, 40
+MIN_SNIPPET_LINES = 3       # a snippet cut to fit the budget keeps at least this many lines
 META_FILE = "chunks.json"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
@@ -182,19 +183,34 @@ class CodeIndex:
 
 def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
                    count: Callable[[str], int] = len) -> str:
-    """CrossCodeEval's layout, commented out in ``language``; whole snippets only, within ``budget``."""
+    """CrossCodeEval's layout, commented out in ``language``, within ``budget``: whole snippets while they
+    fit, then the first lines of the next one (at least MIN_SNIPPET_LINES: a definition chunk starts with
+    the signature, the part a completion needs; a small window still gets it)."""
     c = comment_prefix(language)
     block = f"{c} Here are some relevant code fragments from other files of the repo:\n"
+    end = f"{c} {_SEP}\n"
     used = 0
     for chunk in chunks:
-        body = "".join(f"{c} {line}\n" for line in chunk.text.splitlines())
-        part = (f"{c} {_SEP}\n{c} {_FOUND_IN}\n{c} {chunk.path}\n"
-                f"{c} {_SEP}\n{body}")
-        if count(block + part + f"{c} {_SEP}\n") > budget:
+        head = f"{c} {_SEP}\n{c} {_FOUND_IN}\n{c} {chunk.path}\n{c} {_SEP}\n"
+        lines = [f"{c} {line}\n" for line in chunk.text.splitlines()]
+        keep = _lines_that_fit(block + head, lines, end, budget, count)
+        if keep < min(MIN_SNIPPET_LINES, len(lines)):
             continue
-        block += part
+        block += head + "".join(lines[:keep])
         used += 1
-    return block + f"{c} {_SEP}\n" if used else ""
+    return block + end if used else ""
+
+
+def _lines_that_fit(start: str, lines: list[str], end: str, budget: int, count: Callable[[str], int]) -> int:
+    """How many of ``lines`` fit after ``start`` (a binary search: ``count`` may be a tokenizer)."""
+    lo, hi = 0, len(lines)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(start + "".join(lines[:mid]) + end) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def rendered_chunks(block: str) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -145,17 +146,18 @@ def is_spm(cut: tuple[str, str, str], spm_rate: float, seed: int) -> bool:
 
 
 def fim_token_ids(pre: Sequence[int], mid: Sequence[int], suf: Sequence[int], fim_ids: Sequence[int],
-                  spm: bool) -> list[int]:
+                  spm: bool, ctx: Sequence[int] = ()) -> list[int]:
     """One example from the encoded parts; ``fim_ids`` = (prefix, middle, suffix) token ids.
 
-    PSM ``<pre> P <suf> S <mid> M``; SPM (StarCoder's variant) ``<pre> <suf> S <mid> P M``. In SPM the
+    PSM ``<pre> C P <suf> S <mid> M``; SPM (StarCoder's variant) ``<pre> <suf> S <mid> C P M``. In SPM the
     middle directly continues the prefix, so a small model need not attend back past the whole suffix to
-    find where to go on: plain continuation, with the suffix read first as a hint.
+    find where to go on: plain continuation, with the suffix read first as a hint. ``ctx``: repository
+    context (core/data/fim_context.py), right before the prefix's code as FimTokens.build lays it out.
     """
     t_pre, t_mid, t_suf = fim_ids
     if spm:
-        return [t_pre, t_suf, *suf, t_mid, *pre, *mid]
-    return [t_pre, *pre, t_suf, *suf, t_mid, *mid]
+        return [t_pre, t_suf, *suf, t_mid, *ctx, *pre, *mid]
+    return [t_pre, *ctx, *pre, t_suf, *suf, t_mid, *mid]
 
 
 def fim_choices(docs: Sequence[str], fim_rate: float, seed: int) -> list[tuple[str, str, str] | None]:
@@ -188,17 +190,19 @@ def line_chunks(lines: Sequence[str], tokens: Sequence[int], budget: int) -> lis
     return chunks
 
 
-def fim_windows(backend, docs: Sequence[str], choices: list, window: int | None, seed: int) -> list:
+def fim_windows(backend, docs: Sequence[str], choices: list, window: int | None, seed: int,
+                reserve: Sequence[int] | None = None) -> list:
     """Context-level FIM (Bavarian et al. 2022, sec. 4): a FIM document longer than ``window`` tokens is cut
     at line ends into pieces that each fit one training window, and each piece gets its own FIM cut -
     otherwise packing splits ``<fim_prefix> ... <fim_middle> middle`` across windows and the model rarely
-    sees a whole example (the middle it must write is in another window than the prefix it reads)."""
+    sees a whole example (the middle it must write is in another window than the prefix it reads).
+    ``reserve``: per document, tokens of the window kept free (for its repository context)."""
     if window is None:
         return [None if c is None else [c] for c in choices]
     # The three FIM ids, the EOS between pieces and the extra tokens two cuts inside words can cost.
-    budget = max(8, window - 8)
+    budgets = [max(8, window - 8 - (reserve[i] if reserve else 0)) for i in range(len(docs))]
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    long = [i for i, c in enumerate(choices) if c is not None and len(docs[i]) > budget]
+    long = [i for i, c in enumerate(choices) if c is not None and len(docs[i]) > budgets[i]]
     lines = {i: docs[i].splitlines(keepends=True) for i in long}
     flat = [line for i in long for line in lines[i]]
     counts = iter([len(e.ids) for e in encode(flat, add_special_tokens=False)] if flat else [])
@@ -207,10 +211,66 @@ def fim_windows(backend, docs: Sequence[str], choices: list, window: int | None,
         if i not in lines:
             out.append(None if c is None else [c])
             continue
-        pieces = line_chunks(lines[i], [next(counts) for _ in lines[i]], budget)
+        pieces = line_chunks(lines[i], [next(counts) for _ in lines[i]], budgets[i])
         if len(pieces) == 1:
             out.append([c])
             continue
         digest = hashlib.sha256(docs[i].encode("utf-8", "surrogatepass")).hexdigest()
         out.append([fim_split(p, random.Random(f"{seed}:{digest}:{k}")) for k, p in enumerate(pieces)])
     return out
+
+
+# ---- token healing at the cursor -----------------------------------------------------------------------
+# A byte-level BPE glues the whitespace before a word to the word (" trail", "\n   " + " if"), so a prompt
+# that ends in the cursor's indentation or after "if " ends in a token the model has almost only seen
+# before more whitespace or a line at column 0 - it answers with a module docstring or the indentation
+# again. The prompt is cut back to the last visible character and the completion must write the cut text
+# first (Guidance's "token healing", here on text: the backends need nothing). Measured on the default run:
+# adapter EM 0.05 -> 0.08, ES 0.26 -> 0.36 (README "The company benchmark").
+_CURSOR_WHITESPACE = re.compile(r"\n?[ \t]*\Z")
+
+
+def heal_prefix(prefix: str) -> tuple[str, str]:
+    """(``prefix`` without the whitespace after its last visible character - at most one newline and the
+    indentation after it - , that whitespace); a prefix that is all whitespace is kept whole."""
+    removed = _CURSOR_WHITESPACE.search(prefix).group(0)
+    if not removed or len(removed) == len(prefix):
+        return prefix, ""
+    return prefix[:-len(removed)], removed
+
+
+def unheal(completion: str, removed: str) -> str:
+    """The completion at the user's cursor: without ``removed`` (what :func:`heal_prefix` cut) when it starts
+    with it (deeper indentation stays); on a new line with other indentation, the code of that line; a
+    completion that is still inside ``removed`` is empty."""
+    if not removed or completion.startswith(removed):
+        return completion[len(removed):]
+    if removed.startswith(completion):
+        return ""
+    if "\n" in removed and completion.startswith("\n"):
+        return completion[1:].lstrip(" \t")
+    return completion.lstrip(" \t")
+
+
+def stops_outside(stops: Sequence[str], removed: str) -> tuple[list[str], list[str]]:
+    """(stop sequences a backend may apply, those the caller applies after :func:`unheal`): a stop that
+    could match inside ``removed`` (``"\\n"`` for a cut newline) would end every completion at once."""
+    def overlaps(s: str) -> bool:
+        return bool(removed) and (s in removed or any(s.startswith(removed[i:]) for i in range(len(removed))))
+    return [s for s in stops if not overlaps(s)], [s for s in stops if overlaps(s)]
+
+
+class HealingStream:
+    """Streaming :func:`unheal`: holds text back until it is known whether it starts with ``removed``."""
+
+    def __init__(self, removed: str) -> None:
+        self.removed, self.buffer, self.decided = removed, "", not removed
+
+    def feed(self, piece: str) -> str:
+        if self.decided:
+            return piece
+        self.buffer += piece
+        if self.removed.startswith(self.buffer):      # still inside what was cut: wait
+            return ""
+        self.decided = True
+        return unheal(self.buffer, self.removed)

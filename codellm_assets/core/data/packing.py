@@ -95,15 +95,17 @@ def _write(writer, path: Path, ids: np.ndarray, mask: np.ndarray | None, seq_len
 class TokenEncoder:
     """Token ids per record, in batches, from the cache or ``encode`` (texts -> ids) on a miss.
 
-    ``encode(texts, fim)`` must be deterministic given the tokenizer and ``settings`` (the FIM draw is
-    seeded by the document's content, so it is)."""
+    ``encode(records, fim)`` must be deterministic given the tokenizer, ``settings`` and ``key_extra`` of
+    each record (the FIM draw is seeded by the document's content, so it is); ``key_extra(record)``: what
+    else a record's ids depend on (its repository context's index, core/data/fim_context.py)."""
 
-    encode: Callable[[list[str], bool], list[list[int]]]
+    encode: Callable[[list[Mapping[str, Any]], bool], list[list[int]]]
     cache_root: Path | None
     tokenizer_hash: str
     settings: Mapping[str, Any]
     stats: StageStats = field(default_factory=StageStats)
     keys_by_partition: dict[str, set[str]] = field(default_factory=dict)
+    key_extra: Callable[[Mapping[str, Any]], str] | None = None
 
     def _digest(self) -> str:
         return stage_hash({"tokenizer": self.tokenizer_hash, **self.settings}, code_version(
@@ -126,8 +128,9 @@ class TokenEncoder:
         texts = [str(r["content"]) for r in batch]
         if self.cache_root is None:
             self.stats.computed += len(texts)
-            return self.encode(texts, fim)
-        keys = [content_key(t) + (":fim" if fim else "") for t in texts]
+            return self.encode(batch, fim)
+        extra = self.key_extra if fim and self.key_extra else (lambda r: "")
+        keys = [content_key(t) + (":fim" if fim else "") + extra(r) for t, r in zip(texts, batch)]
         digest = self._digest()
         found: dict[str, list[int]] = {}
         by_partition: dict[str, list[int]] = {}
@@ -141,7 +144,7 @@ class TokenEncoder:
             misses = [i for i in dict.fromkeys(i for i in idx if keys[i] not in found)]
             unique = list({keys[i]: i for i in misses}.values())
             if unique:
-                ids = self.encode([texts[i] for i in unique], fim)
+                ids = self.encode([batch[i] for i in unique], fim)
                 cache.add([{"key": keys[i], "ids": x} for i, x in zip(unique, ids)])
                 found.update({keys[i]: x for i, x in zip(unique, ids)})
             n_miss, miss_chars = len(misses), sum(len(texts[i]) for i in misses)

@@ -47,6 +47,7 @@ from codellm_assets.core.data.fim import fim_choices as fim_choices
 from codellm_assets.core.data.fim import fim_format as fim_format
 from codellm_assets.core.data.fim import fim_split as fim_split
 from codellm_assets.core.data.fim import line_chunks as line_chunks
+from codellm_assets.core.data.fim_context import RepoContextSampler
 from codellm_assets.core.data.packing import TokenEncoder, pack_to_arrow
 from codellm_assets.core.data.tokenizer_files import EOS_TOKEN as EOS_TOKEN
 from codellm_assets.core.data.tokenizer_files import FIM_MIDDLE as FIM_MIDDLE
@@ -132,14 +133,17 @@ def pack_sequences(token_id_lists: Iterable[Sequence[int]], seq_len: int, eos_id
 
 def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, seed: int = 0,
                      fim_tokens: Sequence[str] | None = None, fim_window: int | None = None,
-                     fim_spm_rate: float = 0.0) -> list[list[int]]:
+                     fim_spm_rate: float = 0.0, contexts: Sequence[Callable[[str, str], str] | None] | None = None,
+                     context_tokens: int = 0) -> list[list[int]]:
     """Batch-encode documents (fast, Rust ``encode_batch``), with FIM applied at the character level.
 
     Literal special-token text in a document is encoded as plain text. ``fim_tokens`` are the
     (prefix, middle, suffix) token names; default: this project's ``<fim_prefix>`` etc. ``fim_window``
     (tokens, the training window): a longer FIM document becomes several FIM pieces joined by EOS, each
     one fitting a window (see :func:`fim.fim_windows`). ``fim_spm_rate``: the share of FIM examples laid
-    out suffix-prefix-middle (:func:`fim.fim_token_ids`), the rest PSM.
+    out suffix-prefix-middle (:func:`fim.fim_token_ids`), the rest PSM. ``contexts``: per document, None or
+    (prefix, suffix) -> the repository context of a cut (core/data/fim_context.py), at most
+    ``context_tokens`` tokens, which the document's FIM pieces leave free in the window.
     """
     from tokenizers import Tokenizer
 
@@ -147,7 +151,9 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
     backend.encode_special_tokens = True
     backend.no_truncation()
     backend.no_padding()
-    choices = fim_windows(backend, docs, fim_choices(docs, fim_rate, seed), fim_window, seed)
+    contexts = contexts or [None] * len(docs)
+    choices = fim_windows(backend, docs, fim_choices(docs, fim_rate, seed), fim_window, seed,
+                          reserve=[context_tokens if c else 0 for c in contexts])
     fim_ids: list[int] = []
     if any(c is not None for c in choices):
         names = list(fim_tokens or (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX))
@@ -157,8 +163,12 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
             raise DatasetBuildError(f"the tokenizer has no FIM tokens {names}; set dataset.fim_rate: 0 or "
                                     "use a base model whose preset lists FIM tokens")
     pieces: list[str] = []
-    for doc, choice in zip(docs, choices):
-        pieces.extend((doc,) if choice is None else (part for cut in choice for part in cut))
+    for doc, choice, ctx in zip(docs, choices, contexts):
+        if choice is None:
+            pieces.append(doc)
+            continue
+        for pre, mid, suf in choice:
+            pieces += [pre, mid, suf, ctx(pre, suf) if ctx else ""]
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: less work
     encoded = [e.ids for e in encode(pieces, add_special_tokens=False)]
     out: list[list[int]] = []
@@ -170,11 +180,11 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
             continue
         ids: list[int] = []
         for cut in choice:
-            pre, mid, suf = encoded[i:i + 3]
-            i += 3
+            pre, mid, suf, ctx_ids = encoded[i:i + 4]
+            i += 4
             if ids:
                 ids.append(tokenizer.eos_token_id)
-            ids += fim_token_ids(pre, mid, suf, fim_ids, is_spm(cut, fim_spm_rate, seed))
+            ids += fim_token_ids(pre, mid, suf, fim_ids, is_spm(cut, fim_spm_rate, seed), ctx_ids)
         out.append(ids)
     return out
 
@@ -210,15 +220,33 @@ def tokenizer_code_version() -> str:
 
 
 def _token_encoder(tokenizer, tokenizer_dir: Path, cache_dir: Path | None, *, fim_rate: float, seed: int,
-                   fim_tokens: Sequence[str] | None, fim_window: int | None, fim_spm_rate: float) -> TokenEncoder:
-    """Per-file token ids, cached under the tokenizer's file hash and the settings that change ids."""
-    def encode(texts: list[str], fim: bool) -> list[list[int]]:
+                   fim_tokens: Sequence[str] | None, fim_window: int | None, fim_spm_rate: float,
+                   context: RepoContextSampler | None = None) -> TokenEncoder:
+    """Per-file token ids, cached under the tokenizer's file hash and the settings that change ids (and,
+    for a document with repository context, its repo's train files: RepoContextSampler.key)."""
+    def encode(records: list[Mapping[str, Any]], fim: bool) -> list[list[int]]:
+        texts = [str(r["content"]) for r in records]
+        contexts = None
+        if fim and context is not None:
+            count = _token_counter(tokenizer)
+            contexts = [context.for_record(r, count) for r in records]
         return encode_documents(tokenizer, texts, fim_rate=fim_rate if fim else 0.0, seed=seed,
-                                fim_tokens=fim_tokens, fim_window=fim_window, fim_spm_rate=fim_spm_rate)
+                                fim_tokens=fim_tokens, fim_window=fim_window, fim_spm_rate=fim_spm_rate,
+                                contexts=contexts, context_tokens=context.budget if context else 0)
 
     return TokenEncoder(encode, cache_dir, tokenizer_file_hash(tokenizer_dir) if cache_dir else "",
                         {"fim_rate": fim_rate, "seed": seed, "fim_tokens": list(fim_tokens or []),
-                         "fim_window": fim_window, "fim_format": FIM_FORMAT, "fim_spm_rate": fim_spm_rate})
+                         "fim_window": fim_window, "fim_format": FIM_FORMAT, "fim_spm_rate": fim_spm_rate},
+                        key_extra=context.key if context else None)
+
+
+def _token_counter(tokenizer) -> Callable[[str], int]:
+    """Tokens of a text as encode_documents encodes it (special-token text as plain text)."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.encode_special_tokens = True
+    return lambda text: len(backend.encode(text, add_special_tokens=False).ids)
 
 
 # ---- the dataset on disk -------------------------------------------------------------------------
@@ -264,7 +292,8 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                            fim_tokens: Sequence[str] | None = None, fim_spm_rate: float = 0.0,
                            cache_dir: Path | None = None,
                            split: Callable[[list[Record]], tuple[dict[str, list[Record]], dict]] | None = None,
-                           repo_weights: Mapping[str, float] | None = None) -> DatasetSummary:
+                           repo_weights: Mapping[str, float] | None = None, context_rate: float = 0.0,
+                           context_tokens: int = 0, context_repos: Iterable[str] | None = None) -> DatasetSummary:
     """Split, tokenize, pack and save the training dataset with its lineage manifest (see module doc).
 
     ``tokenizer``: a loaded (real preset) tokenizer, or None to train a byte-level BPE of ``vocab_size``
@@ -272,7 +301,9 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
     ``cache_dir``: where each file's token ids are cached (:class:`packing.TokenEncoder`); None: no cache.
     ``split``: records with text -> (splits, what the manifest records about them); default:
     :func:`split_by_file_hash`. ``repo_weights``: repo -> training weight (train_weights.weighted_passes;
-    the validation split is never weighted).
+    the validation split is never weighted). ``context_rate`` of the FIM documents of ``context_repos``
+    (None: every repo) carry up to ``context_tokens`` of repository context from the train split
+    (core/data/fim_context.py).
     Returns a summary.
     """
     import time
@@ -314,10 +345,13 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
             raise DatasetBuildError("the tokenizer has no EOS token; packing needs one to separate files")
         fim_args = {"fim_rate": fim_rate, "fim_tokens": fim_tokens, "fim_window": seq_len,
                     "fim_spm_rate": fim_spm_rate}
-        encoder = _token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed, **fim_args)
+        sampler = RepoContextSampler.build(splits["train"], rate=context_rate, budget=context_tokens, seed=seed,
+                                           repos=context_repos) if fim_rate > 0 else None
+        encoder = _token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed, context=sampler, **fim_args)
         (tmp / "arrow").mkdir()
         passes = weighted_passes(splits["train"], repo_weights or {})
-        encoders = [encoder] + [_token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed + k, **fim_args)
+        encoders = [encoder] + [_token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed + k,
+                                               context=sampler and sampler.reseeded(seed + k), **fim_args)
                                 for k in range(1, len(passes))]
         train_stream = (batch for enc, rs in zip(encoders, passes) for batch in enc.batches(rs, fim=fim_rate > 0))
         packed = {"train": pack_to_arrow(train_stream,
@@ -358,6 +392,7 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
                    "skipped_no_text_content": skipped,
                    "train_weights": dict(sorted((repo_weights or {}).items())),
                    "train_files_per_pass": [len(p) for p in passes],
+                   **_context_info(sampler, passes, context_rate, context_tokens),
                    "train_tokens_dropped": tokens["train"] - packed["train"].sequences * seq_len},
             cache={"tokens": _token_stats(encoders)})
         summary.manifest_hash = _write_manifest(tmp, records, splits, summary, settings_hash)
@@ -366,6 +401,17 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _context_info(sampler: RepoContextSampler | None, passes: Sequence[Sequence[Record]], rate: float,
+                  tokens: int) -> dict[str, Any]:
+    """The repository-context part of the manifest: the settings and the documents drawn per repo."""
+    if sampler is None:
+        return {"context_rate": rate if tokens else 0.0, "context_tokens": tokens, "context_documents": {}}
+    drawn: Counter = Counter()
+    for k, rs in enumerate(passes):
+        drawn.update(sampler.reseeded(sampler.seed + k).info(rs)["context_documents"])
+    return {**sampler.info(()), "context_documents": dict(sorted(drawn.items()))}
 
 
 def _token_stats(encoders: Sequence[TokenEncoder]) -> dict[str, Any]:

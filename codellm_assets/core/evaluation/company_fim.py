@@ -168,6 +168,7 @@ class FimBench:
     suffix_chars: int = repo_bench.MAX_SUFFIX_CHARS
     context_chars: int = 2000
     max_new_tokens: int | None = None
+    heal: bool = False            # token healing, as serving.token_healing does it in the gateway
     notes: list[str] = field(default_factory=list)
 
     def identity(self) -> dict[str, Any]:
@@ -176,7 +177,7 @@ class FimBench:
         for t in self.tasks:
             h.update(json.dumps(t.to_json(), sort_keys=True).encode())
         return {"fim_tasks": h.hexdigest(), "fim": dict(self.fim or NO_FIM), "prefix_chars": self.prefix_chars,
-                "suffix_chars": self.suffix_chars, "max_new_tokens": self.max_new_tokens,
+                "suffix_chars": self.suffix_chars, "max_new_tokens": self.max_new_tokens, "heal": self.heal,
                 "limits": repo_bench.MAX_NEW_TOKENS}
 
     def run(self, generate: Callable[..., list[list[str]]], index: Any | None = None) -> list[dict[str, Any]]:
@@ -187,7 +188,8 @@ class FimBench:
             return [o[0] if o else "" for o in outs]
 
         return repo_bench.run_bench(self.tasks, greedy, self.fim or NO_FIM, index=index, budget=self.context_chars,
-                                    max_new_tokens=self.max_new_tokens, max_prefix_chars=self.prefix_chars,
+                                    max_new_tokens=self.max_new_tokens, heal=self.heal and bool(self.fim),
+                                    max_prefix_chars=self.prefix_chars,
                                     max_suffix_chars=self.suffix_chars if self.fim else 0)
 
 

@@ -22,11 +22,12 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rapidfuzz import fuzz
 
-from codellm_assets.core.data.fim import FimTokens
+from codellm_assets.core.data.fim import FimTokens, heal_prefix, stops_outside, unheal
 from codellm_assets.core.evaluation.fim_mining import (
     IDENTIFIER_TYPES,
     KINDS,
@@ -61,8 +62,10 @@ def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0, m
     """Up to ``per_stratum`` tasks of each (kind, cross-file label), drawn with ``seed``, in turn from each
     repo that has tasks in the stratum (one big repo must not fill the benchmark: every repo weighs alike,
     and a repo with fewer tasks leaves its turns to the others); at most ``max_per_file`` of one stratum from
-    one file. ``keep``: a task it refuses is skipped and the draw goes on (asked only about tasks the draw
-    reaches)."""
+    one file; a task whose reference (whitespace aside) a task of the stratum already asks for is skipped -
+    generated or templated code repeats the same span in many files (``weight_grams <= 0`` in every
+    service), and ten copies of one question measure one answer. ``keep``: a task it refuses is skipped and
+    the draw goes on (asked only about tasks the draw reaches)."""
     strata: dict[tuple[str, bool], dict[str, list[FimTask]]] = defaultdict(lambda: defaultdict(list))
     for t in sorted(tasks, key=lambda t: t.task_id):
         strata[(t.kind, t.cross_file)][t.repo].append(t)
@@ -71,17 +74,19 @@ def sample_tasks(tasks: Sequence[FimTask], *, per_stratum: int, seed: int = 0, m
     for key in sorted(strata):
         pools = [iter(_shuffled(strata[key][repo], rng)) for repo in sorted(strata[key])]
         per_file: dict[tuple[str, str], int] = defaultdict(int)
+        asked: set[str] = set()
         taken = 0
         while pools and taken < per_stratum:
             for pool in list(pools):
                 if taken >= per_stratum:
                     break
                 t = next((t for t in pool if per_file[(t.repo, t.path)] < max_per_file
-                          and (keep is None or keep(t))), None)
+                          and " ".join(t.reference.split()) not in asked and (keep is None or keep(t))), None)
                 if t is None:
                     pools.remove(pool)
                     continue
                 per_file[(t.repo, t.path)] += 1
+                asked.add(" ".join(t.reference.split()))
                 chosen.append(t)
                 taken += 1
     return chosen
@@ -292,23 +297,27 @@ MAX_NEW_TOKENS = {"single_line": 48, "call_args": 32, "condition": 32, "multi_li
 
 def run_bench(tasks: Sequence[FimTask], generate: Callable[[list[str], int, list[str]], list[str]], fim: Any, *,
               index: Any | None = None, budget: int = 2000, count: Callable[[str], int] = len,
-              max_new_tokens: int | None = None, **prompt_limits: int) -> list[dict[str, Any]]:
+              max_new_tokens: int | None = None, heal: bool = False, **prompt_limits: int) -> list[dict[str, Any]]:
     """Score one model on ``tasks``: ``generate(prompts, max_new_tokens, stop) -> completions`` is called
     once per kind (its limits differ; ``max_new_tokens`` caps them); ``index`` adds the repository context
-    (one CodeIndex, or repo -> CodeIndex); ``prompt_limits``: max_prefix_chars / max_suffix_chars of
+    (one CodeIndex, or repo -> CodeIndex); ``heal``: token healing as the gateway does it (core/data/fim.py
+    heal_prefix; serving.token_healing); ``prompt_limits``: max_prefix_chars / max_suffix_chars of
     :func:`task_prompt`. Rows in ``tasks`` order."""
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
     for kind in KINDS:
         pos = [i for i, t in enumerate(tasks) if t.kind == kind]
         if not pos:
             continue
-        prompts = [task_prompt(tasks[i], fim, index=index, budget=budget, count=count, **prompt_limits)
-                   for i in pos]
+        healed = [heal_prefix(tasks[i].prefix) if heal else (tasks[i].prefix, "") for i in pos]
+        prompts = [task_prompt(replace(tasks[i], prefix=pre), fim, index=index, budget=budget, count=count,
+                               **prompt_limits) for i, (pre, _) in zip(pos, healed)]
         stop = ["\n"] if kind in INLINE_KINDS else []
+        for _, removed in healed:   # one call per kind: a stop inside any healed text is applied afterwards
+            stop, _late = stops_outside(stop, removed)
         limit = MAX_NEW_TOKENS[kind] if max_new_tokens is None else min(MAX_NEW_TOKENS[kind], max_new_tokens)
         completions = generate(prompts, limit, stop)
         if len(completions) != len(pos):
             raise ValueError(f"generate returned {len(completions)} completions for {len(pos)} {kind} prompts")
-        for i, c in zip(pos, completions, strict=True):
-            rows[i] = score(tasks[i], c)
+        for i, c, (_, removed) in zip(pos, completions, healed, strict=True):
+            rows[i] = score(tasks[i], unheal(c, removed))     # score() keeps the first line of inline kinds
     return [r for r in rows if r is not None]

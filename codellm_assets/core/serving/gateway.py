@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from codellm_assets.core.data.fim import heal_prefix
 from codellm_assets.core.serving.assessor import Assessor, extract_code
 from codellm_assets.core.serving.auth import KeyAuthenticator, RateLimiter
 from codellm_assets.core.serving.backends.base import (
@@ -26,6 +27,7 @@ from codellm_assets.core.serving.backends.base import (
 )
 from codellm_assets.core.serving.context_injection import ContextInjector, with_context
 from codellm_assets.core.serving.gateway_routes import RoutingReadiness
+from codellm_assets.core.serving.healing import Rendered, heal_generations
 from codellm_assets.core.serving.metrics import GatewayMetrics
 from codellm_assets.core.serving.protocol import ApiError
 from codellm_assets.core.serving.router import Decision, Router
@@ -148,25 +150,31 @@ class Gateway(RoutingReadiness):
             await asyncio.sleep(self.settings.route_refresh_s)
 
     # ---- prompt rendering -------------------------------------------------------------------------------
-    def _completion_prompts(self, spec: PromptSpec, version: str) -> list[str]:
-        """With a suffix: the model's FIM template, repository context inside it right before the code (the
-        layout the benchmark scores). A template the client rendered itself (PSM, Continue) is laid out
-        again for an SPM model. Else the prompts as sent, context first."""
+    def _completion_prompts(self, spec: PromptSpec, version: str) -> tuple[list[str], list[str]]:
+        """(prompts, whitespace healed off each). With a suffix: the model's FIM template, repository context
+        inside it right before the code (the layout the benchmark scores), the prefix healed
+        (serving.token_healing). A template the client rendered itself (PSM, Continue) is read back and
+        rendered again the same way (for an SPM model: laid out SPM). Else the prompts as sent, context
+        first."""
         fim = self.backend.fim(version)
         context = spec.repo_context or ""
+        parts: list[tuple[str, str] | None] = []
         if fim and spec.suffix:
-            return [fim.build(p, spec.suffix, context) for p in spec.prompts]
-        if fim and fim.spm and spec.suffix is None:
+            parts = [(p, spec.suffix) for p in spec.prompts]
+        elif fim and spec.suffix is None:     # a template the client rendered (Continue): healed, re-laid
             parts = [split_fim_prompt(p) for p in spec.prompts]
-            if all(parts):
-                return [fim.build(pre, suf, context) for pre, suf in parts]
+        if parts and all(parts):
+            healed = [heal_prefix(pre) if self.settings.token_healing else (pre, "") for pre, _ in parts]
+            return ([fim.build(pre, suf, context) for (pre, _), (_, suf) in zip(healed, parts)],
+                    [removed for _, removed in healed])
         # A model without FIM tokens completes the prefix alone (IDE plugins send suffix by default).
-        return [with_context(p, spec.suffix, context) for p in spec.prompts]
+        return [with_context(p, spec.suffix, context) for p in spec.prompts], [""] * len(spec.prompts)
 
-    def render(self, spec: PromptSpec, version: str, max_tokens: int) -> tuple[list[str], list[str], int]:
-        """(prompts, extra stop sequences, max_tokens) for ``version``; ApiError 400 for empty or too-long
-        prompts. Runs before any model work."""
+    def render(self, spec: PromptSpec, version: str, max_tokens: int) -> Rendered:
+        """Prompts, extra stop sequences, max_tokens and healed whitespace for ``version``; ApiError 400 for
+        empty or too-long prompts. Runs before any model work."""
         extra_stops: list[str] = []
+        removed: list[str] = []
         if spec.messages is not None:
             try:
                 prompt, extra_stops = self.backend.render_chat(version, spec.messages)
@@ -175,8 +183,9 @@ class Gateway(RoutingReadiness):
             prompts = [prompt]
             if spec.repo_context:
                 prompts = [with_context(prompt, spec.suffix, spec.repo_context)]
+            removed = [""]
         else:
-            prompts = self._completion_prompts(spec, version)
+            prompts, removed = self._completion_prompts(spec, version)
         limit = min(self.settings.max_context_tokens, self.backend.max_context(version) or 10 ** 9)
         for p in prompts:
             if not p:
@@ -192,7 +201,12 @@ class Gateway(RoutingReadiness):
                                f"requested {n + max_tokens} tokens ({n} in the prompt, {max_tokens} for the "
                                "completion). Please reduce the prompt or max_tokens.",
                                code="context_length_exceeded", param="max_tokens")
-        return prompts, extra_stops, max_tokens
+        return Rendered(prompts, extra_stops, max_tokens, removed)
+
+    def params_for(self, asked: GenerationParams, rendered: Rendered) -> tuple[GenerationParams, list[str]]:
+        """(what the backend is asked, the stops the gateway applies after healing)."""
+        backend_stops, after = rendered.split_stops(asked.stop + rendered.stops)
+        return replace(asked, stop=backend_stops, max_tokens=rendered.max_tokens), after
 
     def decide(self, ctx: RequestContext) -> Decision:
         try:
@@ -208,28 +222,28 @@ class Gateway(RoutingReadiness):
         cid = new_id(ctx.kind)
         decision = self.decide(ctx)
         spec = await self.context.add(ctx, spec, decision.route.version, params.max_tokens)
-        prompts, stops, max_tokens = self.render(spec, decision.route.version, params.max_tokens)
+        rendered = self.render(spec, decision.route.version, params.max_tokens)
         asked = params
-        params = replace(asked, stop=asked.stop + stops, max_tokens=max_tokens)
+        params, after = self.params_for(asked, rendered)
         t0 = time.perf_counter()
         self.metrics.inflight.inc()
         try:
             gens = None
             if decision.slot == "canary":
                 try:
-                    gens = await asyncio.wait_for(self._generate_all(prompts, decision.route, params),
+                    gens = await asyncio.wait_for(self._generate_all(rendered.prompts, decision.route, params),
                                                   self.settings.canary_timeout_s)
                     self.router.canary_succeeded()
                 except RETRYABLE as e:
-                    self.canary_failed(cid, ctx, decision.route, prompts[0], e, t0)
+                    self.canary_failed(cid, ctx, decision.route, rendered.prompts[0], e, t0)
                     decision = Decision("production", self.router.table.production)
-                    prompts, stops, max_tokens = self.render(spec, decision.route.version, asked.max_tokens)
-                    params = replace(asked, stop=asked.stop + stops, max_tokens=max_tokens)
+                    rendered = self.render(spec, decision.route.version, asked.max_tokens)
+                    params, after = self.params_for(asked, rendered)
             if gens is None:
                 try:
-                    gens = await self._generate_all(prompts, decision.route, params)
+                    gens = await self._generate_all(rendered.prompts, decision.route, params)
                 except RETRYABLE as e:
-                    self.record_failure(cid, ctx, decision, prompts[0], e, t0)
+                    self.record_failure(cid, ctx, decision, rendered.prompts[0], e, t0)
                     raise ApiError(503, f"generation failed: {e}", type="server_error",
                                    code="backend_unavailable") from e
         except BackendRejected as e:
@@ -238,6 +252,8 @@ class Gateway(RoutingReadiness):
             raise ApiError(e.status, str(e)) from e
         finally:
             self.metrics.inflight.dec()
+        gens = heal_generations(gens, rendered, after)
+        prompts = rendered.prompts
         served = Served(cid, decision.slot, decision.route.version, gens, prompts, time.perf_counter() - t0)
         texts = [t for g in gens for t in g.texts]
         self.record_success(ctx, served.id, decision, prompts[0], texts[0] if texts else "",

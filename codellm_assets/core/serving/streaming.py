@@ -20,6 +20,7 @@ from codellm_assets.core.serving.gateway import (
     RequestContext,
     new_id,
 )
+from codellm_assets.core.serving.healing import HealedStream
 from codellm_assets.core.serving.protocol import ApiError
 from codellm_assets.core.serving.router import Decision
 
@@ -93,10 +94,12 @@ class StreamSession:
             raise
 
     def _prepare(self) -> None:
-        prompts, stops, max_tokens = self.gw.render(self.spec, self.version, self.asked.max_tokens)
-        self.prompt = prompts[0]
-        self.params = replace(self.asked, version=self.version, stop=self.asked.stop + stops,
-                              max_tokens=max_tokens)
+        rendered = self.gw.render(self.spec, self.version, self.asked.max_tokens)
+        self.prompt = rendered.prompts[0]
+        params, after = self.gw.params_for(self.asked, rendered)
+        self.params = replace(params, version=self.version)
+        if not self.parts:          # a canary's stream taken over mid-answer keeps its healing state
+            self.removed, self.healing = rendered.removed[0], HealedStream(rendered.removed[0], after)
 
     async def _start(self, timeout: float | None) -> None:
         self.agen = self.gw.backend.stream(self.prompt, self.params)
@@ -121,6 +124,10 @@ class StreamSession:
                         timeout = self.gw.settings.canary_timeout_s if self.slot == "canary" else None
                         delta = await _first(self.agen, timeout)
                     if delta is _DONE:
+                        held = self.healing.flush()
+                        if held:
+                            parts.append(held)
+                            yield StreamDelta(held)
                         break
                 except RETRYABLE as e:
                     if self.slot != "canary":
@@ -129,12 +136,16 @@ class StreamSession:
                         return
                     await self._continue_on_production(e, "".join(parts))
                     continue
-                if delta.text:
-                    parts.append(delta.text)
-                    yield delta
+                text = self.healing.feed(delta.text) if delta.text else ""
+                if text:
+                    parts.append(text)
+                    yield replace(delta, text=text)
                     if self._stop_requested:        # the protocol's own limit (llama.cpp t_max_predict_ms)
                         self.finish_reason = "length"
                         break
+                if self.healing.stopped:            # a stop the backend was not given (it matched the cut)
+                    self.finish_reason = "stop"
+                    break
                 if delta.finish_reason:
                     self.finish_reason = delta.finish_reason
                     self.prompt_tokens = delta.prompt_tokens
@@ -174,7 +185,8 @@ class StreamSession:
         self.decision = Decision("production", gw.router.table.production)
         self._prepare()
         self.params = replace(self.params, max_tokens=max(1, self.params.max_tokens - used))
-        self.agen = gw.backend.stream(self.prompt + so_far, self.params)
+        # the healed whitespace is part of what the user got before so_far (HealedStream took it off)
+        self.agen = gw.backend.stream(self.prompt + (self.removed if so_far else "") + so_far, self.params)
 
     def _record(self, text: str, status: str) -> None:
         latency = time.perf_counter() - self.t0

@@ -1,0 +1,108 @@
+"""Repository context in fill-in-the-middle training examples: what the gateway and the company benchmark put
+right before the code of the prefix (core/data/code_index.py, CrossCodeEval's layout), the model also sees
+while it is fine-tuned - otherwise retrieval at serving time is text the model never learnt to read, and it
+hurts (measured: adapter EM 0.07 without, 0.00 with).
+
+For ``rate`` of the FIM documents of a repo (drawn from the document's content and the seed, like every FIM
+draw, so a document always gets the same decision), each FIM cut is given the context block the serving
+path would retrieve for that cursor: from an index over the *train split* of the same repo, the document's
+own file excluded (its code is the prefix and suffix already), within ``budget`` tokens. The piece it cuts
+is made ``budget`` tokens shorter so the whole example still fits one training window.
+
+The token cache keys such a document by its content, the context settings and a digest of its repo's train
+files (:meth:`RepoContextSampler.key`): a change anywhere in the repo's train split re-encodes that repo's
+context documents, and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from codellm_assets.core.data.code_index import CodeIndex
+
+# Bumped when the same document, index and settings would get another context (part of the cache key).
+CONTEXT_FORMAT = 1
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class RepoContextSampler:
+    """Which documents get repository context in training, and the context of one cut."""
+
+    indexes: Mapping[str, CodeIndex]          # repo -> index over that repo's train files
+    repo_digests: Mapping[str, str]           # repo -> digest of those files (paths and contents)
+    rate: float
+    budget: int                               # tokens of the training window the context may take
+    seed: int = 0
+
+    @classmethod
+    def build(cls, train: Iterable[Mapping[str, Any]], *, rate: float, budget: int, seed: int = 0,
+              repos: Iterable[str] | None = None) -> RepoContextSampler | None:
+        """An index per repo over ``train`` (records: repo, path, content; ``repos``: only these), or None when
+        ``rate`` or ``budget`` is 0 or no repo has code to index."""
+        if rate <= 0 or budget <= 0:
+            return None
+        wanted = None if repos is None else set(repos)
+        by_repo: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for r in train:
+            if isinstance(r.get("content"), str) and (wanted is None or r["repo"] in wanted):
+                by_repo[str(r["repo"])].append(r)
+        indexes, digests = {}, {}
+        for repo, files in sorted(by_repo.items()):
+            try:
+                indexes[repo] = CodeIndex.build(files, repo=repo, commit=str(files[0].get("commit", "")))
+            except ValueError:          # nothing to chunk: this repo's documents train without context
+                continue
+            h = hashlib.sha256()
+            for f in sorted(files, key=lambda f: str(f["path"])):
+                h.update(f"{f['path']}\0{_digest(f['content'])}\0".encode())
+            digests[repo] = h.hexdigest()[:16]
+        return cls(indexes, digests, rate, budget, seed) if indexes else None
+
+    def reseeded(self, seed: int) -> RepoContextSampler:
+        """The same indexes, another draw (each weighted pass of a repo draws its own documents)."""
+        return replace(self, seed=seed)
+
+    def wants(self, record: Mapping[str, Any]) -> bool:
+        """Whether ``record``'s FIM examples carry context: ``rate`` of its repo's documents, by content."""
+        if str(record.get("repo")) not in self.indexes:
+            return False
+        return random.Random(f"{self.seed}:ctx:{_digest(str(record['content']))}").random() < self.rate
+
+    def key(self, record: Mapping[str, Any]) -> str:
+        """What ``record``'s cached token ids depend on besides its content ('' for a document without)."""
+        if not self.wants(record):
+            return ""
+        return f":ctx{CONTEXT_FORMAT}:{self.seed}:{self.budget}:{self.repo_digests[str(record['repo'])]}"
+
+    def for_record(self, record: Mapping[str, Any],
+                   count: Callable[[str], int]) -> Callable[[str, str], str] | None:
+        """(prefix, suffix) -> the context block for a cut of ``record`` (``count``: tokens of a text), or None
+        when ``record`` trains without context."""
+        if not self.wants(record):
+            return None
+        index, path = self.indexes[str(record["repo"])], str(record.get("path") or "")
+        language = record.get("language")
+
+        def block(prefix: str, suffix: str) -> str:
+            return index.context(prefix, suffix, path=path or None, language=language, budget=self.budget,
+                                 count=count)
+        return block
+
+    def info(self, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """For the manifest and the asset's metadata: the settings and, per repo, how many of ``records``
+        (the train passes) are drawn to carry context in their FIM examples."""
+        drawn: dict[str, int] = defaultdict(int)
+        for r in records:
+            if self.wants(r):
+                drawn[str(r["repo"])] += 1
+        return {"context_rate": self.rate, "context_tokens": self.budget, "context_repos": sorted(self.indexes),
+                "context_documents": dict(sorted(drawn.items()))}
