@@ -93,6 +93,26 @@ def make_gateway(store: Store, backend: Any, routes: list[Route], *, repo_contex
     return Gateway(settings, store, backend, default_routes=[], key_cache_s=0.2, repo_context=repo_context)
 
 
+@contextlib.contextmanager
+def tiny_gateway(base: Path | str, store_dir: Path, user: str = "bars",
+                 **overrides: Any) -> Iterator[tuple[str, Store, Any, str]]:
+    """(url, store, gateway, api key) of a gateway serving ``base`` on the transformers backend over a real
+    uvicorn server, ready; closes the store after it stopped."""
+    from codellm_assets.core.serving.app import create_app
+    from codellm_assets.core.serving.backends.transformers_backend import TransformersBackend
+
+    store = Store(f"sqlite:///{Path(store_dir) / 'store.db'}")
+    key = store.create_api_key(user)
+    gateway = make_gateway(store, TransformersBackend(micro_batch_ms=0),
+                           [Route("production", "base", str(base), None, 100)], **overrides)
+    try:
+        with serve_app(create_app(gateway)) as url:
+            wait_ready(url)
+            yield url, store, gateway, key
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(f"sqlite:///{tmp_path / 'store.db'}")

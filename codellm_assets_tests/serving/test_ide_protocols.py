@@ -14,12 +14,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from codellm_assets.core.serving.app import create_app
-from codellm_assets.core.serving.backends.transformers_backend import TransformersBackend
-from codellm_assets.core.serving.routes import Route
 from codellm_assets.core.serving.store import Store
 from codellm_assets.core.serving.store_schema import feedback_t
-from codellm_assets_tests.serving.conftest import TinyModel, make_gateway, serve_app, wait_ready
+from codellm_assets_tests.serving.conftest import TinyModel, tiny_gateway
 from codellm_assets_tests.serving.ide_clients import doc_config
 
 
@@ -55,16 +52,9 @@ class Gw:
 
 @pytest.fixture(scope="module")
 def gw(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
-    tmp = tmp_path_factory.mktemp("ide")
-    store = Store(f"sqlite:///{tmp / 'store.db'}")
-    key = store.create_api_key("bars")
-    gateway = make_gateway(store, TransformersBackend(micro_batch_ms=0),
-                           [Route("production", "base", str(tiny_model.base), None, 100)],
-                           ide_context_chars=120)
-    with serve_app(create_app(gateway)) as url:
-        wait_ready(url)
+    with tiny_gateway(tiny_model.base, tmp_path_factory.mktemp("ide"), ide_context_chars=120) as (
+            url, store, gateway, key):
         yield Gw(url, store, gateway, key)
-    store.close()
 
 
 def test_tabby_health_and_server_setting_need_a_key(gw: Gw) -> None:

@@ -12,12 +12,8 @@ import httpx
 import pytest
 
 from codellm_assets.core.data.fim import unheal
-from codellm_assets.core.serving.app import create_app
 from codellm_assets.core.serving.backends.base import trim_at_stop
-from codellm_assets.core.serving.backends.transformers_backend import TransformersBackend
-from codellm_assets.core.serving.routes import Route
-from codellm_assets.core.serving.store import Store
-from codellm_assets_tests.serving.conftest import TinyModel, make_gateway, serve_app, wait_ready
+from codellm_assets_tests.serving.conftest import TinyModel, tiny_gateway
 from codellm_assets_tests.serving.test_ide_protocols import Gw
 
 PREFIX, SUFFIX = "def total(items):\n    result = 0\n    for item in items:\n        ", "\n    return result\n"
@@ -26,15 +22,8 @@ CUT = "\n        "
 
 @pytest.fixture(scope="module")
 def gw(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
-    tmp = tmp_path_factory.mktemp("healing")
-    store = Store(f"sqlite:///{tmp / 'store.db'}")
-    key = store.create_api_key("heal")
-    gateway = make_gateway(store, TransformersBackend(micro_batch_ms=0),
-                           [Route("production", "base", str(tiny_model.base), None, 100)])
-    with serve_app(create_app(gateway)) as url:
-        wait_ready(url)
+    with tiny_gateway(tiny_model.base, tmp_path_factory.mktemp("healing")) as (url, store, gateway, key):
         yield Gw(url, store, gateway, key)
-    store.close()
 
 
 def _raw(tiny_model: TinyModel, prompt: str, max_tokens: int) -> str:
