@@ -174,6 +174,7 @@ def run_company(s, args, work: Path, seed: int, clock: Clock) -> dict:
             holdout_fraction=0.0, fim_rate=s.dataset.fim_rate, seed=s.dataset.seed,
             fim_spm_rate=fim_spm_rate(s.model, s.dataset.fim_spm_rate),
             repo_weights={"company": company.train_weight} if company else None,
+            context_rate=s.dataset.context_rate, context_tokens=s.dataset.context_tokens,
             vocab_size=s.dataset.tokenizer_vocab_size,
             **dataset_tokenizer_args(s.model, vocab_size=s.dataset.tokenizer_vocab_size))
     print(f"train tokens {summary.tokens['train']}, sequences {summary.sequences}")
@@ -197,7 +198,7 @@ def run_company(s, args, work: Path, seed: int, clock: Clock) -> dict:
                                    ("adapter+context", result.adapter_dir, index)):
             model, tok = load_for_inference(base, adapter, device="cpu")
             rows[name] = rb.run_bench(tasks, generator(model, tok, args.batch), preset.fim, index=idx,
-                                      budget=args.context_budget)
+                                      budget=args.context_budget, heal=s.serving.token_healing)
     return report(f"company {tag}", tasks, rows)
 
 
@@ -208,13 +209,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the company tuned on")
     ap.add_argument("--heldout-seed", type=int, default=7, help="a company never tuned on; -1: skip")
     ap.add_argument("--per-stratum", type=int, default=None, help="tasks per (kind, label); default: eval's")
-    ap.add_argument("--context-budget", type=int, default=None, help="characters of repository context")
+    ap.add_argument("--context-budget", type=int, default=None, help="characters of repository context; "
+                    "default: eval.company_context_chars")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--no-self", dest="self_repo", action="store_false", help="leave this checkout out")
     args = ap.parse_args()
     s = settings_with(args.set)
     args.per_stratum = args.per_stratum or s.eval.company_max_tasks // 4
-    args.context_budget = args.context_budget or 1000
+    args.context_budget = args.context_budget or s.eval.company_context_chars
     work = args.work or Path(tempfile.mkdtemp(prefix="company-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     m, t, d = s.model, s.training, s.dataset
