@@ -81,7 +81,8 @@ def test_bad_input_never_reaches_the_backend(tiny_model: TinyModel, store: Store
 
 def test_killing_the_canary_under_load_loses_no_request(tiny_model: TinyModel, store: Store,
                                                         standin: Callable[..., StandIn]) -> None:
-    prod, canary = standin("prod", delay_ms=5, token_delay_ms=10), standin("can", delay_ms=5, token_delay_ms=10)
+    # 30 ms a token: a stream takes ~250 ms, so some canary streams are surely in flight at the kill
+    prod, canary = standin("prod", delay_ms=5, token_delay_ms=30), standin("can", delay_ms=5, token_delay_ms=30)
     key = store.create_api_key("bars", claims_users=True)   # 36 developers behind one IDE proxy
     gw = _gateway(store, _routes(tiny_model, prod, canary, 50), rate_limit_per_minute=10 ** 6)
     with serve_app(create_app(gw)) as url:
