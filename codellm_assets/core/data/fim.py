@@ -252,11 +252,11 @@ def unheal(completion: str, removed: str) -> str:
     return completion.lstrip(" \t")
 
 
-def stops_outside(stops: Sequence[str], removed: str) -> tuple[list[str], list[str]]:
+def stops_outside(stops: Sequence[str], *removed: str) -> tuple[list[str], list[str]]:
     """(stop sequences a backend may apply, those the caller applies after :func:`unheal`): a stop that
-    could match inside ``removed`` (``"\\n"`` for a cut newline) would end every completion at once."""
+    could match inside any of ``removed`` (``"\\n"`` for a cut newline) would end every completion at once."""
     def overlaps(s: str) -> bool:
-        return bool(removed) and (s in removed or any(s.startswith(removed[i:]) for i in range(len(removed))))
+        return any(s in r or any(s.startswith(r[i:]) for i in range(len(r))) for r in removed if r)
     return [s for s in stops if not overlaps(s)], [s for s in stops if overlaps(s)]
 
 

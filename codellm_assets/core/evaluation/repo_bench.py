@@ -311,9 +311,8 @@ def run_bench(tasks: Sequence[FimTask], generate: Callable[[list[str], int, list
         healed = [heal_prefix(tasks[i].prefix) if heal else (tasks[i].prefix, "") for i in pos]
         prompts = [task_prompt(replace(tasks[i], prefix=pre), fim, index=index, budget=budget, count=count,
                                **prompt_limits) for i, (pre, _) in zip(pos, healed)]
-        stop = ["\n"] if kind in INLINE_KINDS else []
-        for _, removed in healed:   # one call per kind: a stop inside any healed text is applied afterwards
-            stop, _late = stops_outside(stop, removed)
+        # one call per kind: a stop inside any healed text is left out (score() keeps an inline kind's line)
+        stop, _ = stops_outside(["\n"] if kind in INLINE_KINDS else [], *(removed for _, removed in healed))
         limit = MAX_NEW_TOKENS[kind] if max_new_tokens is None else min(MAX_NEW_TOKENS[kind], max_new_tokens)
         completions = generate(prompts, limit, stop)
         if len(completions) != len(pos):

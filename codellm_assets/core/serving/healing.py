@@ -24,11 +24,7 @@ class Rendered:
 
     def split_stops(self, stops: list[str]) -> tuple[list[str], list[str]]:
         """(stops for the backend, stops the gateway applies after unhealing)."""
-        backend, after = list(stops), []
-        for r in self.removed:
-            backend, late = stops_outside(backend, r)
-            after += late
-        return backend, after
+        return stops_outside(stops, *self.removed)
 
 
 def heal_generations(gens: list[Generation], rendered: Rendered, after: list[str]) -> list[Generation]:
