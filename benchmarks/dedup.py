@@ -128,27 +128,33 @@ def sweep(set_size: int, seeds: int) -> None:
 
 
 def hard(originals: int, seeds: int) -> None:
+    modes = {
+        "raw": DedupSettings(code_aware=False, shingle_size=3),
+        "star": DedupSettings(chain_threshold=DEFAULT.threshold),
+        "chain": DedupSettings(),
+    }
     print(f"\n== 2b. Hard near-duplicate set ({originals} originals x 6 kinds of copy, plus siblings and files "
           "sharing scaffolding; tuning slice = seeds 0.., held-out = seeds 100.. with other phrasings, vendor "
           "header, rename suffixes; tuned on the tuning slice only): raw words (3-shingles) vs code-aware "
-          f"(defaults: {DEFAULT.shingle_size}-shingles, prose weight {DEFAULT.prose_weight})")
+          f"(defaults: {DEFAULT.shingle_size}-shingles, prose weight {DEFAULT.prose_weight}, threshold "
+          f"{DEFAULT.threshold}) with star clustering only ('star') and with chains down to "
+          f"{DEFAULT.chain_threshold} ('chain', the default)")
     print(f"{'slice':>9} {'seed':>4} {'mode':>5} {'recall':>6} {'one kept':>8} {'false drops':>11}  missed by kind")
-    totals: dict[tuple[bool, bool], list[float]] = {}
+    totals: dict[tuple[bool, str], list[float]] = {}
     for held_out in (False, True):
         for seed in range(seeds):
             files = build_hard_near_dup_set(originals, seed=seed + (100 if held_out else 0), held_out=held_out)
             docs = [Doc(f.id, f.text, f.repo, f.path) for f in files]
-            for aware in (False, True):
-                settings = DedupSettings() if aware else DedupSettings(code_aware=False, shingle_size=3)
+            for mode, settings in modes.items():
                 r = dedup_documents(docs, settings)
                 removed = {**r.exact_duplicates, **r.near_duplicates}
                 s = score(files, removed)
                 one = one_kept_per_cluster(files, removed)
-                totals.setdefault((held_out, aware), []).extend([s["recall"], one, len(s["false_drops"])])
-                print(f"{'held-out' if held_out else 'tuning':>9} {seed:>4} {'code' if aware else 'raw':>5} "
+                totals.setdefault((held_out, mode), []).extend([s["recall"], one, len(s["false_drops"])])
+                print(f"{'held-out' if held_out else 'tuning':>9} {seed:>4} {mode:>5} "
                       f"{s['recall']:>6.3f} {one:>8.3f} {len(s['false_drops']):>11}  {s['missed_by_edit']}")
-    for (held_out, aware), v in totals.items():
-        print(f"{'held-out' if held_out else 'tuning':>9} mean {'code' if aware else 'raw':>5} "
+    for (held_out, mode), v in totals.items():
+        print(f"{'held-out' if held_out else 'tuning':>9} mean {mode:>5} "
               f"{sum(v[0::3]) / seeds:>6.3f} {sum(v[1::3]) / seeds:>8.3f} {int(sum(v[2::3])):>11}")
 
 

@@ -124,6 +124,10 @@ class DedupSettings(_Model):
     shingle_size: int = Field(2, ge=1, description="word-token shingle length; 2 with code_aware (3 on raw "
                               "words): tuned on the hard near-duplicate set's tuning slice (benchmarks/dedup.py)")
     threshold: float = Field(0.7, gt=0, lt=1)
+    chain_threshold: float = Field(0.5, gt=0, lt=1, description="a file joined to the kept file through a "
+                                   "chain of near duplicates (each >= threshold) is removed too when its own "
+                                   "Jaccard to the kept file is >= this; >= threshold: star clustering only "
+                                   "(benchmarks/dedup.py section 2b)")
     lsh_shards: int = Field(1, ge=1, description="split the LSH bands into this many independent shards "
                             "(same result; each shard needs only the signatures)")
     code_aware: bool = Field(True, description="compare files' code, their comments and docstrings only at "
@@ -131,11 +135,19 @@ class DedupSettings(_Model):
     prose_weight: float = Field(0.15, ge=0, le=1, description="with code_aware: the hashed fraction of comment "
                                 "and docstring shingles compared (0: code only, which calls distinct files that "
                                 "share scaffolding and differ in their docs copies; 1: prose counts as code)")
-    normalisation_version: int = Field(2, description="version of the code-aware normalisation "
+    normalisation_version: int = Field(3, description="version of the code-aware normalisation "
                                        "(code_text.NORMALISATION_VERSION, kept equal by a test): part of the "
                                        "settings identity, so cached signatures change with it. Leave the default")
     decontaminate: bool = True
     decontam_ngram: int = Field(13, ge=4, description="token n-gram length for eval-prompt overlap")
+
+    @model_validator(mode="after")
+    def _chain_within_threshold(self) -> DedupSettings:
+        if self.chain_threshold > self.threshold:
+            raise ValueError(f"dedup.chain_threshold ({self.chain_threshold}) is above dedup.threshold "
+                             f"({self.threshold}): a chain only widens the star; set it <= threshold "
+                             "(= threshold: star clustering only)")
+        return self
 
 
 class DataSettings(_Model):

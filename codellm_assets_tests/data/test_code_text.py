@@ -21,8 +21,14 @@ from codellm_assets.settings import DedupSettings
     ("python", "u = 'http://host/#frag'  # real one\n", "real one", "#frag"),
     ("python", '"""Module docstrings are prose."""\nimport os\n', "prose", "import os"),
     ("python", 'def f():\n    """Docstring,\n    two lines."""\n    return 1\n', "two lines", "return 1"),
-    ("python", "t = '''a\n# inside a triple string\n'''\n", None, "# inside a triple string"),
-    ("python", 'T = """\ndef template():\n    pass\n"""\n', None, "def template():"),  # data, not a docstring
+    # a triple-quoted string inside code (a message, a help text, a template) is prose: v3
+    ("python", "t = '''a\n# inside a triple string\n'''\n", "inside a triple", "t ="),
+    ("python", 'T = """\ndef template():\n    pass\n"""\n', "template", "T ="),
+    ("python", 'p.add_argument("--x", help="""Long help\nover lines.""")\n', "Long help", 'p.add_argument("--x"'),
+    # prose that starts with "class" or "def" is not code a stray quote would run over: v3
+    ("python", 'def f():\n    """Return the\n    class and its bases."""\n    return 1\n', "its bases", "return 1"),
+    # a backslash may end a docstring's line: v3
+    ("python", 'def f():\n    """\\\n    Escaped newline.\n    """\n    return 1\n', "Escaped", "return 1"),
     ("python", 'call(\n    "an argument",\n)\n', None, '"an argument"'),       # not alone on its line
     ("python", 'x = 1\r\n"""CRLF docstring."""\r\ny = 2\r\n', "CRLF", "y = 2"),
     # a docstring that lost its closing quotes: the code after it stays code, the next docstring prose

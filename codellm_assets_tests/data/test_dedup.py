@@ -11,6 +11,7 @@ import pytest
 
 from codellm_assets.core.data.dedup import (
     Doc,
+    _star_and_chain,
     dedup_and_decontaminate,
     dedup_documents,
     exact_hash,
@@ -111,17 +112,44 @@ def test_exact_duplicates_keep_the_longest_then_smallest_repo_path():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_chain_is_not_dropped_transitively(backend):
-    # a~b~c~d~e (Jaccard 0.81 between neighbours, 0.66 two apart): union-find alone would keep one file.
+@pytest.mark.parametrize("chain, kept, near", [
+    # star only: b takes its neighbours a, c; d, two apart (0.66), stays and takes e
+    (0.7, ["b", "d"], {"a": "b", "c": "b", "e": "d"}),
+    # the chain from c reaches d (0.66 to b >= 0.6) but not e (0.53 to b): e stays, alone
+    (0.6, ["b", "e"], {"a": "b", "c": "b", "d": "b"}),
+    # the default floor: e (0.53 to b) goes too, through d
+    (0.5, ["b"], {"a": "b", "c": "b", "d": "b", "e": "b"}),
+])
+def test_a_chain_goes_only_as_far_as_each_file_stays_near_the_kept_one(backend, chain, kept, near):
+    # a~b~c~d~e (3-shingle Jaccard 0.81 between neighbours, 0.66 two apart, 0.53 three apart): union-find
+    # alone would drop all but one whatever their distance to it; every removed file points at the kept one
+    # with its own Jaccard to it, which is >= chain_threshold.
     docs = [Doc(name, window(10 * i), "r", f"{name}.py") for i, name in enumerate("abcde")]
-    result = dedup_documents(docs, DedupSettings(backend=backend, shingle_size=3, threshold=0.7))
-    assert result.kept_ids == ["b", "d"]
-    assert result.near_duplicates == {"a": "b", "c": "b", "e": "d"}
-    for removed, kept in result.near_duplicates.items():
+    settings = DedupSettings(backend=backend, shingle_size=3, threshold=0.7, chain_threshold=chain)
+    result = dedup_documents(docs, settings)
+    assert result.kept_ids == kept
+    assert result.near_duplicates == near
+    for removed, keeper in result.near_duplicates.items():
         j = jaccard(
-            shingles(docs["abcde".index(removed)].text, 3), shingles(docs["abcde".index(kept)].text, 3)
+            shingles(docs["abcde".index(removed)].text, 3), shingles(docs["abcde".index(keeper)].text, 3)
         )
-        assert j >= 0.7 and result.near_jaccard[removed] == pytest.approx(j, abs=1e-4)
+        assert j >= chain and result.near_jaccard[removed] == pytest.approx(j, abs=1e-4)
+
+
+def test_a_chain_never_passes_through_a_file_that_stays():
+    # keeper 0; 1 is in its star; 2 hangs off 1 but is too far from 0 (0.55 < floor 0.6), so it stays; 3 hangs
+    # off 2 only and is near enough to 0 (0.65) but reached only through 2: it stays too. 4 hangs off 1: taken.
+    sims = {(0, 1): 0.8, (0, 2): 0.55, (0, 3): 0.65, (0, 4): 0.62}
+    neighbours = {0: {1}, 1: {0, 2, 4}, 2: {1, 3}, 3: {2}, 4: {1}}
+    taken = _star_and_chain(0, {1, 2, 3, 4}, neighbours, lambda a, b: sims[(a, b)], threshold=0.7, floor=0.6)
+    assert taken == {1: 0.8, 4: 0.62}
+    star = _star_and_chain(0, {1, 2, 3, 4}, neighbours, lambda a, b: sims[(a, b)], threshold=0.7, floor=0.7)
+    assert star == {1: 0.8}
+
+
+def test_chain_threshold_above_the_threshold_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"dedup.chain_threshold \(0.8\) is above dedup.threshold \(0.7\)"):
+        DedupSettings(threshold=0.7, chain_threshold=0.8)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

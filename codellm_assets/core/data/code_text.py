@@ -3,7 +3,7 @@ and formatting are rewritten.
 
 Word shingles of the raw text call a vendored copy with a new comment header, or a release whose comments and
 docstrings were reworded, a different file: prose is a large part of many files. :func:`code_and_prose`
-splits a file into its code and its prose (comments; Python docstrings, i.e. string statements) with one
+splits a file into its code and its prose (comments; Python docstrings and other triple-quoted strings) with one
 regular expression per language family that recognises string literals first, so a ``#`` or ``//`` inside a
 string is kept. Quotes, whitespace and line wrapping need nothing more: shingles are built from word tokens,
 which none of those change.
@@ -32,17 +32,22 @@ import zlib
 
 from codellm_assets.core.data.languages import language_from_path
 
-NORMALISATION_VERSION = 2   # 1: comments dropped; 2: + docstrings, prose kept at a hashed sample
+NORMALISATION_VERSION = 3   # 1: comments dropped; 2: + docstrings, prose kept at a hashed sample;
+                            # 3: a stray quote needs a real def/class after it (not prose like "class and"),
+                            # triple-quoted strings inside code are prose, and one may hold a backslash at a line end
 
-_PY_TRIPLE = r"""\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''"""
+_PY_TRIPLE = r"""\"\"\"(?:\\[\s\S]|[^\\])*?\"\"\"|'''(?:\\[\s\S]|[^\\])*?'''"""  # a \ may end a line
 _PY_LINE = r""""(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'"""
-_PY_STRING = rf"""[rRbBuUfF]{{0,2}}(?:{_PY_TRIPLE}|{_PY_LINE})"""
+_PY_PREFIX = r"[rRbBuUfF]{0,2}"
 # Opening quotes at a line start whose "string" would run over a def/class at its own indentation or column 0.
 _PY_STRAY = (r"""(?P<stray>^(?P<ind>[ \t]*)[rRuU]?(?P<q>\"\"\"|''')"""
-             r"""(?=(?:(?!(?P=q))[\s\S])*?\n(?:(?P=ind)|)(?:async[ \t]+)?(?:def|class)[ \t]+\w))""")
+             r"""(?=(?:(?!(?P=q))[\s\S])*?\n(?:(?P=ind)|)(?:async[ \t]+)?"""
+             r"""(?:def[ \t]+\w+[ \t]*\(|class[ \t]+\w+[ \t]*[(:])))""")
 # A string statement: a string alone on its line(s) (docstrings; also bare strings in a multi-line call, rare).
 _PY_DOC = rf"""(?P<doc>^[ \t]*[rRuU]?(?:{_PY_TRIPLE}|{_PY_LINE})[ \t]*(?=\r?\n|\Z))"""
-_PYTHON = re.compile(rf"(?=[ \t\"'rRbBuUfF#])(?:{_PY_STRAY}|{_PY_DOC}|(?P<str>{_PY_STRING})|(?P<prose>#[^\n]*))", re.M)
+# A triple-quoted string inside code (a message, a help text) is prose too; a one-line string is code.
+_PYTHON = re.compile(rf"(?=[ \t\"'rRbBuUfF#])(?:{_PY_STRAY}|{_PY_DOC}|(?P<text>{_PY_PREFIX}(?:{_PY_TRIPLE}))"
+                     rf"|(?P<str>{_PY_PREFIX}(?:{_PY_LINE}))|(?P<prose>#[^\n]*))", re.M)
 _C_STRING = r"""(?:"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`)"""
 _C_FAMILY = re.compile(rf"(?P<str>{_C_STRING})|(?P<prose>//[^\n]*|/\*[\s\S]*?\*/)")
 _HASH = re.compile(r"""(?P<str>"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')|(?P<prose>(?<![\w$])#[^\n]*)""")
@@ -69,7 +74,7 @@ def code_and_prose(text: str, language: str | None) -> tuple[str, list[str]]:
     prose: list[str] = []
 
     def split(m: re.Match) -> str:
-        kind = m.lastgroup          # the outermost group closes last: stray, doc, str or prose
+        kind = m.lastgroup          # the outermost group closes last: stray, doc, text, str or prose
         if kind == "stray":
             return m.group(0)[: -len(m.group("q"))] + " "
         if kind == "str":

@@ -15,12 +15,15 @@ Pipeline, in order:
    Jaccard >= ``threshold`` are edges. LSH false positives therefore never drop a file.
 4. **Cluster**: union-find over the verified edges gives components. Inside a component the kept file
    is the *centre*: the file with the most verified near duplicates among the files still unassigned;
-   it removes every unassigned file within ``threshold`` of it (star clustering), and the rest of the
-   component is clustered again the same way. So a file is never dropped merely because of a
-   transitive chain A~B~C: every removed file has exact Jaccard >= ``threshold`` with the file kept in
-   its place. Keeping the centre rather than, say, the longest copy matters for recall: two edited
-   copies of one original are each close to it but often not to each other (measured on the labelled
-   set in ``benchmarks/dedup.py``).
+   it removes every unassigned file within ``threshold`` of it (star clustering), then, breadth first
+   along verified edges through files it has removed, every unassigned file whose own exact Jaccard to
+   it is >= ``chain_threshold`` (the chain: releases and re-edits of one module drift step by step, and
+   star clustering alone kept one file per step). The rest of the component is clustered again the same
+   way. So a file is never dropped merely because of a transitive chain A~B~C: every removed file has
+   exact Jaccard >= ``chain_threshold`` with the file kept in its place (``near_jaccard``), and a chain
+   never passes through a file that stays. Keeping the centre rather than, say, the longest copy
+   matters for recall: two edited copies of one original are each close to it but often not to each
+   other (measured on the labelled set in ``benchmarks/dedup.py``).
 
 Which file is kept: in an exact group, and among near-duplicate candidates with the same number of
 neighbours, **the longest text (in characters), ties broken by the smallest (repo, path, id)**. The
@@ -250,7 +253,7 @@ def dedup_signatures(
 
     say("cluster")
     t = time.perf_counter()
-    near_removed, near_j = _cluster(edges, docs, cache, settings.threshold)
+    near_removed, near_j = _cluster(edges, docs, cache, settings.threshold, settings.chain_threshold)
     timings["cluster"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return _result(docs, exact_removed, near_removed, near_j, timings, n_pairs, len(edges))
@@ -274,9 +277,12 @@ def _sketch_docs(
 
 def _cluster(
     edges: dict[tuple[int, int], float], docs: Sequence[Doc | DocInfo], cache: dict[int, set[str]],
-    threshold: float
+    threshold: float, chain_threshold: float | None = None,
 ) -> tuple[dict[int, int], dict[int, float]]:
-    """Removed doc index -> kept doc index (and their Jaccard), by star clustering of each component."""
+    """Removed doc index -> kept doc index (and their Jaccard), by star clustering of each component,
+    widened along chains: a file reached from the keeper through verified edges (each >= ``threshold``)
+    whose own Jaccard to the keeper is >= ``chain_threshold`` goes too (None or ``threshold``: star only)."""
+    floor = threshold if chain_threshold is None else min(chain_threshold, threshold)
     uf = _UnionFind(len(docs))
     neighbours: dict[int, set[int]] = {}
     for a, b in edges:
@@ -298,12 +304,39 @@ def _cluster(
         while len(remaining) > 1:
             keeper = min(remaining, key=lambda i: (-len(neighbours[i] & remaining), preference_key(docs[i])))
             remaining.discard(keeper)
-            for m in sorted(remaining, key=lambda i: preference_key(docs[i])):
-                j = similarity(keeper, m)
-                if j >= threshold:
-                    removed[m], jaccards[m] = keeper, j
+            for m, j in _star_and_chain(keeper, remaining, neighbours, similarity, threshold, floor).items():
+                removed[m], jaccards[m] = keeper, j
             remaining -= removed.keys()
     return removed, jaccards
+
+
+def _star_and_chain(
+    keeper: int, remaining: set[int], neighbours: dict[int, set[int]],
+    similarity: Callable[[int, int], float], threshold: float, floor: float,
+) -> dict[int, float]:
+    """The files ``keeper`` removes, with their Jaccard to it: every remaining file within ``threshold``
+    (the star), then, breadth first along verified edges, those within ``floor`` (the chain). A chain
+    step never passes through a file that is not itself removed, so two distinct files joined only by a
+    third that stays are never merged."""
+    taken: dict[int, float] = {}
+    for m in sorted(remaining):
+        j = similarity(keeper, m)
+        if j >= threshold:
+            taken[m] = j
+    if floor >= threshold:
+        return taken
+    frontier, seen = sorted(taken), set(taken) | {keeper}
+    while frontier:
+        nxt: list[int] = []
+        for f in frontier:
+            for m in sorted((neighbours[f] & remaining) - seen):
+                seen.add(m)
+                j = similarity(keeper, m)
+                if j >= floor:
+                    taken[m] = j
+                    nxt.append(m)
+        frontier = nxt
+    return taken
 
 
 def _result(
