@@ -49,7 +49,7 @@ def _splitter(s: Settings, dates: dict | None):
         plan = dataset_splits.plan_splits(
             corpus, feedback, holdout_split=s.dataset.holdout_split, holdout_fraction=s.dataset.holdout_fraction,
             validation_fraction=s.dataset.validation_fraction, dates=dates, since=s.dataset.holdout_since,
-            dedup=s.dedup)
+            dedup=s.dedup, cache_dir=s.blob_cache_dir)
         return plan.splits, plan.info
     return split
 

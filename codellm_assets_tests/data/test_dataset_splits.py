@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from codellm_assets.core.data.dataset_splits import copies_of_references, hold_out, plan_splits
+from codellm_assets.core.data.file_stages import signatures_partition
 from codellm_assets.core.data.git_scan import scan_branch
 from codellm_assets.core.data.holdout import corpus_dates
 from codellm_assets.core.data.tokenization import build_training_dataset
@@ -85,16 +86,22 @@ def _file(repo, path, content, language="python"):
             "content": content, "blob_sha": "b" * 40}
 
 
-def test_copies_of_held_out_files_are_dropped_from_train_with_their_reason():
+@pytest.mark.parametrize("cached", [False, True])
+def test_copies_of_held_out_files_are_dropped_from_train_with_their_reason(cached, tmp_path):
     held = [_file("app", "new/pricing.py", module("pricing_engine", body_lines=20))]
     near = module("pricing_engine", body_lines=20).replace('"""Module', '"""A vendored copy of module')
     candidates = [_file("vendor", "copy.py", near + "\n# vendored\n"),
                   _file("app", "exact.py", held[0]["content"].replace("\n", "\n\n")),   # only whitespace differs
                   _file("app", "other.py", module("unrelated_report", body_lines=20))]
-    found = copies_of_references(candidates, held, DedupSettings())
+    found = copies_of_references(candidates, held, DedupSettings(), tmp_path if cached else None)
     assert {i: reason for i, (reason, _, _) in found.items()} == {0: "near_copy_of_holdout",
                                                                   1: "exact_copy_of_holdout"}
     assert found[0][2] >= DedupSettings().threshold
+    if cached:      # the signatures were stored per repo, as corpus dedup stores them, and are read back
+        _, stats = signatures_partition([{"path": "copy.py", "content": candidates[0]["content"]}],
+                                        DedupSettings(), tmp_path, "vendor", compact=False)
+        assert stats.reused == 1 and stats.computed == 0
+        assert copies_of_references(candidates, held, DedupSettings(), tmp_path) == found
 
 
 def test_plan_splits_feedback_always_trains_and_never_copies_a_held_out_file():

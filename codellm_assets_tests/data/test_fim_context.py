@@ -126,3 +126,29 @@ def test_a_small_budget_keeps_the_head_of_a_snippet_never_less_than_three_lines(
     body = [line for line in small.splitlines() if not line.startswith(("# ---", "# Here", "# the below"))][1:]
     assert len(body) >= 3 and "\n".join(body) in whole                        # the snippet's first lines
     assert index.context("vault.stamp_quorble(entry", path="svc/s0.py", language="python", budget=330) == ""
+
+
+def test_with_a_cache_dir_an_unchanged_repos_index_is_loaded_and_a_changed_one_rebuilt(tmp_path, monkeypatch):
+    built: list[str] = []
+    real_build = CodeIndex.build.__func__
+
+    def counting_build(cls, files, *, repo, commit, **kw):
+        built.append(repo)
+        return real_build(cls, files, repo=repo, commit=commit, **kw)
+
+    monkeypatch.setattr(CodeIndex, "build", classmethod(counting_build))
+    first = RepoContextSampler.build(_records(), rate=1.0, budget=600, seed=0, cache_dir=tmp_path)
+    assert sorted(built) == ["acme", "solo"]
+    again = RepoContextSampler.build(_records(), rate=1.0, budget=600, seed=0, cache_dir=tmp_path)
+    assert sorted(built) == ["acme", "solo"] and again.repo_digests == first.repo_digests     # nothing rebuilt
+    changed = RepoContextSampler.build(_records("\n\ndef audit():\n    return 1\n"), rate=1.0, budget=600,
+                                       seed=0, cache_dir=tmp_path)
+    assert sorted(built) == ["acme", "acme", "solo"]                                       # only acme again
+    assert changed.repo_digests["solo"] == first.repo_digests["solo"]
+    assert changed.repo_digests["acme"] != first.repo_digests["acme"]
+    # the loaded index gives the context the in-memory one gives, and the same cache keys
+    in_memory = RepoContextSampler.build(_records(), rate=1.0, budget=600, seed=0)
+    record = _records()[3]
+    assert in_memory.repo_digests == again.repo_digests and in_memory.key(record) == again.key(record)
+    cut = ("def send_2(entry):\n    vault = LedgerVault('north')\n", "    return receipt\n")
+    assert again.for_record(record, len)(*cut) == in_memory.for_record(record, len)(*cut) != ""

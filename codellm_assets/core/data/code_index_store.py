@@ -83,7 +83,7 @@ def content_hash(files: Iterable[Mapping]) -> str:
     return h.hexdigest()[:20]
 
 
-def _repo_files(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
+def repo_files(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
     """Records by repo, one per path: a path on several branches is indexed once, from the first branch by
     name (the corpus keeps both only when their contents differ)."""
     by_repo: dict[str, dict[str, Mapping]] = {}
@@ -172,7 +172,7 @@ def build_repo_indexes(records: Iterable[Mapping], root: Path, *, keep: int = KE
     root.mkdir(parents=True, exist_ok=True)
     previous = read_pointer(root)["repos"]
     summary = IndexBuildSummary()
-    for repo, files in sorted(_repo_files(records).items()):
+    for repo, files in sorted(repo_files(records).items()):
         try:
             summary.repos.append(_build_one(repo, files, root, previous.get(repo)))
         except ValueError as e:

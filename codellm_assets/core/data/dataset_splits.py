@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,10 +100,12 @@ def _key(r: Record) -> str:
     return f"{r.get('repo')}:{r.get('branch', '')}:{r.get('path')}"
 
 
-def copies_of_references(candidates: Sequence[Record], references: Sequence[Record],
-                         settings: DedupSettings) -> dict[int, tuple[str, int, float]]:
+def copies_of_references(candidates: Sequence[Record], references: Sequence[Record], settings: DedupSettings,
+                         cache_dir: Path | None = None) -> dict[int, tuple[str, int, float]]:
     """Candidate index -> (reason, reference index, Jaccard) for each candidate that is an exact
-    (``exact_copy_of_holdout``) or near (``near_copy_of_holdout``) copy of a reference file."""
+    (``exact_copy_of_holdout``) or near (``near_copy_of_holdout``) copy of a reference file. ``cache_dir``:
+    the blob cache, whose MinHash signatures (corpus dedup's, per repo) are reused; shingle sets are then
+    built only for the files LSH pairs up, to verify them."""
     exact = {exact_hash(str(r["content"])): j for j, r in enumerate(references)}
     found: dict[int, tuple[str, int, float]] = {}
     for i, c in enumerate(candidates):
@@ -112,15 +115,20 @@ def copies_of_references(candidates: Sequence[Record], references: Sequence[Reco
     rest = [i for i in range(len(candidates)) if i not in found]
     if not references or not rest:
         return found
-    docs = [Doc(_key(r), str(r["content"]), str(r["repo"]), str(r["path"])) for r in references] + \
-        [Doc(_key(candidates[i]), str(candidates[i]["content"]), str(candidates[i]["repo"]),
-             str(candidates[i]["path"])) for i in rest]
-    sets = [doc_shingles(d, settings) for d in docs]
-    live = [k for k, s in enumerate(sets) if s]
+    records = [*references, *(candidates[i] for i in rest)]
+    docs = [Doc(_key(r), str(r["content"]), str(r["repo"]), str(r["path"])) for r in records]
+    sets: dict[int, set[str]] = {}
+
+    def shingled(k: int) -> set[str]:
+        if k not in sets:
+            sets[k] = doc_shingles(docs[k], settings)
+        return sets[k]
+
+    sigs = _signatures(records, docs, settings, cache_dir, shingled)
+    live = [k for k, sig in enumerate(sigs) if sig is not None]
     if not live:
         return found
-    sigs = np.vstack([digest(s) for s in sketcher(settings.backend)([sets[k] for k in live], settings.num_perm)])
-    keys = band_keys(sigs, *lsh_bands(settings.num_perm, settings.threshold))
+    keys = band_keys(np.vstack([sigs[k] for k in live]), *lsh_bands(settings.num_perm, settings.threshold))
     n_ref = sum(1 for k in live if k < len(references))
     ref_keys = [dict() for _ in range(keys.shape[1])]
     for row in range(n_ref):
@@ -129,22 +137,49 @@ def copies_of_references(candidates: Sequence[Record], references: Sequence[Reco
     for row in range(n_ref, len(live)):
         k = live[row]
         refs = {j for b, key in enumerate(keys[row].tolist()) for j in ref_keys[b].get(key, ())}
-        best = max(((jaccard(sets[k], sets[j]), j) for j in refs), default=(0.0, -1))
+        best = max(((jaccard(shingled(k), shingled(j)), j) for j in refs), default=(0.0, -1))
         if best[0] >= settings.threshold:
             found[rest[k - len(references)]] = ("near_copy_of_holdout", best[1], round(best[0], 4))
     return found
 
 
+def _signatures(records: Sequence[Record], docs: Sequence[Doc], settings: DedupSettings, cache_dir: Path | None,
+                shingled) -> list[np.ndarray | None]:
+    """Each record's MinHash signature (None: no shingles): from the blob cache's per-repo signature stage
+    (what corpus dedup stored for the same text and settings) or, without a cache, sketched here."""
+    if cache_dir is not None:
+        from codellm_assets.core.data.file_stages import sig_array, signatures_partition
+
+        by_repo: dict[str, list[int]] = defaultdict(list)
+        for k, r in enumerate(records):
+            by_repo[str(r["repo"])].append(k)
+        out: list[np.ndarray | None] = [None] * len(records)
+        for repo, ks in by_repo.items():
+            values, _ = signatures_partition([{"path": str(records[k]["path"]), "content": str(records[k]["content"])}
+                                              for k in ks], settings, cache_dir, repo, compact=False)
+            for k, value in zip(ks, values):
+                out[k] = sig_array(value["sig"])
+        return out
+    nonempty = [k for k in range(len(docs)) if shingled(k)]
+    sketches = sketcher(settings.backend)([shingled(k) for k in nonempty], settings.num_perm) if nonempty else []
+    out = [None] * len(docs)
+    for k, sk in zip(nonempty, sketches):
+        out[k] = digest(sk)
+    return out
+
+
 def plan_splits(corpus: Sequence[Record], feedback: Sequence[Record] = (), *, holdout_split: str = "time",
                 holdout_fraction: float = 0.05, validation_fraction: float = 0.1, dates: Mapping | None = None,
-                since: datetime | None = None, dedup: DedupSettings | None = None) -> DatasetSplits:
-    """The splits of the training dataset (see the module doc) with the manifest's account of them."""
+                since: datetime | None = None, dedup: DedupSettings | None = None,
+                cache_dir: Path | None = None) -> DatasetSplits:
+    """The splits of the training dataset (see the module doc) with the manifest's account of them
+    (``cache_dir``: the blob cache, for the corpus dedup's signatures)."""
     dedup = dedup or DedupSettings()
     candidates, held, info = hold_out(corpus, split=holdout_split, fraction=holdout_fraction, dates=dates,
                                       since=since)
     n_corpus = len(candidates)
     pool = [*candidates, *feedback]
-    copies = copies_of_references(pool, held, dedup)
+    copies = copies_of_references(pool, held, dedup, cache_dir)
     dropped = Counter(reason for reason, _, _ in copies.values())
     examples = [{"train": _key(pool[i]), "holdout": _key(held[j]), "reason": reason, "jaccard": sim}
                 for i, (reason, j, sim) in sorted(copies.items())[:MAX_EXAMPLES]]

@@ -346,7 +346,7 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
         fim_args = {"fim_rate": fim_rate, "fim_tokens": fim_tokens, "fim_window": seq_len,
                     "fim_spm_rate": fim_spm_rate}
         sampler = RepoContextSampler.build(splits["train"], rate=context_rate, budget=context_tokens, seed=seed,
-                                           repos=context_repos) if fim_rate > 0 else None
+                                           repos=context_repos, cache_dir=cache_dir) if fim_rate > 0 else None
         encoder = _token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed, context=sampler, **fim_args)
         (tmp / "arrow").mkdir()
         passes = weighted_passes(splits["train"], repo_weights or {})
