@@ -9,9 +9,9 @@ import random
 import numpy as np
 import pytest
 
+from codellm_assets.core.data.clusters import star_and_chain
 from codellm_assets.core.data.dedup import (
     Doc,
-    _star_and_chain,
     dedup_and_decontaminate,
     dedup_documents,
     exact_hash,
@@ -141,9 +141,9 @@ def test_a_chain_never_passes_through_a_file_that_stays():
     # off 2 only and is near enough to 0 (0.65) but reached only through 2: it stays too. 4 hangs off 1: taken.
     sims = {(0, 1): 0.8, (0, 2): 0.55, (0, 3): 0.65, (0, 4): 0.62}
     neighbours = {0: {1}, 1: {0, 2, 4}, 2: {1, 3}, 3: {2}, 4: {1}}
-    taken = _star_and_chain(0, {1, 2, 3, 4}, neighbours, lambda a, b: sims[(a, b)], threshold=0.7, floor=0.6)
+    taken = star_and_chain(0, {1, 2, 3, 4}, neighbours, lambda a, b: sims[(a, b)], threshold=0.7, floor=0.6)
     assert taken == {1: 0.8, 4: 0.62}
-    star = _star_and_chain(0, {1, 2, 3, 4}, neighbours, lambda a, b: sims[(a, b)], threshold=0.7, floor=0.7)
+    star = star_and_chain(0, {1, 2, 3, 4}, neighbours, lambda a, b: sims[(a, b)], threshold=0.7, floor=0.7)
     assert star == {1: 0.8}
 
 

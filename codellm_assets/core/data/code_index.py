@@ -202,8 +202,15 @@ def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
 
 
 def _lines_that_fit(start: str, lines: list[str], end: str, budget: int, count: Callable[[str], int]) -> int:
-    """How many of ``lines`` fit after ``start`` (a binary search: ``count`` may be a tokenizer)."""
-    lo, hi = 0, len(lines)
+    """How many of ``lines`` fit after ``start`` (a binary search: ``count`` may be a tokenizer); 0 when fewer
+    than MIN_SNIPPET_LINES fit. The two ends are tried first: a whole small window, or a full block, is then
+    one or two tokenizations instead of a search (a re-encoded repo renders thousands of blocks)."""
+    if count(start + "".join(lines) + end) <= budget:
+        return len(lines)
+    floor = min(MIN_SNIPPET_LINES, len(lines))
+    if count(start + "".join(lines[:floor]) + end) > budget:
+        return 0
+    lo, hi = floor, len(lines) - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if count(start + "".join(lines[:mid]) + end) <= budget:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from codellm_assets.core.data.clusters import near_clusters
 from codellm_assets.core.data.code_text import code_shingles
 from codellm_assets.core.data.decontam import build_decontam_index, decontaminate, humaneval_items
 from codellm_assets.core.data.lsh_shards import band_keys, shard_bands, shard_pairs
@@ -116,23 +117,6 @@ def exact_hash(text: str) -> str:
     return hashlib.blake2b(
         normalize_whitespace(text).encode("utf-8", "surrogatepass"), digest_size=16
     ).hexdigest()
-
-
-# ---- clustering ----------------------------------------------------------------------------------
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, x: int) -> int:
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
 
 
 def preference_key(doc: Doc | DocInfo) -> tuple[int, str, str, str]:
@@ -253,7 +237,9 @@ def dedup_signatures(
 
     say("cluster")
     t = time.perf_counter()
-    near_removed, near_j = _cluster(edges, docs, cache, settings.threshold, settings.chain_threshold)
+    near_removed, near_j = near_clusters(
+        edges, lambda i: preference_key(docs[i]), lambda a, b: jaccard(cache[a], cache[b]),
+        settings.threshold, settings.chain_threshold)
     timings["cluster"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return _result(docs, exact_removed, near_removed, near_j, timings, n_pairs, len(edges))
@@ -273,70 +259,6 @@ def _sketch_docs(
         sketched.extend(i for i, _ in batch)
         sketches.extend(sketch([sh for _, sh in batch], settings.num_perm))
     return sketched, sketches
-
-
-def _cluster(
-    edges: dict[tuple[int, int], float], docs: Sequence[Doc | DocInfo], cache: dict[int, set[str]],
-    threshold: float, chain_threshold: float | None = None,
-) -> tuple[dict[int, int], dict[int, float]]:
-    """Removed doc index -> kept doc index (and their Jaccard), by star clustering of each component,
-    widened along chains: a file reached from the keeper through verified edges (each >= ``threshold``)
-    whose own Jaccard to the keeper is >= ``chain_threshold`` goes too (None or ``threshold``: star only)."""
-    floor = threshold if chain_threshold is None else min(chain_threshold, threshold)
-    uf = _UnionFind(len(docs))
-    neighbours: dict[int, set[int]] = {}
-    for a, b in edges:
-        uf.union(a, b)
-        neighbours.setdefault(a, set()).add(b)
-        neighbours.setdefault(b, set()).add(a)
-    components: dict[int, list[int]] = {}
-    for i in sorted(neighbours):
-        components.setdefault(uf.find(i), []).append(i)
-
-    def similarity(a: int, b: int) -> float:
-        known = edges.get((min(a, b), max(a, b)))
-        return known if known is not None else jaccard(cache[a], cache[b])
-
-    removed: dict[int, int] = {}
-    jaccards: dict[int, float] = {}
-    for members in components.values():
-        remaining = set(members)
-        while len(remaining) > 1:
-            keeper = min(remaining, key=lambda i: (-len(neighbours[i] & remaining), preference_key(docs[i])))
-            remaining.discard(keeper)
-            for m, j in _star_and_chain(keeper, remaining, neighbours, similarity, threshold, floor).items():
-                removed[m], jaccards[m] = keeper, j
-            remaining -= removed.keys()
-    return removed, jaccards
-
-
-def _star_and_chain(
-    keeper: int, remaining: set[int], neighbours: dict[int, set[int]],
-    similarity: Callable[[int, int], float], threshold: float, floor: float,
-) -> dict[int, float]:
-    """The files ``keeper`` removes, with their Jaccard to it: every remaining file within ``threshold``
-    (the star), then, breadth first along verified edges, those within ``floor`` (the chain). A chain
-    step never passes through a file that is not itself removed, so two distinct files joined only by a
-    third that stays are never merged."""
-    taken: dict[int, float] = {}
-    for m in sorted(remaining):
-        j = similarity(keeper, m)
-        if j >= threshold:
-            taken[m] = j
-    if floor >= threshold:
-        return taken
-    frontier, seen = sorted(taken), set(taken) | {keeper}
-    while frontier:
-        nxt: list[int] = []
-        for f in frontier:
-            for m in sorted((neighbours[f] & remaining) - seen):
-                seen.add(m)
-                j = similarity(keeper, m)
-                if j >= floor:
-                    taken[m] = j
-                    nxt.append(m)
-        frontier = nxt
-    return taken
 
 
 def _result(
