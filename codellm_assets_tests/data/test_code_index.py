@@ -111,3 +111,53 @@ def test_go_definitions(make_git_repo):
     assert index.definitions["OpenQuorbleVault"] == {"vault/vault.go": 7}
     ctx = index.context("func main() {\n\tv := vault.OpenQuorbleVault(", path="cmd/main.go", language="go")
     assert ctx.startswith("// Here are") and "// vault/vault.go\n" in ctx
+
+
+def _many_records(n: int = 30) -> list[dict]:
+    return [{"repo": "acme", "path": f"svc/s{i:02d}.py", "content": USER.replace("close_month", f"close_{i}")
+             + "".join(f"def step_{i}_{j}(entries):\n    return reconcile_ledger(None, entries[{j}:])\n\n"
+                       for j in range(i % 7))} for i in range(n)]
+
+
+def test_search_ranks_as_bm25s_does_and_breaks_ties_by_chunk_order():
+    index = CodeIndex.build(_many_records(), repo="acme", commit="c")
+    query = "totals = reconcile_ledger(client, entries)\n    return sum(totals)"
+    ids, scores = index.retriever.retrieve([code_tokens(query)], k=len(index.chunks), show_progress=False)
+    expected = sorted(((float(s), int(i)) for i, s in zip(ids[0], scores[0]) if s > 0
+                       and index.chunks[int(i)].path != "svc/s03.py"), key=lambda t: (-t[0], t[1]))
+    for k in (1, 5, 12, 1000):
+        hits = index.search(query, k=k, exclude_paths=["svc/s03.py"])
+        assert [(s, index.chunks.index(c)) for c, s in hits] == expected[:k]
+    tied = [s for s, _ in expected].count(expected[0][0])
+    assert tied > 1                      # the copies tie: the earlier chunk comes first, every time
+    assert index.search(query, k=0) == [] and index.search("zzz qqq") == []
+
+
+def test_line_counter_renders_what_exact_counting_renders(tmp_path):
+    from codellm_assets.core.data.code_index import LineCounter, render_context
+    from codellm_assets.core.data.tokenization import _token_counter, train_bpe_tokenizer
+
+    records = _many_records()
+    tok = train_bpe_tokenizer([r["content"] for r in records] * 2, 400, tmp_path / "tok")
+    counter = _token_counter(tok)
+    exact = counter.count
+    index = CodeIndex.build(records, repo="acme", commit="c")
+    chunks = [c for c, _ in index.search("reconcile_ledger(client, entries)", k=6)]
+    batches: list[int] = []
+    counted = LineCounter(exact, lambda texts: batches.append(len(texts)) or [exact(t) for t in texts])
+    for budget in (20, 60, 90, 150, 400, 5000):
+        want = render_context(chunks, language="python", budget=budget, count=exact)
+        assert render_context(chunks, language="python", budget=budget, count=counted) == want
+        assert exact(want) <= budget
+    assert counted.exact_fallbacks == 0 and sum(batches) < 200     # each distinct line counted once
+    bounded = LineCounter(exact)
+    bounded.MAX_LINES = 5                                           # full: it starts over, same counts
+    assert bounded.lines(["# a\n"] * 3 + [f"# {i}\n" for i in range(9)]) == counted.lines(
+        ["# a\n"] * 3 + [f"# {i}\n" for i in range(9)])
+    assert bounded.lines(["# a\n", "# b\n"]) == [exact("# a\n"), exact("# b\n")]
+    # a counter whose line sums fall short (a tokenizer merging across lines): the exact way, within budget
+    short = LineCounter(exact, lambda texts: [max(exact(t) // 2, 0) for t in texts])
+    for budget in (60, 150):
+        assert render_context(chunks, language="python", budget=budget, count=short) == \
+            render_context(chunks, language="python", budget=budget, count=exact)
+    assert short.exact_fallbacks >= 1              # at least one block was measured again

@@ -4,6 +4,8 @@ cache re-encodes a context document when its repo's train files change, and only
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from codellm_assets.core.data.code_index import CodeIndex, rendered_chunks
@@ -152,3 +154,20 @@ def test_with_a_cache_dir_an_unchanged_repos_index_is_loaded_and_a_changed_one_r
     assert in_memory.repo_digests == again.repo_digests and in_memory.key(record) == again.key(record)
     cut = ("def send_2(entry):\n    vault = LedgerVault('north')\n", "    return receipt\n")
     assert again.for_record(record, len)(*cut) == in_memory.for_record(record, len)(*cut) != ""
+
+
+def test_a_cached_sampler_holds_one_repos_index_at_a_time(tmp_path):
+    records = _records() + [{**r, "repo": "beta"} for r in _records()[:5]]
+    sampler = RepoContextSampler.build(records, rate=1.0, budget=600, seed=0, cache_dir=tmp_path)
+    assert sorted(sampler.indexes) == ["acme", "beta", "solo"] and "nope" not in sampler.indexes
+    assert sampler.indexes.loads == 0                      # building them loads none back
+    by_repo = sorted(records, key=lambda r: (r["repo"], r["path"]))   # the train split's order
+    blocks = [sampler.for_record(r, len) for r in by_repo]
+    assert sampler.indexes.loads == 3                      # each repo's index read once, in turn
+    def alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, CodeIndex) for o in gc.get_objects())
+
+    while_blocks = alive()                                 # each block holds its repo's index
+    del blocks
+    assert alive() == 1 < while_blocks                     # then only the last one used

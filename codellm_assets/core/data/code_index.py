@@ -21,11 +21,14 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import bm25s
+import numpy as np
 
 from codellm_assets.core.data.code_symbols import repo_definitions
 from codellm_assets.core.fsutil import replace_dir
@@ -56,13 +59,30 @@ class Chunk:
     text: str
 
 
+_WORD_TOKENS: dict[str, tuple[str, ...]] = {}
+_WORD_CACHE_MAX = 500_000      # distinct identifiers remembered (a repo has far fewer; a bound, not a tuning)
+
+
+def _word_tokens(word: str) -> tuple[str, ...]:
+    low = word.lower()
+    parts = [p.lower() for piece in word.split("_") for p in _CAMEL.findall(piece)]
+    return tuple(t for t in dict.fromkeys((low, *parts)) if len(t) > 1)
+
+
 def code_tokens(text: str) -> list[str]:
-    """Identifiers whole and split into their words, numbers; lower case; one-letter words dropped."""
+    """Identifiers whole and split into their words, numbers; lower case; one-letter words dropped.
+
+    Each distinct word is split once (identifiers repeat: indexing a repo splits millions of words, a few
+    thousand distinct ones)."""
     out: list[str] = []
+    cache = _WORD_TOKENS
     for word in _WORD.findall(text):
-        low = word.lower()
-        parts = [p.lower() for piece in word.split("_") for p in _CAMEL.findall(piece)]
-        out.extend(t for t in {low, *parts} if len(t) > 1)
+        tokens = cache.get(word)
+        if tokens is None:
+            if len(cache) >= _WORD_CACHE_MAX:
+                cache.clear()
+            tokens = cache[word] = _word_tokens(word)
+        out.extend(tokens)
     return out
 
 
@@ -91,8 +111,10 @@ class CodeIndex:
         self.chunks, self.retriever, self.repo, self.commit = chunks, retriever, repo, commit
         self.definitions = definitions or {}          # name -> {path: line}
         self._by_path: dict[str, list[Chunk]] = {}
-        for c in chunks:
+        self._ids_by_path: dict[str, list[int]] = {}
+        for i, c in enumerate(chunks):
             self._by_path.setdefault(c.path, []).append(c)
+            self._ids_by_path.setdefault(c.path, []).append(i)
 
     @classmethod
     def build(cls, files: Iterable[Mapping], *, repo: str, commit: str, window: int = WINDOW_LINES,
@@ -115,7 +137,9 @@ class CodeIndex:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
         self.retriever.save(str(tmp), show_progress=False)
-        meta = {"repo": self.repo, "commit": self.commit, "chunks": [asdict(c) for c in self.chunks],
+        chunks = [{"repo": c.repo, "path": c.path, "start_line": c.start_line, "end_line": c.end_line,
+                   "text": c.text} for c in self.chunks]      # asdict() per chunk: seconds for a big repo
+        meta = {"repo": self.repo, "commit": self.commit, "chunks": chunks,
                 "definitions": self.definitions}
         (tmp / META_FILE).write_text(json.dumps(meta))
         replace_dir(tmp, directory)
@@ -134,21 +158,24 @@ class CodeIndex:
     # ---- queries ----------------------------------------------------------------------------------------
 
     def search(self, query: str, *, k: int = 5, exclude_paths: Iterable[str] = ()) -> list[tuple[Chunk, float]]:
-        """The ``k`` best chunks for ``query`` (score > 0), none from ``exclude_paths`` (the cursor's file)."""
-        tokens = code_tokens(query)
-        if not tokens:
+        """The ``k`` best chunks for ``query`` (score > 0), none from ``exclude_paths`` (the cursor's file);
+        ties by chunk order, so the same query always gets the same snippets.
+
+        Scored with bm25s, selected here: only the top ``k`` are partitioned out (bm25s' ``retrieve`` would
+        have to sort every chunk to leave the excluded file's out, per query, thousands of times a build)."""
+        token_ids = self.retriever.get_tokens_ids(code_tokens(query))
+        if not token_ids or k <= 0:
             return []
-        excluded = set(exclude_paths)
-        n = len(self.chunks)
-        ids, scores = self.retriever.retrieve([tokens], k=n, show_progress=False)
-        hits = []
-        for i, s in zip(ids[0], scores[0], strict=True):
-            chunk = self.chunks[int(i)]
-            if s > 0 and chunk.path not in excluded:
-                hits.append((chunk, float(s)))
-                if len(hits) >= k:
-                    break
-        return hits
+        scores = self.retriever.get_scores_from_ids(token_ids)
+        for p in exclude_paths:
+            scores[self._ids_by_path.get(p, [])] = 0.0
+        hits = np.flatnonzero(scores > 0)
+        if len(hits) > k:
+            kth = np.partition(scores[hits], len(hits) - k)[len(hits) - k]     # the k-th best score
+            above, tied = hits[scores[hits] > kth], hits[scores[hits] == kth]
+            hits = np.concatenate([above, tied[:k - len(above)]])
+        best = hits[np.lexsort((hits, -scores[hits]))]
+        return [(self.chunks[int(i)], float(scores[i])) for i in best]
 
     def definition_chunks(self, query: str, *, path: str | None = None, head: str = "",
                           limit: int = MAX_DEFINITIONS) -> list[Chunk]:
@@ -181,24 +208,88 @@ class CodeIndex:
         return render_context(chunks, language=language, budget=budget, count=count)
 
 
+class LineCounter:
+    """A ``count`` for :func:`render_context` that reads each distinct line once: a block's count is taken as
+    the sum of its lines' counts, cached across blocks (the same snippets are rendered for many cursors).
+
+    Every line of a block starts with a comment marker and ends with a newline, and a byte-level BPE's
+    pre-tokenizer splits there, so for such tokenizers the sum is exact; render_context checks each block
+    once with ``count`` and, where the sum fell short, measures that block the exact way.
+    ``count_many``: counts of many texts at once (a tokenizer's batch encode); default one ``count`` each."""
+
+    MAX_LINES = 200_000
+
+    def __init__(self, count: Callable[[str], int],
+                 count_many: Callable[[list[str]], list[int]] | None = None) -> None:
+        self.count = count
+        self.count_many = count_many or (lambda texts: [count(t) for t in texts])
+        self._known: dict[str, int] = {}
+        self.exact_fallbacks = 0      # blocks whose line sum was short (a tokenizer merging across lines)
+
+    def __call__(self, text: str) -> int:
+        return self.count(text)
+
+    def lines(self, lines: Sequence[str]) -> list[int]:
+        known = self._known
+        missing = [t for t in dict.fromkeys(lines) if t not in known]
+        if missing:
+            if len(known) + len(missing) > self.MAX_LINES:     # a bound, not an LRU: start over
+                known.clear()
+                missing = list(dict.fromkeys(lines))
+            known.update(zip(missing, self.count_many(missing), strict=True))
+        return [known[t] for t in lines]
+
+
 def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
                    count: Callable[[str], int] = len) -> str:
     """CrossCodeEval's layout, commented out in ``language``, within ``budget``: whole snippets while they
     fit, then the first lines of the next one (at least MIN_SNIPPET_LINES: a definition chunk starts with
-    the signature, the part a completion needs; a small window still gets it)."""
+    the signature, the part a completion needs; a small window still gets it). ``count``: characters by
+    default; a :class:`LineCounter` sums cached line counts (one exact check per block)."""
     c = comment_prefix(language)
+    if isinstance(count, LineCounter):
+        block = _render_by_lines(chunks, c, budget, count)
+        if not block or count(block) <= budget:
+            return block
+        count.exact_fallbacks += 1
     block = f"{c} Here are some relevant code fragments from other files of the repo:\n"
     end = f"{c} {_SEP}\n"
     used = 0
     for chunk in chunks:
-        head = f"{c} {_SEP}\n{c} {_FOUND_IN}\n{c} {chunk.path}\n{c} {_SEP}\n"
-        lines = [f"{c} {line}\n" for line in chunk.text.splitlines()]
+        head, lines = _snippet(chunk, c)
         keep = _lines_that_fit(block + head, lines, end, budget, count)
         if keep < min(MIN_SNIPPET_LINES, len(lines)):
             continue
         block += head + "".join(lines[:keep])
         used += 1
     return block + end if used else ""
+
+
+def _snippet(chunk: Chunk, c: str) -> tuple[str, list[str]]:
+    """A chunk's header (separator, where it is found) and its lines, commented out with ``c``."""
+    return (f"{c} {_SEP}\n{c} {_FOUND_IN}\n{c} {chunk.path}\n{c} {_SEP}\n",
+            [f"{c} {line}\n" for line in chunk.text.splitlines()])
+
+
+def _render_by_lines(chunks: list[Chunk], c: str, budget: int, counter: LineCounter) -> str:
+    """render_context's choice with a block's count taken as the sum of its lines' (LineCounter)."""
+    top, end = f"{c} Here are some relevant code fragments from other files of the repo:\n", f"{c} {_SEP}\n"
+    used = sum(counter.lines([top, end]))
+    parts = [top]
+    snippets = [_snippet(chunk, c) for chunk in chunks]
+    counter.lines([t for head, lines in snippets for t in (head, *lines)])   # one batch for the block's lines
+    for head, lines in snippets:
+        costs = counter.lines([head, *lines])
+        room = budget - used - costs[0]
+        if room < 0:
+            continue
+        sums = list(accumulate(costs[1:]))
+        keep = bisect_right(sums, room)             # lines whose running total still fits
+        if keep < min(MIN_SNIPPET_LINES, len(lines)):
+            continue
+        parts += [head, *lines[:keep]]
+        used += costs[0] + (sums[keep - 1] if keep else 0)
+    return "".join(parts) + end if len(parts) > 1 else ""
 
 
 def _lines_that_fit(start: str, lines: list[str], end: str, budget: int, count: Callable[[str], int]) -> int:

@@ -14,7 +14,8 @@ files (:meth:`RepoContextSampler.key`): a change anywhere in the repo's train sp
 context documents, and nothing else. With a ``cache_dir`` the per-repo indexes themselves are kept there,
 content-addressed like the ``code_index`` asset's (core/data/code_index_store.py, its own root: these hold the
 train split only, never held-out files): a repo whose train files did not change loads its index instead of
-re-chunking and re-indexing it (on the 100 MB benchmark corpus that was 53 of the 67 s of a re-run).
+re-chunking and re-indexing it (on the 100 MB benchmark corpus that was 53 of the 67 s of a re-run), and
+only one repo's index is in memory at a time (:class:`OneIndexAtATime`).
 """
 
 from __future__ import annotations
@@ -28,16 +29,46 @@ from pathlib import Path
 from typing import Any
 
 from codellm_assets.core.data.code_index import CodeIndex
-from codellm_assets.core.data.code_index_store import build_repo_indexes, content_hash, load_current, repo_files
+from codellm_assets.core.data.code_index_store import build_repo_indexes, content_hash, repo_files
 
 # Bumped when the same document, index and settings would get another context (part of the cache key).
 # 2: one file per path in a repo's index (the first branch's, as the code_index asset does).
-CONTEXT_FORMAT = 2
+# 3: ties among BM25 hits by chunk order (CodeIndex.search selects its top k itself).
+CONTEXT_FORMAT = 3
 INDEX_CACHE = "context_index"       # under the cache dir
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class OneIndexAtATime(Mapping[str, CodeIndex]):
+    """repo -> its CodeIndex, loaded from its directory on first use, and only the last one used kept in
+    memory: the train split comes sorted by repo, so a build loads each repo's index once per pass and
+    never holds every repo's (an index keeps its chunks' text: about twice its repo's code)."""
+
+    def __init__(self, dirs: Mapping[str, Path]) -> None:
+        self.dirs = dict(dirs)
+        self.loads = 0
+        self._repo: str | None = None
+        self._index: CodeIndex | None = None
+
+    def __getitem__(self, repo: str) -> CodeIndex:
+        if repo != self._repo:
+            directory = self.dirs[repo]          # KeyError for a repo without an index, as a dict
+            self._repo, self._index = None, None     # the old one goes before the next one is read
+            self._index, self._repo = CodeIndex.load(directory), repo
+            self.loads += 1
+        return self._index
+
+    def __iter__(self):
+        return iter(self.dirs)
+
+    def __len__(self) -> int:
+        return len(self.dirs)
+
+    def __contains__(self, repo: object) -> bool:
+        return repo in self.dirs
 
 
 @dataclass
@@ -61,8 +92,9 @@ class RepoContextSampler:
         wanted = None if repos is None else set(repos)
         records = [r for r in train if isinstance(r.get("content"), str) and (wanted is None or r["repo"] in wanted)]
         if cache_dir is not None:
-            summary = build_repo_indexes(records, Path(cache_dir) / INDEX_CACHE)
-            indexes = load_current(Path(cache_dir) / INDEX_CACHE)
+            root = Path(cache_dir) / INDEX_CACHE
+            summary = build_repo_indexes(records, root)
+            indexes = OneIndexAtATime({r.repo: root / r.dir for r in summary.repos})
             digests = {r.repo: r.content_hash for r in summary.repos}
         else:
             indexes, digests = {}, {}

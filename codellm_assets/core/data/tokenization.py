@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from codellm_assets.core.data.blob_cache import StageStats
+from codellm_assets.core.data.code_index import LineCounter
 from codellm_assets.core.data.fim import FIM_FORMAT, fim_token_ids, fim_windows, is_spm
 from codellm_assets.core.data.fim import fim_choices as fim_choices
 from codellm_assets.core.data.fim import fim_format as fim_format
@@ -224,11 +225,12 @@ def _token_encoder(tokenizer, tokenizer_dir: Path, cache_dir: Path | None, *, fi
                    context: RepoContextSampler | None = None) -> TokenEncoder:
     """Per-file token ids, cached under the tokenizer's file hash and the settings that change ids (and,
     for a document with repository context, its repo's train files: RepoContextSampler.key)."""
+    count = _token_counter(tokenizer) if context is not None else None   # its line counts live as long
+
     def encode(records: list[Mapping[str, Any]], fim: bool) -> list[list[int]]:
         texts = [str(r["content"]) for r in records]
         contexts = None
-        if fim and context is not None:
-            count = _token_counter(tokenizer)
+        if fim and count is not None:
             contexts = [context.for_record(r, count) for r in records]
         return encode_documents(tokenizer, texts, fim_rate=fim_rate if fim else 0.0, seed=seed,
                                 fim_tokens=fim_tokens, fim_window=fim_window, fim_spm_rate=fim_spm_rate,
@@ -240,13 +242,18 @@ def _token_encoder(tokenizer, tokenizer_dir: Path, cache_dir: Path | None, *, fi
                         key_extra=context.key if context else None)
 
 
-def _token_counter(tokenizer) -> Callable[[str], int]:
-    """Tokens of a text as encode_documents encodes it (special-token text as plain text)."""
+def _token_counter(tokenizer) -> LineCounter:
+    """Tokens of a text as encode_documents encodes it (special-token text as plain text), with the
+    cached, batched line counts render_context sums (code_index.LineCounter)."""
     from tokenizers import Tokenizer
 
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.encode_special_tokens = True
-    return lambda text: len(backend.encode(text, add_special_tokens=False).ids)
+    backend.no_truncation()
+    backend.no_padding()
+    encode_many = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return LineCounter(lambda text: len(backend.encode(text, add_special_tokens=False).ids),
+                       lambda texts: [len(e.ids) for e in encode_many(texts, add_special_tokens=False)])
 
 
 # ---- the dataset on disk -------------------------------------------------------------------------
