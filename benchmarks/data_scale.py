@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,22 @@ def run_tree(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, flo
     return wall, peak / 1e9
 
 
+STEP_LINE = re.compile(r"^✓ (?P<name>\S+)(?: \[(?P<part>[^\]]+)\])? (?P<s>[\d.]+)s\s+peak RSS (?P<rss>[\d.]+) GB")
+
+
+def step_report(log: Path, top: int = 5) -> str:
+    """The slowest steps of a run and the step after which its peak RSS was reached (from the CLI's lines)."""
+    steps = [(m["name"] + (f"[{m['part']}]" if m["part"] else ""), float(m["s"]), float(m["rss"]))
+             for m in map(STEP_LINE.match, log.read_text().splitlines()) if m]
+    if not steps:
+        return "  (no step lines in the log)"
+    slow = ", ".join(f"{n} {s:.0f} s" for n, s, _ in sorted(steps, key=lambda t: -t[1])[:top])
+    peak = max(r for _, _, r in steps)
+    at = next(n for n, _, r in steps if r == peak)
+    return f"  slowest: {slow}; per-repo steps {sum(s for n, s, _ in steps if '[' in n):.0f} s in all; " \
+           f"peak RSS {peak:.2f} GB reached in {at}"
+
+
 def tokenizers_alone(tokenizer_dir: Path, texts: list[str]) -> float:
     """Seconds for `tokenizers` to batch-encode every text (batches of 1000), the tokenizer the run trained."""
     from tokenizers import Tokenizer
@@ -121,15 +138,17 @@ def measure(size_mb: int, workdir: Path, rerun: bool = True, baseline: bool = Tr
     config = settings_file(work, repos)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(work / "home" / "dagster"),
            "HF_HUB_OFFLINE": "1", "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
-           "DAGSTER_DISABLE_TELEMETRY": "1"}
+           "DAGSTER_DISABLE_TELEMETRY": "1", "COLUMNS": "250"}    # one line per step in the log
     cmd = [sys.executable, "-m", "codellm_assets.cli", "run", "--select", SELECT, "--config", str(config)]
     full_s, full_rss = run_tree(cmd, env, work / "full.log")
     print(f"[{size_mb} MB] full run {full_s:.0f} s, peak RSS {full_rss:.2f} GB", flush=True)
+    print(step_report(work / "full.log"), flush=True)
     rerun_s = rerun_rss = float("nan")
     if rerun:
         edited = edit_one_file(repos[3], message="benchmark: one file changed")
         rerun_s, rerun_rss = run_tree(cmd, env, work / "rerun.log")
         print(f"[{size_mb} MB] re-run after editing {repos[3].name}/{edited}: {rerun_s:.0f} s", flush=True)
+        print(step_report(work / "rerun.log"), flush=True)
     tokenizer_dir = work / "home" / "data" / "training_dataset" / "tokenizer"
     tok_s = tokenizers_alone(tokenizer_dir, texts) if baseline and tokenizer_dir.exists() else float("nan")
     return Measured(mb, len(texts), full_s, full_rss, rerun_s, rerun_rss, tok_s)

@@ -8,7 +8,11 @@ topological order, so progress is visible step by step and a failed step can be 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
+import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -35,6 +39,7 @@ class StepResult:
     run_id: str | None = None
     error: str | None = None
     checks_failed: list[str] = field(default_factory=list)
+    peak_rss_gb: float = 0.0        # the process's peak RSS after the step (in process: the steps so far)
 
 
 def prepare_instance(settings: Settings) -> dg.DagsterInstance:
@@ -154,6 +159,7 @@ def _execute(job, instance: dg.DagsterInstance, names: list[str], partition: str
     except Exception as e:  # definition-level errors (bad selection, missing partition)
         return StepResult(label, partition, False, time.monotonic() - start, error=f"{type(e).__name__}: {e}")
     error = None
+    result_success, run_id = result.success, result.run_id
     if not result.success:
         failures = [ev for ev in result.all_events if ev.is_step_failure]
         if failures:
@@ -161,5 +167,35 @@ def _execute(job, instance: dg.DagsterInstance, names: list[str], partition: str
             while err is not None and err.cause is not None:   # Dagster wraps the asset's own exception
                 err = err.cause
             error = f"{err.cls_name}: {err.message.strip()}" if err else "step failed"
-    return StepResult(label, partition, result.success, time.monotonic() - start, result.run_id, error,
-                      _failed_checks(result))
+    checks = _failed_checks(result)
+    del result
+    release_memory()
+    return StepResult(label, partition, result_success, time.monotonic() - start, run_id, error, checks,
+                      peak_rss_gb())
+
+
+def release_memory() -> None:
+    """Give what a step freed back to the OS before the next one: collect reference cycles (a run's events
+    and frames), then ask glibc to return its free heap pages. Without it every step ran in process
+    leaves its DataFrames' pages behind: on the 300 MB benchmark corpus the ten per-repo runs took the
+    process from 0.9 to 1.7 GB with nothing computed."""
+    gc.collect()
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name and "musl" not in name else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (every step runs in this process: the step after
+    which it rose is the one that needed it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9     # KiB on Linux

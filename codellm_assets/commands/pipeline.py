@@ -53,7 +53,7 @@ def run(
         def on_done(r) -> None:
             mark = "[green]✓[/green]" if r.success else "[red]✗[/red]"
             where = escape(f" [{r.partition}]") if r.partition else ""
-            progress.console.print(f"{mark} {r.name}{where} {r.duration_s:.1f}s" +
+            progress.console.print(f"{mark} {r.name}{where} {r.duration_s:.1f}s  peak RSS {r.peak_rss_gb:.2f} GB" +
                                    (f"  [red]{escape(r.error)}[/red]" if r.error else "") +
                                    (f"  [yellow]checks failed: {escape(', '.join(r.checks_failed))}[/yellow]"
                                     if r.checks_failed else ""))

@@ -138,9 +138,12 @@ def test_line_counter_renders_what_exact_counting_renders(tmp_path):
     from codellm_assets.core.data.tokenization import _token_counter, train_bpe_tokenizer
 
     records = _many_records()
+    for r in records[::3]:       # blank lines and trailing whitespace: where a sum of lines could be off
+        r["content"] = r["content"].replace("\n\n", "\n   \n\t\n").replace("):\n", "):  \n")
     tok = train_bpe_tokenizer([r["content"] for r in records] * 2, 400, tmp_path / "tok")
     counter = _token_counter(tok)
     exact = counter.count
+    assert counter.sums_exact                        # this project's byte-level BPE
     index = CodeIndex.build(records, repo="acme", commit="c")
     chunks = [c for c, _ in index.search("reconcile_ledger(client, entries)", k=6)]
     batches: list[int] = []
@@ -148,8 +151,20 @@ def test_line_counter_renders_what_exact_counting_renders(tmp_path):
     for budget in (20, 60, 90, 150, 400, 5000):
         want = render_context(chunks, language="python", budget=budget, count=exact)
         assert render_context(chunks, language="python", budget=budget, count=counted) == want
-        assert exact(want) <= budget
+        assert render_context(chunks, language="python", budget=budget, count=counter) == want
+        assert exact(want) <= budget and " \n" not in want and "\t\n" not in want
+        # the claim sums_exact makes: the block's tokens are its lines' tokens
+        assert exact(want) == sum(counter.lines(want.splitlines(keepends=True)))
     assert counted.exact_fallbacks == 0 and sum(batches) < 200     # each distinct line counted once
+    # why rendered lines lose their trailing whitespace: " \n" then "#" is split " ", "\n" in a block but
+    # kept whole at the end of a lone line, so the sum would fall short
+    spaced = train_bpe_tokenizer(["def f(x):  \n    y = 1   \n\n   \n    return y \n" * 50] * 20, 400,
+                                 tmp_path / "spaced")
+    raw = "# def f(x):  \n#     y = 1   \n# \n#     return y \n"
+    spaced_count = _token_counter(spaced)
+    assert spaced_count(raw) > sum(spaced_count.lines(raw.splitlines(keepends=True)))
+    stripped = "".join(line.rstrip() + "\n" for line in raw.splitlines())
+    assert spaced_count(stripped) == sum(spaced_count.lines(stripped.splitlines(keepends=True)))
     bounded = LineCounter(exact)
     bounded.MAX_LINES = 5                                           # full: it starts over, same counts
     assert bounded.lines(["# a\n"] * 3 + [f"# {i}\n" for i in range(9)]) == counted.lines(
@@ -161,3 +176,22 @@ def test_line_counter_renders_what_exact_counting_renders(tmp_path):
         assert render_context(chunks, language="python", budget=budget, count=short) == \
             render_context(chunks, language="python", budget=budget, count=exact)
     assert short.exact_fallbacks >= 1              # at least one block was measured again
+
+
+def test_only_a_gpt2_style_byte_level_pre_tokenizer_has_exact_line_sums():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    from codellm_assets.core.data.tokenization import splits_before_each_line
+
+    def backend(pre, norm=None) -> Tokenizer:
+        t = Tokenizer(models.BPE())
+        t.pre_tokenizer = pre
+        if norm is not None:
+            t.normalizer = norm
+        return t
+
+    assert splits_before_each_line(backend(pre_tokenizers.ByteLevel(add_prefix_space=False)))
+    assert not splits_before_each_line(backend(pre_tokenizers.ByteLevel(add_prefix_space=True)))
+    assert not splits_before_each_line(backend(pre_tokenizers.Metaspace()))            # SentencePiece style
+    assert not splits_before_each_line(backend(pre_tokenizers.ByteLevel(add_prefix_space=False),
+                                               normalizers.NFKC()))

@@ -37,6 +37,8 @@ def test_whole_graph_on_a_tiny_model(tmp_path, make_git_repo, monkeypatch, reque
     failed = [(r.name, r.partition, r.error) for r in results if not r.success]
     assert failed == []
     names = [r.name for r in results]
+    peaks = [r.peak_rss_gb for r in results]            # in process: the peak so far, never down
+    assert 0.1 < peaks[0] and peaks == sorted(peaks)
     assert names[-4:] == ["eval_scores", "registered_model", "deployed_endpoint", "packaged_model"]
 
     data = settings.data_dir

@@ -212,17 +212,19 @@ class LineCounter:
     """A ``count`` for :func:`render_context` that reads each distinct line once: a block's count is taken as
     the sum of its lines' counts, cached across blocks (the same snippets are rendered for many cursors).
 
-    Every line of a block starts with a comment marker and ends with a newline, and a byte-level BPE's
-    pre-tokenizer splits there, so for such tokenizers the sum is exact; render_context checks each block
-    once with ``count`` and, where the sum fell short, measures that block the exact way.
+    Every rendered line starts with a comment marker and ends with a newline, trailing whitespace stripped.
+    A byte-level BPE whose pre-tokenizer is GPT-2's regex splits before such a line, so its sum is exact
+    (``sums_exact``: a tokenizer's property, core/data/tokenization.py checks it); otherwise render_context
+    checks each block once with ``count`` and, where the sum fell short, measures that block the exact way.
     ``count_many``: counts of many texts at once (a tokenizer's batch encode); default one ``count`` each."""
 
-    MAX_LINES = 200_000
+    MAX_LINES = 500_000
 
-    def __init__(self, count: Callable[[str], int],
-                 count_many: Callable[[list[str]], list[int]] | None = None) -> None:
+    def __init__(self, count: Callable[[str], int], count_many: Callable[[list[str]], list[int]] | None = None,
+                 *, sums_exact: bool = False) -> None:
         self.count = count
         self.count_many = count_many or (lambda texts: [count(t) for t in texts])
+        self.sums_exact = sums_exact
         self._known: dict[str, int] = {}
         self.exact_fallbacks = 0      # blocks whose line sum was short (a tokenizer merging across lines)
 
@@ -249,7 +251,7 @@ def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
     c = comment_prefix(language)
     if isinstance(count, LineCounter):
         block = _render_by_lines(chunks, c, budget, count)
-        if not block or count(block) <= budget:
+        if not block or count.sums_exact or count(block) <= budget:
             return block
         count.exact_fallbacks += 1
     block = f"{c} Here are some relevant code fragments from other files of the repo:\n"
@@ -268,25 +270,24 @@ def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
 def _snippet(chunk: Chunk, c: str) -> tuple[str, list[str]]:
     """A chunk's header (separator, where it is found) and its lines, commented out with ``c``."""
     return (f"{c} {_SEP}\n{c} {_FOUND_IN}\n{c} {chunk.path}\n{c} {_SEP}\n",
-            [f"{c} {line}\n" for line in chunk.text.splitlines()])
+            [f"{c} {line}".rstrip() + "\n" for line in chunk.text.splitlines()])
 
 
 def _render_by_lines(chunks: list[Chunk], c: str, budget: int, counter: LineCounter) -> str:
-    """render_context's choice with a block's count taken as the sum of its lines' (LineCounter)."""
+    """render_context's choice with a block's count taken as the sum of its lines' (LineCounter); a snippet
+    whose head and first lines do not fit is skipped with only those counted."""
     top, end = f"{c} Here are some relevant code fragments from other files of the repo:\n", f"{c} {_SEP}\n"
     used = sum(counter.lines([top, end]))
     parts = [top]
-    snippets = [_snippet(chunk, c) for chunk in chunks]
-    counter.lines([t for head, lines in snippets for t in (head, *lines)])   # one batch for the block's lines
-    for head, lines in snippets:
-        costs = counter.lines([head, *lines])
-        room = budget - used - costs[0]
-        if room < 0:
+    for chunk in chunks:
+        head, lines = _snippet(chunk, c)
+        floor = min(MIN_SNIPPET_LINES, len(lines))
+        costs = counter.lines([head, *lines[:floor]])
+        if used + sum(costs) > budget:
             continue
+        costs += counter.lines(lines[floor:])
         sums = list(accumulate(costs[1:]))
-        keep = bisect_right(sums, room)             # lines whose running total still fits
-        if keep < min(MIN_SNIPPET_LINES, len(lines)):
-            continue
+        keep = bisect_right(sums, budget - used - costs[0])     # lines whose running total still fits
         parts += [head, *lines[:keep]]
         used += costs[0] + (sums[keep - 1] if keep else 0)
     return "".join(parts) + end if len(parts) > 1 else ""

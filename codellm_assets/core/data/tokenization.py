@@ -253,7 +253,19 @@ def _token_counter(tokenizer) -> LineCounter:
     backend.no_padding()
     encode_many = getattr(backend, "encode_batch_fast", backend.encode_batch)
     return LineCounter(lambda text: len(backend.encode(text, add_special_tokens=False).ids),
-                       lambda texts: [len(e.ids) for e in encode_many(texts, add_special_tokens=False)])
+                       lambda texts: [len(e.ids) for e in encode_many(texts, add_special_tokens=False)],
+                       sums_exact=splits_before_each_line(backend))
+
+
+def splits_before_each_line(backend) -> bool:
+    """Whether a text's tokens are its lines' tokens put together, for lines that end in a newline and start
+    with a non-space character: no normalizer, and a byte-level pre-tokenizer with GPT-2's regex (which never
+    joins a newline to the character after it; this project's trained BPE). A SentencePiece-style
+    tokenizer (a prefix space per text) or another regex may not be: render_context then checks each block."""
+    config = json.loads(backend.to_str())
+    pre = config.get("pre_tokenizer") or {}
+    return config.get("normalizer") is None and pre.get("type") == "ByteLevel" and bool(pre.get("use_regex")) \
+        and not pre.get("add_prefix_space")
 
 
 # ---- the dataset on disk -------------------------------------------------------------------------
