@@ -163,7 +163,8 @@ def deduped_corpus(context: dg.AssetExecutionContext, settings: SettingsResource
         "bytes": int(out["bytes"].sum()) if len(out) else 0,
         "backend": s.dedup.backend,
         "candidate_pairs": result.candidate_pairs, "texts_read_for_verify": outcome.texts_read_for_verify,
-        "cache": dg.MetadataValue.json({"signature": outcome.signatures.to_json()}),
+        "cache": dg.MetadataValue.json({"signature": outcome.signatures.to_json(),
+                                        "decontamination": outcome.decontamination.to_json()}),
         "repos": dg.MetadataValue.json(sorted(repos)),
         "blocked_partitions": dg.MetadataValue.json(blocked),    # {partition: why}
         "removed_repos_left_out": dg.MetadataValue.json(removed),

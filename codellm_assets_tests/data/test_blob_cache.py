@@ -4,6 +4,7 @@ keeps, packing streams, and a process pool gives the in-process outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -148,6 +149,30 @@ def test_sharded_dedup_over_cached_signatures_keeps_what_in_memory_dedup_keeps(t
         assert got.dedup.exact_duplicates == reference.dedup.exact_duplicates
         assert got.texts_read_for_verify < len(files)           # only files in candidate pairs are read
     assert got.signatures.computed == 0 and got.signatures.reused == got.files_in - len(got.decontam_hits)
+
+
+def test_decontamination_verdicts_are_cached_per_text_and_per_eval_set(tmp_path, monkeypatch):
+    from codellm_assets.core.data.decontam import humaneval_items
+
+    files = build_near_dup_set(60, seed=1)
+    prompt = dict(humaneval_items())["HumanEval/0/prompt"]
+    files[5] = dataclasses.replace(files[5], text=files[5].text + "\n" + prompt)     # contaminated
+    sources = _write_partitions(files, tmp_path)
+    distinct = len({(f.repo, f.text) for f in files})          # a partition's copies are scanned once
+    scanned: list[int] = []
+    real = file_stages._decontam_batch
+    monkeypatch.setattr(file_stages, "_decontam_batch", lambda index, batch: scanned.append(len(batch))
+                        or real(index, batch))
+    first = corpus_dedup.dedup_partitions(sources, DedupSettings(), tmp_path / "cache")
+    assert sum(scanned) == distinct and first.decontamination.computed == len(files)
+    assert any(h.startswith("HumanEval/0/prompt:") for hs in first.decontam_hits.values() for h in hs)
+    scanned.clear()
+    again = corpus_dedup.dedup_partitions(sources, DedupSettings(), tmp_path / "cache")
+    assert scanned == [] and again.decontamination.reused == len(files)           # nothing scanned again
+    assert again.decontam_hits == first.decontam_hits and again.kept == first.kept
+    other_eval = corpus_dedup.dedup_partitions(sources, DedupSettings(), tmp_path / "cache",
+                                               extra_eval_items=[("company/1", "def quorble_the_ledger(): pass")])
+    assert sum(scanned) == distinct and other_eval.decontamination.computed == len(files)   # new eval set
 
 
 def test_two_workers_give_the_in_process_outputs(tmp_path):

@@ -1,9 +1,9 @@
 """Global dedup + decontamination over partitions stored as Parquet, touching texts as little as it can.
 
 1. **Index** (one streaming pass, row-group batches): per file its names and length, its decontamination
-   verdict, and its cached MinHash signature and exact hash (:func:`file_stages.signatures_partition`;
-   computed and stored on a miss). Only the signature index stays in memory (~2 KB a file at 256
-   permutations), never the texts.
+   verdict (:func:`file_stages.decontam_partition`), and its MinHash signature and exact hash
+   (:func:`file_stages.signatures_partition`), each cached by content (computed and stored on a miss).
+   Only the signature index stays in memory (~2 KB a file at 256 permutations), never the texts.
 2. **Dedup** (:func:`dedup.dedup_signatures`): exact groups from the hashes, LSH band shards over the
    signatures, and only the candidate pairs the MinHash estimate keeps are verified: their texts are
    streamed back from the partitions (one more pass that reads just those rows).
@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from codellm_assets.core.data import dedup
-from codellm_assets.core.data.blob_cache import StageStats
+from codellm_assets.core.data.blob_cache import StageStats, content_key
 from codellm_assets.core.data.decontam import build_decontam_index, humaneval_items
-from codellm_assets.core.data.file_stages import sig_array, signatures_partition
+from codellm_assets.core.data.file_stages import decontam_partition, decontam_stage, sig_array, signatures_partition
 from codellm_assets.settings import DedupSettings
 
 READ_BATCH = 2048   # rows per streamed batch
@@ -51,6 +51,7 @@ class CorpusDedup:
     files_in: int
     signatures: StageStats = field(default_factory=StageStats)
     texts_read_for_verify: int = 0
+    decontamination: StageStats = field(default_factory=StageStats)     # the cached verdicts' reuse
 
 
 def dedup_partitions(sources: dict[str, Path], settings: DedupSettings, cache_root: Path,
@@ -69,14 +70,20 @@ def dedup_partitions(sources: dict[str, Path], settings: DedupSettings, cache_ro
     where: list[tuple[str, int]] = []       # (partition, row number) of each indexed file
     hits: dict[str, list[str]] = {}
     totals = StageStats()
+    decontam = StageStats()
     files_in = 0
     say("index")
     for partition, path in sorted(sources.items()):
         row_no = 0
+        seen: set[str] = set()
         for batch in stream_rows(path, ["repo", "branch", "path", "content"]):
+            verdicts = [[]] * len(batch)
+            if index is not None:
+                verdicts, stats = decontam_partition([r["content"] for r in batch], index, cache_root, partition)
+                decontam.add(stats)
+                seen.update(content_key(r["content"]) for r in batch)
             clean = []
-            for offset, row in enumerate(batch):
-                found = index.hits(row["content"]) if index is not None else []
+            for offset, (row, found) in enumerate(zip(batch, verdicts, strict=True)):
                 if found:
                     hits[doc_id(row)] = found
                 else:
@@ -91,6 +98,8 @@ def dedup_partitions(sources: dict[str, Path], settings: DedupSettings, cache_ro
                 exact.append(value["exact"])
                 sigs.append(sig_array(value["sig"]))
                 where.append((partition, n))
+        if index is not None:
+            decontam_stage(index, cache_root, partition).compact(seen)
     reader = _TextReader(sources, where)
     result = dedup.dedup_signatures(infos, exact, sigs, reader, settings, progress)
     kept_ids = set(result.kept_ids)
@@ -100,7 +109,7 @@ def dedup_partitions(sources: dict[str, Path], settings: DedupSettings, cache_ro
             kept[partition].add(info.id)
     return CorpusDedup(kept=kept, dedup=result, decontam_hits=hits,
                        eval_items=index.size if index is not None else 0, files_in=files_in,
-                       signatures=totals, texts_read_for_verify=reader.read)
+                       signatures=totals, texts_read_for_verify=reader.read, decontamination=decontam)
 
 
 class _TextReader:

@@ -124,7 +124,7 @@ def copies_of_references(candidates: Sequence[Record], references: Sequence[Reco
             sets[k] = doc_shingles(docs[k], settings)
         return sets[k]
 
-    sigs = _signatures(records, docs, settings, cache_dir, shingled)
+    sigs = _signatures(records, settings, cache_dir, shingled)
     live = [k for k, sig in enumerate(sigs) if sig is not None]
     if not live:
         return found
@@ -143,10 +143,11 @@ def copies_of_references(candidates: Sequence[Record], references: Sequence[Reco
     return found
 
 
-def _signatures(records: Sequence[Record], docs: Sequence[Doc], settings: DedupSettings, cache_dir: Path | None,
+def _signatures(records: Sequence[Record], settings: DedupSettings, cache_dir: Path | None,
                 shingled) -> list[np.ndarray | None]:
     """Each record's MinHash signature (None: no shingles): from the blob cache's per-repo signature stage
-    (what corpus dedup stored for the same text and settings) or, without a cache, sketched here."""
+    (what corpus dedup stored for the same text and settings) or, without a cache, sketched here from
+    ``shingled(k)``, record k's shingle set."""
     if cache_dir is not None:
         from codellm_assets.core.data.file_stages import sig_array, signatures_partition
 
@@ -160,9 +161,9 @@ def _signatures(records: Sequence[Record], docs: Sequence[Doc], settings: DedupS
             for k, value in zip(ks, values):
                 out[k] = sig_array(value["sig"])
         return out
-    nonempty = [k for k in range(len(docs)) if shingled(k)]
+    nonempty = [k for k in range(len(records)) if shingled(k)]
     sketches = sketcher(settings.backend)([shingled(k) for k in nonempty], settings.num_perm) if nonempty else []
-    out = [None] * len(docs)
+    out = [None] * len(records)
     for k, sk in zip(nonempty, sketches):
         out[k] = digest(sk)
     return out

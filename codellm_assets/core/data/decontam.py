@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import gzip
+import hashlib
 import json
 import keyword
 import math
@@ -133,6 +134,7 @@ class DecontamIndex:
     # anchor token -> (rule, squashed fragment, item index); the anchor (the fragment's longest word)
     # must be among the text's tokens before the substring search is worth running.
     fragments: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
+    fingerprint: str = ""       # a hash of the n-gram length and every item (id, text): what hits() depends on
 
     def hits(self, text: str) -> list[str]:
         """Sorted ``"<item id>:<rule>"`` strings, one per (item, rule) that matches ``text``."""
@@ -164,10 +166,13 @@ def build_decontam_index(eval_texts: Iterable[str | tuple[str, str]], ngram: int
     if ngram < 1:
         raise ValueError(f"decontamination n-gram length must be >= 1, got {ngram}")
     index = DecontamIndex(ngram=ngram, item_ids=[])
+    fingerprint = hashlib.sha256(f"ngram={ngram}".encode())
     for n, item in enumerate(eval_texts):
         item_id, text = item if isinstance(item, tuple) else (f"eval-{n}", item)
         if not isinstance(text, str):
             raise TypeError(f"evaluation item {item_id!r}: expected a str, got {type(text).__name__}")
+        for part in (item_id, text):
+            fingerprint.update(hashlib.sha256(part.encode("utf-8", "surrogatepass")).digest())
         pos = len(index.item_ids)
         index.item_ids.append(item_id)
         grams = informative_ngrams(text, ngram)
@@ -176,6 +181,7 @@ def build_decontam_index(eval_texts: Iterable[str | tuple[str, str]], ngram: int
         index.required_ngrams.append(min(MAX_REQUIRED_NGRAMS, math.ceil(MIN_SHARED_FRACTION * len(grams))))
         for rule, frag, anchor in code_fragments(text):
             index.fragments.setdefault(anchor, []).append((rule, frag, pos))
+    index.fingerprint = fingerprint.hexdigest()
     return index
 
 

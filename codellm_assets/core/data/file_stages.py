@@ -1,4 +1,5 @@
-"""The per-file data stages, incremental: clean -> scrub -> leftover re-scan -> MinHash signature.
+"""The per-file data stages, incremental: clean -> scrub -> leftover re-scan -> decontamination -> MinHash
+signature.
 
 Each function takes one partition's files (dicts with ``path`` and ``content``), looks every file up in its
 stage's :class:`~codellm_assets.core.data.blob_cache.StageCache` and computes only the misses. A stage's
@@ -12,6 +13,7 @@ stage       key                                              settings hash
 clean       path + original content                          ``quality`` + filters.py
 scrub       clean content                                    ``scrub`` + the scrub package's sources
 leftovers   scrubbed content                                 the leftover policy (from ``scrub``) + sources
+decontam    scrubbed content                                 the eval items and n-gram length + decontam.py
 signature   language (from the path) + scrubbed content      backend, num_perm, shingle_size, code_aware +
                                                              minhash.py, code_text.py, languages.py
 =========== ================================================ ===========================================
@@ -46,6 +48,7 @@ CLEAN_SCHEMA = pa.schema([("reason", pa.string()), ("content", pa.string())])  #
 SCRUB_SCHEMA = pa.schema([("content", pa.string()), ("counts", pa.string())])  # counts: JSON {kind: n}
 LEFTOVER_SCHEMA = pa.schema([("findings", pa.string())])                        # JSON list of findings
 SIGNATURE_SCHEMA = pa.schema([("exact", pa.string()), ("chars", pa.int64()), ("sig", pa.binary())])
+DECONTAM_SCHEMA = pa.schema([("hits", pa.string())])                            # JSON list of "<item>:<rule>"
 
 
 def _utf8(text: str) -> int:
@@ -192,3 +195,27 @@ def signatures_partition(records: list[dict[str, Any]], settings: DedupSettings,
 
 def sig_array(sig: bytes | None) -> np.ndarray | None:
     return None if sig is None else np.frombuffer(sig, dtype="<u8").astype(np.uint64)
+
+
+# ---- decontamination ------------------------------------------------------------------------------
+def _decontam_batch(index: Any, batch: list[str]) -> list[dict[str, Any]]:
+    import json
+
+    return [{"hits": json.dumps(index.hits(t))} for t in batch]
+
+
+def decontam_stage(index: Any, root: Path, partition: str) -> StageCache:
+    """The decontamination stage's cache of one partition: named by the eval items (index.fingerprint)."""
+    digest = stage_hash({"index": index.fingerprint}, code_version(_DATA / "decontam.py"))
+    return StageCache(root, "decontam", digest, partition, DECONTAM_SCHEMA)
+
+
+def decontam_partition(texts: list[str], index: Any, root: Path, partition: str) -> tuple[list[list[str]], StageStats]:
+    """``index.hits`` (core/data/decontam.py DecontamIndex) per text, cached: a re-run scans only the texts
+    it has not seen against the same eval items (the scan reads every n-gram of the text). One batch of a
+    partition: the caller compacts (``decontam_stage(...).compact(keys)``) once it has seen them all."""
+    import json
+
+    values, stats = cached_map(decontam_stage(index, root, partition), [content_key(t) for t in texts], texts,
+                               partial(_decontam_batch, index), sizes=[_utf8(t) for t in texts], compact=False)
+    return [json.loads(v["hits"]) for v in values], stats
