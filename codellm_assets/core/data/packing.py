@@ -22,7 +22,10 @@ import pyarrow as pa
 
 from codellm_assets.core.data.blob_cache import StageCache, StageStats, code_version, content_key, stage_hash
 
-BATCH_CHARS = 16_000_000     # characters of documents encoded (and packed) at a time
+# Characters of documents encoded (and packed) at a time. Measured on the 100 MB benchmark corpus (44 MB after
+# dedup), training_dataset's peak RSS / build time: 16 M 1.16 GB / 85 s, 4 M 0.92 GB / 67 s, 1 M 0.88 GB / 82 s
+# (each batch's ids are Python lists, and a batch also writes one token-cache shard per repo).
+BATCH_CHARS = 4_000_000
 TOKEN_SCHEMA = pa.schema([("ids", pa.list_(pa.int32()))])
 
 
