@@ -135,13 +135,14 @@ def test_search_ranks_as_bm25s_does_and_breaks_ties_by_chunk_order():
 
 def test_line_counter_renders_what_exact_counting_renders(tmp_path):
     from codellm_assets.core.data.code_index import LineCounter, render_context
-    from codellm_assets.core.data.tokenization import _token_counter, train_bpe_tokenizer
+    from codellm_assets.core.data.encoding import token_counter
+    from codellm_assets.core.data.tokenization import train_bpe_tokenizer
 
     records = _many_records()
     for r in records[::3]:       # blank lines and trailing whitespace: where a sum of lines could be off
         r["content"] = r["content"].replace("\n\n", "\n   \n\t\n").replace("):\n", "):  \n")
     tok = train_bpe_tokenizer([r["content"] for r in records] * 2, 400, tmp_path / "tok")
-    counter = _token_counter(tok)
+    counter = token_counter(tok)
     exact = counter.count
     assert counter.sums_exact                        # this project's byte-level BPE
     index = CodeIndex.build(records, repo="acme", commit="c")
@@ -161,7 +162,7 @@ def test_line_counter_renders_what_exact_counting_renders(tmp_path):
     spaced = train_bpe_tokenizer(["def f(x):  \n    y = 1   \n\n   \n    return y \n" * 50] * 20, 400,
                                  tmp_path / "spaced")
     raw = "# def f(x):  \n#     y = 1   \n# \n#     return y \n"
-    spaced_count = _token_counter(spaced)
+    spaced_count = token_counter(spaced)
     assert spaced_count(raw) > sum(spaced_count.lines(raw.splitlines(keepends=True)))
     stripped = "".join(line.rstrip() + "\n" for line in raw.splitlines())
     assert spaced_count(stripped) == sum(spaced_count.lines(stripped.splitlines(keepends=True)))
@@ -181,7 +182,7 @@ def test_line_counter_renders_what_exact_counting_renders(tmp_path):
 def test_only_a_gpt2_style_byte_level_pre_tokenizer_has_exact_line_sums():
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-    from codellm_assets.core.data.tokenization import splits_before_each_line
+    from codellm_assets.core.data.encoding import splits_before_each_line
 
     def backend(pre, norm=None) -> Tokenizer:
         t = Tokenizer(models.BPE())

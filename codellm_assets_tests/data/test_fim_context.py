@@ -9,17 +9,10 @@ import gc
 import pytest
 
 from codellm_assets.core.data.code_index import CodeIndex, rendered_chunks
+from codellm_assets.core.data.encoding import encode_documents, token_counter, token_encoder
 from codellm_assets.core.data.fim import fim_token_ids
 from codellm_assets.core.data.fim_context import RepoContextSampler
-from codellm_assets.core.data.tokenization import (
-    FIM_MIDDLE,
-    FIM_PREFIX,
-    FIM_SUFFIX,
-    _token_counter,
-    _token_encoder,
-    encode_documents,
-    train_bpe_tokenizer,
-)
+from codellm_assets.core.data.tokenization import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, train_bpe_tokenizer
 from codellm_assets.settings import DatasetSettings
 
 VAULT = ("class LedgerVault:\n    def __init__(self, region):\n        self.region = region\n\n"
@@ -57,7 +50,7 @@ def test_context_examples_carry_another_files_definition_within_the_window(token
     recs = _records()
     sampler = RepoContextSampler.build(recs, rate=1.0, budget=300, seed=0)
     assert sorted(sampler.indexes) == ["acme", "solo"]
-    count = _token_counter(tokenizer)
+    count = token_counter(tokenizer)
     services = [r for r in recs if r["path"].startswith("svc/")]
     contexts = [sampler.for_record(r, count) for r in services]
     ids = encode_documents(tokenizer, [r["content"] for r in services], fim_rate=1.0, seed=0, fim_window=640,
@@ -93,7 +86,7 @@ def test_the_draw_is_by_content_and_rate_zero_or_no_budget_builds_nothing():
 def test_the_cache_re_encodes_a_repos_context_documents_when_its_train_files_change(tokenizer, tmp_path):
     def encoded(recs: list[dict]) -> tuple[list[list[int]], int]:
         sampler = RepoContextSampler.build(recs, rate=1.0, budget=100, seed=0)
-        enc = _token_encoder(tokenizer, tmp_path / "tokenizer", tmp_path / "cache", fim_rate=1.0, seed=0,
+        enc = token_encoder(tokenizer, tmp_path / "tokenizer", tmp_path / "cache", fim_rate=1.0, seed=0,
                              fim_tokens=(FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX), fim_window=256, fim_spm_rate=1.0,
                              context=sampler)
         ids = [x for batch in enc.batches(recs, fim=True) for x in batch]

@@ -112,7 +112,7 @@ class TokenEncoder:
 
     def _digest(self) -> str:
         return stage_hash({"tokenizer": self.tokenizer_hash, **self.settings}, code_version(
-            Path(__file__).with_name("tokenization.py")))
+            Path(__file__).with_name("tokenization.py"), Path(__file__).with_name("encoding.py")))
 
     def batches(self, records: Iterable[Mapping[str, Any]], *, fim: bool) -> Iterator[list[list[int]]]:
         """Token ids of ``records`` (in order), a batch of about BATCH_CHARS characters at a time."""
