@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from codellm_assets.core.data.code_index import CodeIndex, CodeIndexError, chunk_file, code_tokens
+from codellm_assets.core.data.code_index import CodeIndex, CodeIndexError, chunk_file, chunk_tokens, code_tokens
 from codellm_assets.core.data.git_scan import scan_branch
 from codellm_assets.core.evaluation.repo_bench import mine_repo_tasks, task_prompt
 from codellm_assets.core.serving.backends.base import FimTokens
@@ -30,6 +30,12 @@ def test_tokens_split_identifiers():
     assert {"ledgerclient", "ledger", "client", "post_entry", "post", "entry"} <= set(code_tokens(
         "LedgerClient.post_entry"))
     assert code_tokens("a = 10 + b") == ["10"]   # one-letter names carry nothing for retrieval
+
+
+def test_chunk_tokens_from_lines_are_each_chunks_own_tokens():
+    content = NOISE["misc/util1.py"] + "\nclass LedgerClient:  # post_entry\n\n\n" + LEDGER + "x = 12 + y\n"
+    chunks = chunk_file("r", "f.py", content, window=7, stride=3)
+    assert chunk_tokens(content, chunks) == [code_tokens(c.text) for c in chunks]
 
 
 def test_chunks_cover_the_file_with_overlap():

@@ -99,6 +99,13 @@ def chunk_file(repo: str, path: str, content: str, *, window: int = WINDOW_LINES
             for s in starts]
 
 
+def chunk_tokens(content: str, chunks: Sequence[Chunk]) -> list[list[str]]:
+    """:func:`code_tokens` of each chunk of one file, from its lines' tokens: no word spans a line, and the
+    windows overlap, so each line is tokenized once instead of once per window holding it."""
+    by_line = [code_tokens(line) for line in content.splitlines()]
+    return [[t for line in by_line[c.start_line - 1:c.end_line] for t in line] for c in chunks]
+
+
 def comment_prefix(language: str | None) -> str:
     return "#" if (language or "") in _HASH_COMMENT else "//"
 
@@ -121,12 +128,17 @@ class CodeIndex:
               stride: int = STRIDE_LINES) -> CodeIndex:
         """``files``: dicts with ``path`` and ``content`` (corpus records); other repos' files are skipped."""
         files = [f for f in sorted(files, key=lambda r: r["path"]) if f.get("repo", repo) == repo]
-        chunks = [c for f in files for c in chunk_file(repo, f["path"], f["content"], window=window, stride=stride)]
+        chunks: list[Chunk] = []
+        tokens: list[list[str]] = []
+        for f in files:
+            file_chunks = chunk_file(repo, f["path"], f["content"], window=window, stride=stride)
+            chunks += file_chunks
+            tokens += chunk_tokens(f["content"], file_chunks)
         if not chunks:
             raise ValueError(f"no code to index for repo '{repo}' at {commit}: pass its corpus records "
                              f"(dicts with repo, path, content)")
         retriever = bm25s.BM25()
-        retriever.index([code_tokens(c.text) or ["<empty>"] for c in chunks], show_progress=False)
+        retriever.index([t or ["<empty>"] for t in tokens], show_progress=False)
         return cls(chunks, retriever, repo=repo, commit=commit, definitions=repo_definitions(files))
 
     # ---- persistence ------------------------------------------------------------------------------------
