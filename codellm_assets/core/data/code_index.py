@@ -226,7 +226,7 @@ class LineCounter:
 
     Every rendered line starts with a comment marker and ends with a newline, trailing whitespace stripped.
     A byte-level BPE whose pre-tokenizer is GPT-2's regex splits before such a line, so its sum is exact
-    (``sums_exact``: a tokenizer's property, core/data/tokenization.py checks it); otherwise render_context
+    (``sums_exact``: a tokenizer's property, core/data/encoding.py checks it); otherwise render_context
     checks each block once with ``count`` and, where the sum fell short, measures that block the exact way.
     ``count_many``: counts of many texts at once (a tokenizer's batch encode); default one ``count`` each."""
 
