@@ -266,8 +266,7 @@ def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
         if not block or count.sums_exact or count(block) <= budget:
             return block
         count.exact_fallbacks += 1
-    block = f"{c} Here are some relevant code fragments from other files of the repo:\n"
-    end = f"{c} {_SEP}\n"
+    block, end = _frame(c)
     used = 0
     for chunk in chunks:
         head, lines = _snippet(chunk, c)
@@ -279,6 +278,11 @@ def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
     return block + end if used else ""
 
 
+def _frame(c: str) -> tuple[str, str]:
+    """A block's first and last line, commented out with ``c``."""
+    return f"{c} Here are some relevant code fragments from other files of the repo:\n", f"{c} {_SEP}\n"
+
+
 def _snippet(chunk: Chunk, c: str) -> tuple[str, list[str]]:
     """A chunk's header (separator, where it is found) and its lines, commented out with ``c``."""
     return (f"{c} {_SEP}\n{c} {_FOUND_IN}\n{c} {chunk.path}\n{c} {_SEP}\n",
@@ -288,7 +292,7 @@ def _snippet(chunk: Chunk, c: str) -> tuple[str, list[str]]:
 def _render_by_lines(chunks: list[Chunk], c: str, budget: int, counter: LineCounter) -> str:
     """render_context's choice with a block's count taken as the sum of its lines' (LineCounter); a snippet
     whose head and first lines do not fit is skipped with only those counted."""
-    top, end = f"{c} Here are some relevant code fragments from other files of the repo:\n", f"{c} {_SEP}\n"
+    top, end = _frame(c)
     used = sum(counter.lines([top, end]))
     parts = [top]
     for chunk in chunks:

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from codellm_assets.core.data import dedup
-from codellm_assets.core.data.blob_cache import StageStats, content_key
+from codellm_assets.core.data.blob_cache import StageStats
 from codellm_assets.core.data.decontam import build_decontam_index, humaneval_items
 from codellm_assets.core.data.file_stages import decontam_partition, decontam_stage, sig_array, signatures_partition
 from codellm_assets.settings import DedupSettings
@@ -79,9 +79,9 @@ def dedup_partitions(sources: dict[str, Path], settings: DedupSettings, cache_ro
         for batch in stream_rows(path, ["repo", "branch", "path", "content"]):
             verdicts = [[]] * len(batch)
             if index is not None:
-                verdicts, stats = decontam_partition([r["content"] for r in batch], index, cache_root, partition)
+                verdicts, stats = decontam_partition([r["content"] for r in batch], index, cache_root, partition,
+                                                     seen)
                 decontam.add(stats)
-                seen.update(content_key(r["content"]) for r in batch)
             clean = []
             for offset, (row, found) in enumerate(zip(batch, verdicts, strict=True)):
                 if found:

@@ -45,6 +45,18 @@ def pack_sequences(token_id_lists: Iterable[Sequence[int]], seq_len: int, eos_id
     return seqs
 
 
+def plain_backend(tokenizer):
+    """A copy of the tokenizer's Rust backend that encodes literal special-token text as plain text, with no
+    truncation or padding: how every document, and every count of its context, is encoded."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())   # a copy: we change its settings
+    backend.encode_special_tokens = True
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
 def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, seed: int = 0,
                      fim_tokens: Sequence[str] | None = None, fim_window: int | None = None,
                      fim_spm_rate: float = 0.0, contexts: Sequence[Callable[[str, str], str] | None] | None = None,
@@ -59,12 +71,7 @@ def encode_documents(tokenizer, docs: Sequence[str], *, fim_rate: float = 0.0, s
     (prefix, suffix) -> the repository context of a cut (core/data/fim_context.py), at most
     ``context_tokens`` tokens, which the document's FIM pieces leave free in the window.
     """
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy: we change its settings
-    backend.encode_special_tokens = True
-    backend.no_truncation()
-    backend.no_padding()
+    backend = plain_backend(tokenizer)
     contexts = contexts or [None] * len(docs)
     choices = fim_windows(backend, docs, fim_choices(docs, fim_rate, seed), fim_window, seed,
                           reserve=[context_tokens if c else 0 for c in contexts])
@@ -128,12 +135,7 @@ def token_encoder(tokenizer, tokenizer_dir: Path, cache_dir: Path | None, *, fim
 def token_counter(tokenizer) -> LineCounter:
     """Tokens of a text as encode_documents encodes it (special-token text as plain text), with the
     cached, batched line counts render_context sums (code_index.LineCounter)."""
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.encode_special_tokens = True
-    backend.no_truncation()
-    backend.no_padding()
+    backend = plain_backend(tokenizer)
     encode_many = getattr(backend, "encode_batch_fast", backend.encode_batch)
     return LineCounter(lambda text: len(backend.encode(text, add_special_tokens=False).ids),
                        lambda texts: [len(e.ids) for e in encode_many(texts, add_special_tokens=False)],

@@ -210,12 +210,16 @@ def decontam_stage(index: Any, root: Path, partition: str) -> StageCache:
     return StageCache(root, "decontam", digest, partition, DECONTAM_SCHEMA)
 
 
-def decontam_partition(texts: list[str], index: Any, root: Path, partition: str) -> tuple[list[list[str]], StageStats]:
+def decontam_partition(texts: list[str], index: Any, root: Path, partition: str,
+                       seen: set[str]) -> tuple[list[list[str]], StageStats]:
     """``index.hits`` (core/data/decontam.py DecontamIndex) per text, cached: a re-run scans only the texts
     it has not seen against the same eval items (the scan reads every n-gram of the text). One batch of a
-    partition: the caller compacts (``decontam_stage(...).compact(keys)``) once it has seen them all."""
+    partition: its keys are added to ``seen``, and the caller compacts (``decontam_stage(...).compact(seen)``)
+    once it has seen them all."""
     import json
 
-    values, stats = cached_map(decontam_stage(index, root, partition), [content_key(t) for t in texts], texts,
+    keys = [content_key(t) for t in texts]
+    seen.update(keys)
+    values, stats = cached_map(decontam_stage(index, root, partition), keys, texts,
                                partial(_decontam_batch, index), sizes=[_utf8(t) for t in texts], compact=False)
     return [json.loads(v["hits"]) for v in values], stats
