@@ -157,7 +157,8 @@ def _execute(job, instance: dg.DagsterInstance, names: list[str], partition: str
             instance=instance, partition_key=partition, raise_on_error=False, run_config=_QUIET,
             asset_selection=[dg.AssetKey(n) for n in names], tags={"codellm/launched_by": "codellm run"})
     except Exception as e:  # definition-level errors (bad selection, missing partition)
-        return StepResult(label, partition, False, time.monotonic() - start, error=f"{type(e).__name__}: {e}")
+        return StepResult(label, partition, False, time.monotonic() - start, error=f"{type(e).__name__}: {e}",
+                          peak_rss_gb=peak_rss_gb())
     error = None
     result_success, run_id = result.success, result.run_id
     if not result.success:
