@@ -3,8 +3,9 @@
 1. Encoding: ``encode_documents`` (Rust ``encode_batch`` on a copy of the tokenizer) vs the baseline
    ``tokenizer(texts)`` (transformers' batched call), same texts, same tokenizer.
 2. ``build_training_dataset`` end to end (split, BPE training, encode, pack, save) in MB/s.
-3. Tiny base pre-training (hidden 128, 2 layers, 4 heads, batch 8 x 256, 2 threads): tied vs untied
-   embeddings, interleaved per seed, validation loss after the same number of steps.
+3. Tiny base pre-training (hidden 128, 2 layers, 4 heads, batch 8 x 256, 2 threads): untied embeddings in
+   fp32 and with bf16 autocast (where the CPU has native bf16), and tied ones, interleaved per seed: seconds and
+   validation loss after the same number of steps.
 4. ``ensure_base_model`` on a fresh home (the fallback a fresh clone's ``codellm serve`` builds).
 
     .venv/bin/python benchmarks/tokenize_and_base.py [--mb 20] [--steps 60] [--seeds 2]
@@ -78,22 +79,26 @@ def main() -> None:
 
     import datasets
     dsd = datasets.load_from_disk(str(work / "ds" / "dataset"))
-    seqs = M._pretrain_sequences(dsd, tok, 256, max_rows=args.steps * 8, seed=0)
+    seqs = M.pretrain_sequences(dsd, tok, 256, max_rows=args.steps * 8, seed=0)
     val = torch.from_numpy(np.asarray(dsd["validation"].with_format("numpy")["input_ids"][:64], dtype=np.int64))
     print(f"\n{'pre-training ' + str(args.steps) + ' steps':<26}{'params':>9}{'seconds':>9}{'first':>7}"
           f"{'last':>7}{'val loss':>9}")
     for seed in range(args.seeds):
-        for tied in (True, False):
+        # the default base (untied) in fp32 and with bf16 autocast (model.tiny_pretrain_precision; bf16 only
+        # where the CPU has it), beside a tied-embedding one (measured: higher loss)
+        for tied, precision in ((False, "fp32"), (False, "bf16"), (True, "fp32")):
+            if precision == "bf16" and M.resolve_precision("auto") != "bf16":
+                continue
             torch.manual_seed(seed)
             cfg = M._tiny_config(tok, 128, 2, 4)
             cfg.tie_word_embeddings = tied
             model = AutoModelForCausalLM.from_config(cfg)
             t = time.perf_counter()
-            losses = M.pretrain(model, seqs, steps=args.steps, seed=seed)
+            losses = M.pretrain(model, seqs, steps=args.steps, seed=seed, precision=precision)
             s = time.perf_counter() - t
             with torch.no_grad():
                 vl = float(model(input_ids=val, labels=val).loss)
-            label = f"seed {seed} {'tied' if tied else 'untied'}"
+            label = f"seed {seed} {'tied' if tied else 'untied'} {precision}"
             print(f"{label:<26}{sum(p.numel() for p in model.parameters()):>9}{s:>9.1f}{losses[0]:>7.2f}"
                   f"{losses[-1]:>7.2f}{vl:>9.3f}")
 

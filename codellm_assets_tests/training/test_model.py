@@ -257,6 +257,6 @@ def test_pretrain_time_budget_stops_early(tokenizer):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_config(M._tiny_config(tokenizer, 32, 1, 2))
-    seqs = M._pretrain_sequences(CORPUS, tokenizer, 64, max_rows=16, seed=0)
+    seqs = M.pretrain_sequences(CORPUS, tokenizer, 64, max_rows=16, seed=0)
     assert len(M.pretrain(model, seqs, steps=50, batch_size=2, time_budget_s=0.0)) == 1
     assert len(M.pretrain(model, seqs, steps=3, batch_size=2, time_budget_s=60.0)) == 3

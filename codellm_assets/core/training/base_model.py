@@ -17,7 +17,6 @@ import functools
 import hashlib
 import json
 import os
-import random
 import shutil
 import subprocess
 import time
@@ -31,17 +30,20 @@ import yaml
 
 from codellm_assets.core.data.fim import FIM_FORMAT, LAYOUTS, layout_spm_rate, write_layout
 from codellm_assets.core.data.public_corpus import public_corpus, public_tokenizer
-from codellm_assets.core.data.tokenization import (
-    encode_documents,
-    pack_sequences,
-    tokenizer_file_hash,
-    train_bpe_tokenizer,
-)
+from codellm_assets.core.data.tokenization import tokenizer_file_hash, train_bpe_tokenizer
 from codellm_assets.core.fsutil import replace_dir
 from codellm_assets.core.training.inference import (  # noqa: F401  (re-exported: the eval asset imports these here)
     HUMANEVAL_STOP,
     generate_completions,
     load_for_inference,
+)
+from codellm_assets.core.training.pretrain import (  # noqa: F401  (pretrain re-exported)
+    PRETRAIN_BATCH,
+    PRETRAIN_LR,
+    PRETRAIN_SEQ_LEN,
+    pretrain,
+    pretrain_sequences,
+    resolve_precision,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +52,6 @@ if TYPE_CHECKING:
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 TINY = "tiny"
 TINY_MAX_POSITIONS = 2048
-PRETRAIN_BATCH, PRETRAIN_SEQ_LEN, PRETRAIN_LR = 8, 256, 3e-3
 FALLBACK_PRETRAIN_STEPS = 10  # ~2 s on 2 idle cores
 FALLBACK_TIME_BUDGET_S = 6.0  # on a busy machine a step can take seconds: the fallback must stay < ~20 s
 POINTER = "current"
@@ -112,6 +113,7 @@ class BaseModelInfo:
     seconds: float = 0.0
     pretrain_source: str = ""        # "public: click 8.5.1, ..." or "dataset"
     pretrain_sha256: str = ""        # of the texts pre-trained on (texts only; a dataset is named by its key)
+    precision: str = "fp32"          # of the pre-training's matmuls (bf16: CPU autocast)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,76 +200,6 @@ def _tiny_config(tokenizer, hidden_size: int, layers: int, heads: int):
         pad_token_id=tokenizer.pad_token_id)
 
 
-def _pretrain_sequences(source: Any, tokenizer, seq_len: int, *, max_rows: int, seed: int,
-                        fim_rate: float = 0.0, fim_spm_rate: float = 0.0):
-    """Token windows for pre-training from texts, a ``datasets`` Dataset/DatasetDict, or its directory.
-
-    A dataset is sampled down to ``max_rows`` windows first (a short pre-training sees few of them). Texts
-    get the FIM transform at ``fim_rate``, ``fim_spm_rate`` of it SPM (a dataset already has its own).
-    """
-    import numpy as np
-    import torch
-
-    if isinstance(source, (str, Path)) and Path(source).is_dir():
-        import datasets
-        source = datasets.load_from_disk(str(source))
-    if hasattr(source, "keys") and "train" in source:  # DatasetDict
-        source = source["train"]
-    if hasattr(source, "column_names"):  # Dataset
-        if len(source) > max_rows:
-            rows = np.random.default_rng(seed).choice(len(source), size=max_rows, replace=False)
-            source = source.select(np.sort(rows))
-        ids = np.asarray(source.with_format("numpy")["input_ids"], dtype=np.int64)
-        return torch.from_numpy(ids.reshape(len(source), -1))
-    # A short pre-training needs max_rows windows: encode texts (in a seeded order) only until there are as many
-    # tokens as that, not a whole 3 MB corpus for a 3-step test base.
-    texts = [t for t in source if t]
-    random.Random(seed).shuffle(texts)
-    ids: list[list[int]] = []
-    need, have = max_rows * seq_len, 0
-    for start in range(0, len(texts), 32):
-        chunk = encode_documents(tokenizer, texts[start:start + 32], fim_rate=fim_rate, seed=seed,
-                                 fim_window=seq_len, fim_spm_rate=fim_spm_rate)
-        ids.extend(chunk)
-        have += sum(map(len, chunk))
-        if have >= need:
-            break
-    seqs = pack_sequences(ids, seq_len, tokenizer.eos_token_id, pad_id=tokenizer.eos_token_id)
-    return torch.tensor(seqs, dtype=torch.long)
-
-
-def pretrain(model, sequences, *, steps: int, batch_size: int = PRETRAIN_BATCH, lr: float = PRETRAIN_LR,
-             seed: int = 0, time_budget_s: float | None = None) -> list[float]:
-    """A short from-scratch pre-training: plain AdamW on random windows; returns the loss per step.
-
-    With ``time_budget_s`` it stops early once that much time has passed (a busy machine stays fast).
-    """
-    import torch
-
-    if steps <= 0 or len(sequences) == 0:
-        return []
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-    model.train()
-    losses: list[float] = []
-    deadline = time.monotonic() + time_budget_s if time_budget_s is not None else None
-    for _ in range(steps):
-        if deadline is not None and losses and time.monotonic() > deadline:
-            break
-        batch = sequences[torch.randint(len(sequences), (batch_size,), generator=gen)]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(round(float(loss.detach()), 4))
-    model.eval()
-    return losses
-
-
 def texts_sha256(texts: Iterable[str]) -> str:
     """A digest of pre-training texts (order matters): what base_info.json records they were."""
     h = hashlib.sha256()
@@ -280,17 +212,20 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
                     pretrain_texts_or_dataset: Any = (), pretrain_steps: int = 60, seed: int = 0,
                     threads: int = 2, cache_key: str = "", time_budget_s: float | None = None,
                     seq_len: int = PRETRAIN_SEQ_LEN, fim_rate: float = 0.0, source: str = "",
-                    fim_layout: str = "psm") -> BaseModelInfo:
+                    fim_layout: str = "psm", precision: str = "fp32") -> BaseModelInfo:
     """Build the tiny Llama base from a config, pre-train it briefly, save it atomically to ``out_dir``.
 
     ``pretrain_texts_or_dataset``: texts (FIM-transformed at ``fim_rate``, cut into ``seq_len`` windows), a
     ``datasets`` Dataset/DatasetDict (its "train" split) with ``input_ids``, or the directory of one.
     ``out_dir`` gets the model (safetensors), the tokenizer, ``base_info.json`` (with ``source`` and, for
     texts, their digest) and the FIM layout it is trained and served with (``fim_layout``: spm pre-trains
-    every FIM example suffix first).
+    every FIM example suffix first). ``precision``: fp32, bf16 (CPU autocast) or auto
+    (:func:`resolve_precision`).
     """
     import torch
     from transformers import AutoModelForCausalLM
+
+    precision = resolve_precision(precision)
 
     started = time.monotonic()
     old_threads = torch.get_num_threads()
@@ -298,10 +233,11 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
     try:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(_tiny_config(tokenizer, hidden_size, layers, heads))
-        seqs = _pretrain_sequences(pretrain_texts_or_dataset, tokenizer, seq_len, seed=seed, fim_rate=fim_rate,
-                                   fim_spm_rate=layout_spm_rate(fim_layout),
-                                   max_rows=pretrain_steps * PRETRAIN_BATCH) if pretrain_steps > 0 else []
-        losses = pretrain(model, seqs, steps=pretrain_steps, seed=seed, time_budget_s=time_budget_s)
+        seqs = pretrain_sequences(pretrain_texts_or_dataset, tokenizer, seq_len, seed=seed, fim_rate=fim_rate,
+                                  fim_spm_rate=layout_spm_rate(fim_layout),
+                                  max_rows=pretrain_steps * PRETRAIN_BATCH) if pretrain_steps > 0 else []
+        losses = pretrain(model, seqs, steps=pretrain_steps, seed=seed, time_budget_s=time_budget_s,
+                          precision=precision)
     finally:
         torch.set_num_threads(old_threads)
     out_dir = Path(out_dir)
@@ -311,7 +247,7 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
         final_loss=losses[-1] if losses else None, losses=losses, cache_key=cache_key,
         seconds=round(time.monotonic() - started, 2), pretrain_source=source,
         pretrain_sha256=texts_sha256(pretrain_texts_or_dataset)
-        if isinstance(pretrain_texts_or_dataset, (list, tuple)) else "")
+        if isinstance(pretrain_texts_or_dataset, (list, tuple)) else "", precision=precision)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -337,17 +273,19 @@ def pretraining_texts(settings_model: ModelSettings) -> tuple[str, ...]:
 
 # ---- cache and the `current` pointer -------------------------------------------------------------
 
-# Bumped when the pre-training examples change form for the same settings; the FIM cuts have their own.
-PRETRAIN_FORMAT = f"1.fim{FIM_FORMAT}"
+# Bumped when the pre-training examples or schedule change for the same settings; the FIM cuts have their own.
+PRETRAIN_FORMAT = f"2.fim{FIM_FORMAT}"
 
 
 def base_cache_key(settings_model: ModelSettings, tokenizer_dir: Path, source_digest: str = "") -> str:
     """Hash of the model settings (the pre-training source and packages among them), the tokenizer's files and
     the pre-training corpus' digest (a package upgrade changes the public code): rebuilt when any changes."""
-    dumped = json.dumps([settings_model.model_dump(mode="json"), get_preset(settings_model.preset).fim],
-                        sort_keys=True)
-    return hashlib.sha256(f"{PRETRAIN_FORMAT}|{dumped}|{tokenizer_file_hash(tokenizer_dir)}|{source_digest}".encode()
-                          ).hexdigest()[:16]
+    # the precision by what it resolves to on this machine (auto = bf16 here is the bf16 base)
+    dumped = json.dumps([settings_model.model_dump(mode="json", exclude={"tiny_pretrain_precision"}),
+                         get_preset(settings_model.preset).fim], sort_keys=True)
+    precision = resolve_precision(settings_model.tiny_pretrain_precision)
+    return hashlib.sha256(f"{PRETRAIN_FORMAT}|{dumped}|{precision}|{tokenizer_file_hash(tokenizer_dir)}|"
+                          f"{source_digest}".encode()).hexdigest()[:16]
 
 
 def read_current(cache_dir: Path) -> Path | None:
@@ -409,7 +347,7 @@ def resolve_base_model(settings_model: ModelSettings, *, tokenizer_dir: Path, da
                         heads=m.tiny_heads, pretrain_texts_or_dataset=source, pretrain_steps=steps,
                         seed=seed, threads=threads, cache_key=key, seq_len=m.tiny_pretrain_seq_len,
                         fim_rate=fim, source=f"public: {public.description}" if public else "dataset",
-                        fim_layout=preset.fim_layout)
+                        fim_layout=preset.fim_layout, precision=m.tiny_pretrain_precision)
     write_current(cache_dir, target)
     _prune_builds(Path(cache_dir), keep=target)
     return target
@@ -469,7 +407,7 @@ def build_fallback_base(settings: Settings, *, pretrain_steps: int = FALLBACK_PR
         build_tiny_base(tokenizer, target, hidden_size=m.tiny_hidden_size, layers=m.tiny_layers,
                         heads=m.tiny_heads, pretrain_texts_or_dataset=texts, pretrain_steps=pretrain_steps,
                         seed=0, threads=2, cache_key=key, time_budget_s=FALLBACK_TIME_BUDGET_S,
-                        fim_layout=get_preset(m.preset).fim_layout)
+                        fim_layout=get_preset(m.preset).fim_layout, precision=m.tiny_pretrain_precision)
     finally:
         shutil.rmtree(tok_dir, ignore_errors=True)
     return target
