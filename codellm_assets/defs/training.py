@@ -52,9 +52,13 @@ def base_model(context: dg.AssetExecutionContext, settings: SettingsResource,
                               base_dir=s.base_dir, seed=s.training.seed, threads=s.training.threads or 2)
     info_file = path / "base_info.json"
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
-    context.log.info(f"base model at {path}: {info}")
+    losses = info.get("losses") or []
+    context.log.info(f"base model at {path}: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "losses"))
+    every = max(1, len(losses) // 50)   # the pre-training loss curve, ~50 points
+    curve = {"pretrain_loss_curve": dg.MetadataValue.json([[i + 1, losses[i]] for i in range(0, len(losses), every)])
+             } if losses else {}
     return dg.Output({"path": str(path), "preset": s.model.preset, "info": info}, metadata={
-        "path": dg.MetadataValue.path(str(path)), "preset": s.model.preset,
+        "path": dg.MetadataValue.path(str(path)), "preset": s.model.preset, **curve,
         **{k: v for k, v in info.items() if isinstance(v, (int, float, str)) and k != "path"}})
 
 
