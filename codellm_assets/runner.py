@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from codellm_assets import fresh_partitions as fresh
 from codellm_assets.settings import PROJECT_ROOT, Settings
 
 PER_REPO_ASSETS = ("repo_snapshots", "clean_files", "scrubbed_corpus")
@@ -40,6 +41,7 @@ class StepResult:
     error: str | None = None
     checks_failed: list[str] = field(default_factory=list)
     peak_rss_gb: float = 0.0        # the process's peak RSS after the step (in process: the steps so far)
+    skipped: bool = False           # up to date (fresh_partitions): run_id is the run that made what is stored
 
 
 def prepare_instance(settings: Settings) -> dg.DagsterInstance:
@@ -109,9 +111,11 @@ def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
 
 def run_graph(settings: Settings, *, selection: str | None = None, config_path: str | None = None,
               on_step: Callable[[str, str | None], None] | None = None,
-              on_done: Callable[[StepResult], None] | None = None) -> list[StepResult]:
+              on_done: Callable[[StepResult], None] | None = None, skip_fresh: bool = False) -> list[StepResult]:
     """Materialize the selected graph (default: all) in process; returns one result per step.
-    `config_path`: the settings file the definitions' resources load (default: $CODELLM_CONFIG / codellm.yaml)."""
+    `config_path`: the settings file the definitions' resources load (default: $CODELLM_CONFIG / codellm.yaml).
+    `skip_fresh`: a repo partition whose per-repo steps are up to date (fresh_partitions) is not run again; its
+    result says so (``skipped``). Every per-repo run is tagged with its inputs' fingerprint either way."""
     from codellm_assets.definitions import build_defs
 
     defs = build_defs(config_path)
@@ -134,7 +138,8 @@ def run_graph(settings: Settings, *, selection: str | None = None, config_path: 
         for partition in partitions if names else []:
             if on_step:
                 on_step(" → ".join(names), partition)
-            results.append(_execute(job, instance, names, partition))
+            results.append(_run_partition(job, instance, settings, names, partition,
+                                          per_repo=names is per_repo, skip_fresh=skip_fresh))
             if on_done:
                 on_done(results[-1])
     blocked_by_check = any(r.checks_failed for r in results if not r.success and r.partition)
@@ -149,13 +154,31 @@ def run_graph(settings: Settings, *, selection: str | None = None, config_path: 
     return results
 
 
-def _execute(job, instance: dg.DagsterInstance, names: list[str], partition: str | None) -> StepResult:
+def _run_partition(job, instance: dg.DagsterInstance, settings: Settings, names: list[str], partition: str, *,
+                   per_repo: bool, skip_fresh: bool) -> StepResult:
+    if not per_repo:
+        return _execute(job, instance, names, partition)
     start = time.monotonic()
-    label = names[-1] if len(names) == 1 else "+".join(names)
+    fingerprint = fresh.partition_fingerprint(instance, settings, partition, names)
+    if skip_fresh and (run_id := fresh.up_to_date(instance, settings, partition, names, fingerprint)):
+        return StepResult(_label(names), partition, True, time.monotonic() - start, run_id,
+                          peak_rss_gb=peak_rss_gb(), skipped=True)
+    return _execute(job, instance, names, partition, {fresh.FINGERPRINT_TAG: fingerprint} if fingerprint else {})
+
+
+def _label(names: list[str]) -> str:
+    return names[-1] if len(names) == 1 else "+".join(names)
+
+
+def _execute(job, instance: dg.DagsterInstance, names: list[str], partition: str | None,
+             tags: dict[str, str] | None = None) -> StepResult:
+    start = time.monotonic()
+    label = _label(names)
     try:
         result = job.execute_in_process(
             instance=instance, partition_key=partition, raise_on_error=False, run_config=_QUIET,
-            asset_selection=[dg.AssetKey(n) for n in names], tags={"codellm/launched_by": "codellm run"})
+            asset_selection=[dg.AssetKey(n) for n in names],
+            tags={"codellm/launched_by": "codellm run", **(tags or {})})
     except Exception as e:  # definition-level errors (bad selection, missing partition)
         return StepResult(label, partition, False, time.monotonic() - start, error=f"{type(e).__name__}: {e}",
                           peak_rss_gb=peak_rss_gb())

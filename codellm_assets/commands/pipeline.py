@@ -21,8 +21,12 @@ def run(
                                          help="Dagster asset selection, e.g. 'deduped_corpus*' (it and everything "
                                               "downstream) or 'lora_adapter'"),
     config: Path | None = typer.Option(None, "--config", help="settings file (default: codellm.yaml)"),
+    force: bool = typer.Option(False, "--force", help="run every repo partition again, even those whose heads, "
+                                                      "settings and code match their last good run"),
 ) -> None:
-    """Materialize the asset graph in process on this machine (default: everything), with progress."""
+    """Materialize the asset graph in process on this machine (default: everything), with progress.
+    A repo partition that is up to date (same heads, per-repo settings and code as its last good run) is
+    skipped unless --force."""
     try:
         settings = load_settings(config)
     except SettingsError as e:
@@ -53,6 +57,10 @@ def run(
         def on_done(r) -> None:
             mark = "[green]✓[/green]" if r.success else "[red]✗[/red]"
             where = escape(f" [{r.partition}]") if r.partition else ""
+            if r.skipped:
+                progress.console.print(f"[dim]- {r.name}{where} up to date (run {r.run_id[:8]}), skipped[/dim]")
+                progress.advance(task)
+                return
             progress.console.print(f"{mark} {r.name}{where} {r.duration_s:.1f}s  peak RSS {r.peak_rss_gb:.2f} GB" +
                                    (f"  [red]{escape(r.error)}[/red]" if r.error else "") +
                                    (f"  [yellow]checks failed: {escape(', '.join(r.checks_failed))}[/yellow]"
@@ -60,14 +68,16 @@ def run(
             progress.advance(task)
 
         results = run_graph(settings, selection=select, config_path=str(config) if config else None,
-                            on_step=on_step, on_done=on_done)
+                            on_step=on_step, on_done=on_done, skip_fresh=not force)
     failed = [r for r in results if not r.success]
     if failed:
         first = failed[0]
         console.print(f"[red]{len(failed)} step(s) failed.[/red] Fix the cause above, then re-run from there: "
                       f"codellm run --select '{first.name.split('+')[0]}*'")
         raise typer.Exit(1)
-    console.print(f"[green]materialized {len(results)} step(s)[/green]")
+    skipped = sum(r.skipped for r in results)
+    console.print(f"[green]materialized {len(results) - skipped} step(s)[/green]" +
+                  (f", {skipped} repo partition(s) up to date (--force runs them)" if skipped else ""))
 
 
 def summary(config: Path | None = typer.Option(None, "--config")) -> None:
