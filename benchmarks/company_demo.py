@@ -28,7 +28,13 @@ the held-out files of this checkout and of the company repo; click and typer lef
     s1   e6, SPM (base and LoRA)   512    400 (3.41)      150 x 8, lr 1e-2     421 s    0 / 0.05     0.169 / 0.265
     s2   s1, LoRA 250 steps        512    400             250 x 8, lr 1e-2     +130 s   0 / 0.06     0.169 / 0.278
     s3   s1 + whole-line cuts      512    400             150 x 8, lr 1e-2     ~420 s   0 / 0.07     0.129 / 0.289
-                                                                             (s3 is the default: README)
+    b1   s3, base bf16 + cosine   512    600 (2.93)      150 x 8, lr 1e-2     461 s *  0 / 0.05     0.218 / 0.308
+                                                                             (b1 is the default: README)
+
+* fresh clone, base built in the run (245 s of it); s1-s3 had the base cached. This script on b1's pieces
+(company repo only, 25 per stratum, 155 tasks): overall EM 0 / 0.058, single-line cross-file 0 / 0.20
+[0.04, 0.36]; with s3's base (400 fp32 steps, loss 3.31): 0 / 0.065 and 0 / 0.16. Four layers instead of two
+(bf16, 400 steps, 287 s) pre-trained to loss 3.51 only: deeper costs more per step than it gains in 400.
 
 (e2 and e3 still drew click and typer tasks.) At weight 16 the adapter collapses onto a few company lines
 (``return vault.settle_zephyr()`` for every cursor); at 6-8 it writes the company's idioms in the wrong
