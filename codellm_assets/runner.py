@@ -8,6 +8,7 @@ topological order, so progress is visible step by step and a failed step can be 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -119,7 +120,26 @@ def run_graph(settings: Settings, *, selection: str | None = None, config_path: 
     from codellm_assets.definitions import build_defs
 
     defs = build_defs(config_path)
+    with _frozen_until_done():
+        return _run_steps(defs, settings, selection, on_step, on_done, skip_fresh)
 
+
+@contextlib.contextmanager
+def _frozen_until_done():
+    """What is alive once the definitions are loaded (modules, Dagster's definitions) lives for the whole run:
+    gc.freeze moves it out of the collector's sight, so release_memory's collection after each step scans only
+    what the steps made (measured: 0.47 s per collection on the 100 MB benchmark's re-run without it)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _run_steps(defs: dg.Definitions, settings: Settings, selection: str | None,
+               on_step: Callable[[str, str | None], None] | None, on_done: Callable[[StepResult], None] | None,
+               skip_fresh: bool) -> list[StepResult]:
     instance = prepare_instance(settings)
     repos = ensure_repo_partitions(instance, settings)
     sources = ensure_source_partitions(instance, settings)

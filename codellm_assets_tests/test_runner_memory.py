@@ -33,3 +33,21 @@ def test_release_memory_gives_freed_pages_back():
     assert held > 150e6             # freed, but still resident: what piled up step after step
     assert after < 50e6             # given back
     assert peak > 0.2               # the process's peak so far (GB) still says what it needed
+
+
+def test_what_lives_before_the_steps_is_frozen_for_the_run_only():
+    """Collections during the run skip the definitions and modules (gc.freeze); after the run, and after a
+    failing one, the collector sees everything again."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    with runner._frozen_until_done():
+        assert gc.get_freeze_count() > 0
+        cycle: list = []
+        cycle.append(cycle)              # made during a step: still collected
+        del cycle
+        assert gc.collect() >= 1
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), runner._frozen_until_done():
+        raise RuntimeError("a step failed")
+    assert gc.get_freeze_count() == 0
