@@ -8,9 +8,8 @@ import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
 from codellm_assets.core.evaluation import gate
-from codellm_assets.core.training import distributed, registry
+from codellm_assets.core.training import registry
 from codellm_assets.core.training.base_model import get_preset, resolve_base_model
-from codellm_assets.core.training.lora import TrainingError, train_lora
 from codellm_assets.defs.shared import (
     EVAL_METRICS_TAG,
     RETRAIN_CHAIN,
@@ -87,6 +86,10 @@ def lora_adapter_asset(gpus: int = 1) -> dg.AssetsDefinition:
 
 def _train_lora_adapter(context: dg.AssetExecutionContext, settings: SettingsResource,
                         mlflow: dg.ResourceParam[MlFlow], base_model: dict, training_dataset: dict) -> dg.Output[dict]:
+    # torch comes with these: imported when a step trains, not whenever the definitions load (~2 s)
+    from codellm_assets.core.training import distributed
+    from codellm_assets.core.training.lora import TrainingError, train_lora
+
     s = settings.get()
     preset = get_preset(s.model.preset)
     incremental = s.training.from_champion or context.run.tags.get("codellm/incremental") == "true"

@@ -14,10 +14,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from codellm_assets.core.training.checkpoints import base_model_fingerprint
+
+if TYPE_CHECKING:   # torch is imported where a check runs: loading the definitions must not cost its 2 s
+    import torch
 
 BASE_INFO_FILE = "codellm_base.json"  # same name as train.BASE_INFO_FILE (kept import-light)
 _LORA_KEY = re.compile(
@@ -71,6 +73,7 @@ def _read_config(adapter_dir: Path) -> dict:
 
 
 def _read_weights(adapter_dir: Path) -> dict[str, torch.Tensor]:
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -129,6 +132,7 @@ def _check_ranks(adapter_dir: Path, tensors: dict[str, torch.Tensor], cfg: dict)
 
 def _check_shapes(adapter_dir: Path, base_model_dir: Path, modules: dict[str, dict]) -> None:
     """Each LoRA pair must fit its target module in the base architecture (meta device: no weights)."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:

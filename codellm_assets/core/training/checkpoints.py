@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +102,7 @@ def adapter_fingerprint(adapter_dir: Path) -> str:
 
 
 def capture_rng_state() -> dict[str, Any]:
+    import torch
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -114,6 +114,7 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    import torch
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -138,6 +139,7 @@ def save_checkpoint(ckpt_root: Path, *, model, optimizer, scheduler, scaler, sta
 
     Under torchrun rank 0 calls this with every rank's RNG state (``rng_states``, rank order) and, for FSDP,
     the gathered ``optimizer_state``; one process passes neither."""
+    import torch
     step = int(state["step"])
     ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_root / f".tmp-step-{step}-{os.getpid()}"
@@ -190,6 +192,7 @@ def load_checkpoint(ckpt: Path, *, model, optimizer, scheduler, scaler, rank: in
 
     Every rank loads the same files (``ckpt`` on the shared output volume) and its own RNG state;
     ``optimizer_state_to_load`` maps a gathered FSDP optimizer state to this rank's shard."""
+    import torch
     from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
