@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from codellm_assets.defs import checks, corpus, ingest
-from codellm_assets_tests.conftest import commit_files
+from codellm_assets_tests.conftest import commit_files, git
 from codellm_assets_tests.integration.conftest import resources_for, write_config
 
 PER_REPO = [ingest.repo_snapshots, corpus.clean_files, corpus.scrubbed_corpus, checks.repo_snapshots_schema,
@@ -34,6 +34,19 @@ def module(name: str, body_lines: int = 12, extra: str = "") -> str:
                      f"// ({b}_{c}_{i} := {rng.randint(1, 50)})")
     lines += ["    return " + " + ".join(f"{rng.choice(WORDS)}_{i}" for i in range(3)), "", extra]
     return "\n".join(lines) + "\n"
+
+
+def module_repos(root, names, *, files: int, body_lines: int) -> dict:
+    """{name: path} of new git repos under ``root``, each with ``files`` distinct modules in one commit."""
+    repos = {}
+    for name in names:
+        path = root / name
+        path.mkdir()
+        git(path, "init", "-q", "-b", "main")
+        commit_files(path, {f"{name}/m{i}.py": module(f"{name}_{i}", body_lines=body_lines) for i in range(files)},
+                     "initial")
+        repos[name] = path
+    return repos
 
 
 AWS_ID = "AKIA" + "QWERTYUIOPASDFGH"

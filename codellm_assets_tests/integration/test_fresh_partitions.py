@@ -11,9 +11,9 @@ import yaml
 from codellm_assets import fresh_partitions as fresh
 from codellm_assets.runner import run_graph
 from codellm_assets.settings import Settings, load_settings
-from codellm_assets_tests.conftest import commit_files, git
+from codellm_assets_tests.conftest import commit_files
 from codellm_assets_tests.integration.conftest import write_config
-from codellm_assets_tests.integration.test_data_stage import module
+from codellm_assets_tests.integration.test_data_stage import module, module_repos
 
 pytestmark = pytest.mark.timeout(600)
 SELECT = "key:repo_snapshots or key:clean_files or key:scrubbed_corpus"
@@ -28,13 +28,7 @@ def test_every_settings_section_is_classified():
 
 @pytest.fixture
 def two_repos(tmp_path, monkeypatch):
-    repos = {}
-    for name in ("payments", "search"):
-        path = tmp_path / name
-        path.mkdir()
-        git(path, "init", "-q", "-b", "main")
-        commit_files(path, {f"{name}/m{i}.py": module(f"{name}_{i}", body_lines=16) for i in range(4)}, "initial")
-        repos[name] = path
+    repos = module_repos(tmp_path, ("payments", "search"), files=4, body_lines=16)
     config = write_config(tmp_path, [{"name": n, "path": str(p), "branches": ["main"]} for n, p in repos.items()])
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     return repos, config

@@ -20,9 +20,9 @@ from codellm_assets.definitions import build_defs
 from codellm_assets.defs.shared import latest_data_version
 from codellm_assets.runner import run_graph
 from codellm_assets.settings import load_settings
-from codellm_assets_tests.conftest import commit_files, git
+from codellm_assets_tests.conftest import commit_files
 from codellm_assets_tests.integration.conftest import start_gateway, stop_gateway, write_config
-from codellm_assets_tests.integration.test_data_stage import module
+from codellm_assets_tests.integration.test_data_stage import module, module_repos
 from codellm_assets_tests.serving.conftest import pick_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -80,13 +80,7 @@ class Daemon:
 @pytest.fixture(scope="module")
 def after_run(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("idle")
-    repos = {}
-    for name in ("payments", "search"):
-        path = tmp / name
-        path.mkdir()
-        git(path, "init", "-q", "-b", "main")
-        commit_files(path, {f"{name}/m{i}.py": module(f"{name}_{i}", body_lines=20) for i in range(12)}, "initial")
-        repos[name] = path
+    repos = module_repos(tmp, ("payments", "search"), files=12, body_lines=20)
     port = pick_port()
     config = write_config(tmp, [{"name": n, "path": str(p), "branches": ["main"]} for n, p in repos.items()],
                           eval={"company_tasks_file": None}, serving={"port": port},
