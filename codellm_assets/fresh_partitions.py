@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from codellm_assets.core.data import blob_cache
 from codellm_assets.resources import asset_storage_path
 from codellm_assets.settings import Settings
 
@@ -33,10 +34,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 @functools.cache
 def code_version(package_dir: Path = PACKAGE_DIR) -> str:
     """A digest of the package's Python sources (any change re-runs every partition: conservative)."""
-    h = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
-        h.update(str(path.relative_to(package_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return blob_cache.code_version(*package_dir.rglob("*.py"))
 
 
 def observed_heads(instance: dg.DagsterInstance, partition: str) -> str | None:

@@ -26,8 +26,8 @@ class ModelSettings(_Model):
         description="installed pure-Python packages whose sources are the public pre-training corpus")
     tiny_pretrain_seq_len: int = Field(256, ge=16, description="tokens per pre-training window")
     tiny_pretrain_precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="the tiny pre-training's matmuls: bf16 autocast (weights and optimizer fp32) is ~1.6x "
-        "faster on CPUs with native bf16 (AVX512-BF16, AMX); auto: bf16 there, fp32 elsewhere")
+        "auto", description="the tiny pre-training's matmuls: bf16 autocast (weights and optimizer fp32) was 1.2-1.6x "
+        "faster per step on CPUs with native bf16 (AVX512-BF16, AMX); auto: bf16 there, fp32 elsewhere")
     tiny_pretrain_fim_rate: float = Field(0.5, ge=0, le=1, description="public source: share of files turned "
                                           "into fill-in-the-middle examples (a real code base knows FIM)")
 
