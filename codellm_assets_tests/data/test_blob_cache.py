@@ -85,7 +85,8 @@ def test_the_token_stage_reuses_unchanged_files(tmp_path):
     recs[1] = {"repo": "a", "content": "changed"}
     enc = encoder()
     second = [ids for batch in enc.batches(recs, fim=False) for ids in batch]
-    assert encoded[6:] == ["changed"] and enc.stats.reused == 5 and second[0] == first[0]
+    assert encoded[6:] == ["changed"] and enc.stats.reused == 5
+    assert [list(map(int, ids)) for ids in second] == [first[0], [7, ord("c")], *first[2:]]
     other_tokenizer = TokenEncoder(encode, tmp_path, "tok2", {"seed": 0})
     list(other_tokenizer.batches(recs, fim=False))
     assert len(encoded) == 13                                                   # a new tokenizer: all again
@@ -121,6 +122,21 @@ def test_shards_are_compacted_to_the_live_files(tmp_path):
     assert len(cache.shards()) == blob_cache.MAX_SHARDS + 2
     cache.compact(["k0", "k5"])
     assert len(cache.shards()) == 1 and set(cache.lookup(["k0", "k5", "k6"])) == {"k0", "k5"}
+
+
+def test_list_columns_are_read_back_as_the_stored_arrays(tmp_path, monkeypatch):
+    from codellm_assets.core.data.packing import TOKEN_SCHEMA
+
+    monkeypatch.setattr(blob_cache, "ROW_GROUP_ROWS", 3)          # several row groups, filtered mid-group
+    cache = blob_cache.StageCache(tmp_path, "tokens", "h", "p", TOKEN_SCHEMA)
+    stored = {f"k{i}": list(range(i, 2 * i + 1)) for i in range(10)}
+    cache.add([{"key": k, "ids": v} for k, v in list(stored.items())[:7]])
+    cache.add([{"key": k, "ids": v} for k, v in list(stored.items())[7:]])   # a second shard
+    wanted = ["k1", "k4", "k5", "k8", "nope"]
+    got = cache.lookup_arrays(wanted, "ids")
+    assert set(got) == {"k1", "k4", "k5", "k8"}
+    assert {k: v.tolist() for k, v in got.items()} == {k: stored[k] for k in got}
+    assert {k: v["ids"] for k, v in cache.lookup(wanted).items()} == {k: stored[k] for k in got}
 
 
 def _write_partitions(files, tmp_path) -> dict:

@@ -114,7 +114,7 @@ class TokenEncoder:
         return stage_hash({"tokenizer": self.tokenizer_hash, **self.settings}, code_version(
             Path(__file__).with_name("tokenization.py"), Path(__file__).with_name("encoding.py")))
 
-    def batches(self, records: Iterable[Mapping[str, Any]], *, fim: bool) -> Iterator[list[list[int]]]:
+    def batches(self, records: Iterable[Mapping[str, Any]], *, fim: bool) -> Iterator[list[Sequence[int]]]:
         """Token ids of ``records`` (in order), a batch of about BATCH_CHARS characters at a time."""
         batch: list[Mapping[str, Any]] = []
         chars = 0
@@ -127,7 +127,7 @@ class TokenEncoder:
         if batch:
             yield self._ids(batch, fim)
 
-    def _ids(self, batch: list[Mapping[str, Any]], fim: bool) -> list[list[int]]:
+    def _ids(self, batch: list[Mapping[str, Any]], fim: bool) -> list[Sequence[int]]:
         texts = [str(r["content"]) for r in batch]
         if self.cache_root is None:
             self.stats.computed += len(texts)
@@ -135,15 +135,14 @@ class TokenEncoder:
         extra = self.key_extra if fim and self.key_extra else (lambda r: "")
         keys = [content_key(t) + (":fim" if fim else "") + extra(r) for t, r in zip(texts, batch)]
         digest = self._digest()
-        found: dict[str, list[int]] = {}
+        found: dict[str, Sequence[int]] = {}   # cached: int32 numpy slices; computed: lists
         by_partition: dict[str, list[int]] = {}
         for i, r in enumerate(batch):
             by_partition.setdefault(str(r.get("repo") or "_"), []).append(i)
         for partition, idx in by_partition.items():
             cache = StageCache(self.cache_root, "tokens", digest, partition, TOKEN_SCHEMA)
             self.keys_by_partition.setdefault(partition, set()).update(keys[i] for i in idx)
-            hits = cache.lookup(keys[i] for i in idx)
-            found.update({k: v["ids"] for k, v in hits.items()})
+            found.update(cache.lookup_arrays((keys[i] for i in idx), "ids"))
             misses = [i for i in dict.fromkeys(i for i in idx if keys[i] not in found)]
             unique = list({keys[i]: i for i in misses}.values())
             if unique:
