@@ -45,6 +45,7 @@ limit, not the data path: a 1.6 M-parameter model after ~2 M tokens does not con
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -60,6 +61,7 @@ from codellm_assets.core.data.git_scan import scan_branch  # noqa: E402
 from codellm_assets.core.data.holdout import dates_for, split_holdout  # noqa: E402
 from codellm_assets.core.data.samples import ensure_sample_repo  # noqa: E402
 from codellm_assets.core.data.tokenization import build_training_dataset  # noqa: E402
+from codellm_assets.core.evaluation import company_fim  # noqa: E402
 from codellm_assets.core.evaluation import repo_bench as rb  # noqa: E402
 from codellm_assets.core.training.base_model import (  # noqa: E402
     dataset_tokenizer_args,
@@ -194,8 +196,11 @@ def run_company(s, args, work: Path, seed: int, clock: Clock) -> dict:
                             r=s.training.lora_r or preset.lora_r, alpha=s.training.lora_alpha or preset.lora_alpha)
     print(f"val loss base {result.val_loss_base} -> adapter {result.val_loss_adapter}; "
           f"{result.tokens_per_s:.0f} tokens/s")
-    tasks = rb.sample_tasks(rb.mine_repo_tasks(every["company"], held["company"]), per_stratum=args.per_stratum,
-                            seed=0)
+    # drawn as company_benchmark draws them: a reference found verbatim in a training file is dropped
+    tasks, drawn = company_fim.build_tasks(every["company"], held["company"], (r["content"] for r in train),
+                                           per_stratum=args.per_stratum, seed=0, max_tasks=0)
+    print(f"tasks: {drawn['mined']} mined, {drawn['dropped_verbatim_in_training']} dropped as verbatim in "
+          f"training ({drawn['dropped_verbatim_by_kind']}), {len(tasks)} drawn")
     company_train = [r for r in train if r["repo"] == "company"]
     index = CodeIndex.build(company_train, repo="company", commit=scans["company"][1].commit)
     rows = {}
@@ -204,7 +209,12 @@ def run_company(s, args, work: Path, seed: int, clock: Clock) -> dict:
                                    ("adapter+context", result.adapter_dir, index)):
             model, tok = load_for_inference(base, adapter, device="cpu")
             rows[name] = rb.run_bench(tasks, generator(model, tok, args.batch), preset.fim, index=idx,
-                                      budget=args.context_budget, heal=s.serving.token_healing)
+                                      budget=args.context_budget, heal=s.serving.token_healing,
+                                      max_prefix_chars=s.eval.company_prefix_chars,
+                                      max_suffix_chars=s.eval.company_suffix_chars)   # as eval_scores cuts them
+    (work / f"rows-seed{seed}.json").write_text(json.dumps(
+        {name: [r | {"reference": t.reference} for r, t in zip(v, tasks, strict=True)] for name, v in rows.items()},
+        indent=1))      # every completion beside its reference: what a reader needs to see why a task failed
     return report(f"company {tag}", tasks, rows)
 
 

@@ -28,6 +28,8 @@ class ModelSettings(_Model):
     tiny_pretrain_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="the tiny pre-training's matmuls: bf16 autocast (weights and optimizer fp32) was 1.2-1.6x "
         "faster per step on CPUs with native bf16 (AVX512-BF16, AMX); auto: bf16 there, fp32 elsewhere")
+    tiny_pretrain_lr: float = Field(3e-3, gt=0, le=0.1, description="the tiny pre-training's peak learning rate "
+                                    "(AdamW; a tenth of the steps of warm-up, then cosine decay to a tenth)")
     tiny_pretrain_fim_rate: float = Field(0.5, ge=0, le=1, description="public source: share of files turned "
                                           "into fill-in-the-middle examples (a real code base knows FIM)")
 

@@ -68,3 +68,15 @@ def test_the_cache_key_names_the_resolved_precision(tmp_path, tokenizer, monkeyp
     assert M.base_cache_key(ModelSettings(tiny_pretrain_precision="auto"), tmp_path / "tok") == keys["bf16"]
     monkeypatch.setattr(P, "cpu_bf16_supported", lambda: False)
     assert M.base_cache_key(ModelSettings(), tmp_path / "tok") == keys["fp32"]
+
+
+def test_the_peak_learning_rate_is_a_setting_the_cache_key_and_the_loop_follow(tmp_path, tokenizer, monkeypatch):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    assert ModelSettings().tiny_pretrain_lr == P.PRETRAIN_LR
+    assert M.base_cache_key(ModelSettings(tiny_pretrain_lr=1e-2), tmp_path / "tok") != \
+        M.base_cache_key(ModelSettings(), tmp_path / "tok")
+    seen = []
+    monkeypatch.setattr(M, "pretrain", lambda model, seqs, **kw: seen.append(kw["lr"]) or [1.0])
+    M.build_tiny_base(tokenizer, tmp_path / "base", hidden_size=32, layers=1, heads=2, pretrain_texts_or_dataset=CORPUS,
+                      pretrain_steps=2, lr=7e-3)
+    assert seen == [7e-3]

@@ -212,7 +212,7 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
                     pretrain_texts_or_dataset: Any = (), pretrain_steps: int = 60, seed: int = 0,
                     threads: int = 2, cache_key: str = "", time_budget_s: float | None = None,
                     seq_len: int = PRETRAIN_SEQ_LEN, fim_rate: float = 0.0, source: str = "",
-                    fim_layout: str = "psm", precision: str = "fp32") -> BaseModelInfo:
+                    fim_layout: str = "psm", precision: str = "fp32", lr: float = PRETRAIN_LR) -> BaseModelInfo:
     """Build the tiny Llama base from a config, pre-train it briefly, save it atomically to ``out_dir``.
 
     ``pretrain_texts_or_dataset``: texts (FIM-transformed at ``fim_rate``, cut into ``seq_len`` windows), a
@@ -220,7 +220,7 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
     ``out_dir`` gets the model (safetensors), the tokenizer, ``base_info.json`` (with ``source`` and, for
     texts, their digest) and the FIM layout it is trained and served with (``fim_layout``: spm pre-trains
     every FIM example suffix first). ``precision``: fp32, bf16 (CPU autocast) or auto
-    (:func:`resolve_precision`).
+    (:func:`resolve_precision`); ``lr``: the peak learning rate (warm-up, then cosine decay).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -237,7 +237,7 @@ def build_tiny_base(tokenizer, out_dir: Path, *, hidden_size: int = 128, layers:
                                   fim_spm_rate=layout_spm_rate(fim_layout),
                                   max_rows=pretrain_steps * PRETRAIN_BATCH) if pretrain_steps > 0 else []
         losses = pretrain(model, seqs, steps=pretrain_steps, seed=seed, time_budget_s=time_budget_s,
-                          precision=precision)
+                          precision=precision, lr=lr)
     finally:
         torch.set_num_threads(old_threads)
     out_dir = Path(out_dir)
@@ -347,7 +347,8 @@ def resolve_base_model(settings_model: ModelSettings, *, tokenizer_dir: Path, da
                         heads=m.tiny_heads, pretrain_texts_or_dataset=source, pretrain_steps=steps,
                         seed=seed, threads=threads, cache_key=key, seq_len=m.tiny_pretrain_seq_len,
                         fim_rate=fim, source=f"public: {public.description}" if public else "dataset",
-                        fim_layout=preset.fim_layout, precision=m.tiny_pretrain_precision)
+                        fim_layout=preset.fim_layout, precision=m.tiny_pretrain_precision,
+                        lr=m.tiny_pretrain_lr)
     write_current(cache_dir, target)
     _prune_builds(Path(cache_dir), keep=target)
     return target
