@@ -24,7 +24,8 @@ def code_index(context: dg.AssetExecutionContext, settings: SettingsResource,
     s = settings.get()
     root = s.code_index_dir
     records = deduped_corpus.select("repo", "branch", "commit", "path", "language", "content").iter_rows(named=True)
-    summary = build_repo_indexes(records, root)
+    # every file's definitions kept in the blob cache: the training sampler and the benchmark read them again
+    summary = build_repo_indexes(records, root, file_cache=s.blob_cache_dir, compact_cache=True)
     rows = [{"repo": r.repo, "commit": r.commit[:12], "files": r.files, "chunks": r.chunks, "bytes": r.bytes,
              "seconds": r.seconds, "rebuilt": r.rebuilt} for r in summary.repos]
     context.log.info(f"{len(rows)} repo indexes, {summary.chunks} chunks: {summary.rebuilt} rebuilt, "

@@ -69,10 +69,10 @@ def _unseen_by_base(s: Settings, held: list[dict]) -> tuple[list[dict], dict[str
     return kept, dict(sorted(Counter(str(held[i]["repo"]) for i in seen).items()))
 
 
-def build_repo_indexes(files: list[dict]) -> dict:
+def build_repo_indexes(files: list[dict], file_cache: Path | None = None) -> dict:
     """The repository context of the 'with context' score: one BM25 index per repo over the files the model
     trained on (the code_index asset's, once eval reads it)."""
-    return company_fim.build_indexes(f for f in files if f["repo"] != FEEDBACK_REPO)
+    return company_fim.build_indexes((f for f in files if f["repo"] != FEEDBACK_REPO), file_cache=file_cache)
 
 
 @dg.asset(op_tags=k8s_tags_for("company_benchmark"), automation_condition=RETRAIN_CHAIN, group_name="evaluation",
@@ -92,7 +92,7 @@ def company_benchmark(context: dg.AssetExecutionContext, settings: SettingsResou
     out = _bench_dir(s)
     atomic_write_bytes(out / "fim_tasks.jsonl", "".join(json.dumps(t.to_json()) + "\n" for t in tasks).encode())
     atomic_write_bytes(out / "tasks.jsonl", "".join(json.dumps(t.to_json()) + "\n" for t in handwritten).encode())
-    indexes = build_repo_indexes(trained)
+    indexes = build_repo_indexes(trained, s.blob_cache_dir)
     company_fim.save_indexes(indexes, out / "index")
     counts = company_fim.task_counts(tasks)
     with_tests = sum(1 for t in handwritten if t.test_cases)

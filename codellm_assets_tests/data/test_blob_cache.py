@@ -80,7 +80,7 @@ def test_the_token_stage_reuses_unchanged_files(tmp_path):
         return TokenEncoder(encode, tmp_path, "tok1", {"seed": 0})
 
     recs = [{"repo": "a", "content": f"text {i}"} for i in range(5)] + [{"repo": "b", "content": "other"}]
-    first = [ids for batch in encoder().batches(recs, fim=False) for ids in batch]
+    first = [list(map(int, ids)) for batch in encoder().batches(recs, fim=False) for ids in batch]
     assert len(encoded) == 6
     recs[1] = {"repo": "a", "content": "changed"}
     enc = encoder()

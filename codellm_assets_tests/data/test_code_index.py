@@ -202,3 +202,28 @@ def test_only_a_gpt2_style_byte_level_pre_tokenizer_has_exact_line_sums():
     assert not splits_before_each_line(backend(pre_tokenizers.Metaspace()))            # SentencePiece style
     assert not splits_before_each_line(backend(pre_tokenizers.ByteLevel(add_prefix_space=False),
                                                normalizers.NFKC()))
+
+
+def test_each_files_definitions_are_parsed_once_across_index_builds(company, tmp_path, monkeypatch):
+    from codellm_assets.core.data import code_symbols
+
+    commit, records = company
+    parsed: list[str] = []
+    real_parse = code_symbols.parse
+    monkeypatch.setattr(code_symbols, "parse", lambda text, lang: parsed.append(text) or real_parse(text, lang))
+    plain = CodeIndex.build(records, repo="acme", commit=commit)
+    every_file = len(parsed)
+    parsed.clear()
+    cached = CodeIndex.build(records, repo="acme", commit=commit, cache_root=tmp_path, compact_cache=True)
+    assert len(parsed) == every_file and cached.definitions == plain.definitions    # a cold cache: all
+    parsed.clear()
+    grown = LEDGER + "\n\ndef audit_ledger(x):\n    return x\n"
+    changed = [dict(r, content=grown) if r["path"] == "billing/ledger.py" else r for r in records]
+    again = CodeIndex.build(changed, repo="acme", commit=commit, cache_root=tmp_path)
+    assert parsed == [grown]                                                  # only the changed file
+    assert again.definitions["audit_ledger"] == {"billing/ledger.py": grown.splitlines().index(
+        "def audit_ledger(x):") + 1}
+    assert again.definitions == CodeIndex.build(changed, repo="acme", commit=commit).definitions
+    parsed.clear()
+    CodeIndex.build(changed[:3], repo="acme", commit=commit, cache_root=tmp_path)   # a subset (the train split)
+    assert parsed == []

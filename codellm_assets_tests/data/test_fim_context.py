@@ -89,7 +89,7 @@ def test_the_cache_re_encodes_a_repos_context_documents_when_its_train_files_cha
         enc = token_encoder(tokenizer, tmp_path / "tokenizer", tmp_path / "cache", fim_rate=1.0, seed=0,
                              fim_tokens=(FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX), fim_window=256, fim_spm_rate=1.0,
                              context=sampler)
-        ids = [x for batch in enc.batches(recs, fim=True) for x in batch]
+        ids = [list(map(int, x)) for batch in enc.batches(recs, fim=True) for x in batch]
         return ids, enc.stats.computed
 
     tokenizer.save_pretrained(tmp_path / "tokenizer")

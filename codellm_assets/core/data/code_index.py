@@ -125,8 +125,10 @@ class CodeIndex:
 
     @classmethod
     def build(cls, files: Iterable[Mapping], *, repo: str, commit: str, window: int = WINDOW_LINES,
-              stride: int = STRIDE_LINES) -> CodeIndex:
-        """``files``: dicts with ``path`` and ``content`` (corpus records); other repos' files are skipped."""
+              stride: int = STRIDE_LINES, cache_root: Path | None = None,
+              compact_cache: bool = False) -> CodeIndex:
+        """``files``: dicts with ``path`` and ``content`` (corpus records); other repos' files are skipped.
+        ``cache_root``: where each file's definitions are cached (code_symbols.repo_definitions)."""
         files = [f for f in sorted(files, key=lambda r: r["path"]) if f.get("repo", repo) == repo]
         chunks: list[Chunk] = []
         tokens: list[list[str]] = []
@@ -139,7 +141,8 @@ class CodeIndex:
                              f"(dicts with repo, path, content)")
         retriever = bm25s.BM25()
         retriever.index([t or ["<empty>"] for t in tokens], show_progress=False)
-        return cls(chunks, retriever, repo=repo, commit=commit, definitions=repo_definitions(files))
+        return cls(chunks, retriever, repo=repo, commit=commit, definitions=repo_definitions(
+            files, cache_root=cache_root, partition=repo, compact=compact_cache))
 
     # ---- persistence ------------------------------------------------------------------------------------
 

@@ -124,7 +124,8 @@ def load_current(root: Path, repos: Iterable[str] | None = None) -> dict[str, Co
             if wanted is None or repo in wanted}
 
 
-def _build_one(repo: str, files: list[Mapping], root: Path, previous: Mapping | None) -> RepoIndexBuild:
+def _build_one(repo: str, files: list[Mapping], root: Path, previous: Mapping | None,
+               file_cache: Path | None = None, compact_cache: bool = False) -> RepoIndexBuild:
     t0 = time.perf_counter()
     digest = content_hash(files)
     rel = f"{repo}/{digest}"
@@ -138,7 +139,7 @@ def _build_one(repo: str, files: list[Mapping], root: Path, previous: Mapping | 
         os.utime(target)                        # "newest" for pruning means last used, not first built
         return RepoIndexBuild(repo, commit, digest, rel, len(files), chunks, n_bytes,
                               round(time.perf_counter() - t0, 3), rebuilt=False)
-    index = CodeIndex.build(files, repo=repo, commit=commit)
+    index = CodeIndex.build(files, repo=repo, commit=commit, cache_root=file_cache, compact_cache=compact_cache)
     index.save(target)
     return RepoIndexBuild(repo, commit, digest, rel, len(files), len(index.chunks), n_bytes,
                           round(time.perf_counter() - t0, 3), rebuilt=True)
@@ -163,10 +164,14 @@ def _prune(root: Path, current: Mapping[str, str], keep: int) -> list[str]:
     return removed
 
 
-def build_repo_indexes(records: Iterable[Mapping], root: Path, *, keep: int = KEEP_DIRS) -> IndexBuildSummary:
+def build_repo_indexes(records: Iterable[Mapping], root: Path, *, keep: int = KEEP_DIRS,
+                       file_cache: Path | None = None, compact_cache: bool = False) -> IndexBuildSummary:
     """Index every repo of ``records`` (corpus rows: repo, branch, commit, path, content) under ``root``,
     reusing the index of a repo whose files did not change, then point ``current.json`` at the new set and
-    prune old directories. A repo with no indexable code (only blank files) is left out, with no error."""
+    prune old directories. A repo with no indexable code (only blank files) is left out, with no error.
+    ``file_cache``: the blob cache root where each file's definitions are kept across builds and between the
+    indexes built from the same files (CodeIndex.build); ``compact_cache``: ``records`` are all of each
+    repo's files (the corpus), so the cache may drop the rest."""
     t0 = time.perf_counter()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -174,7 +179,7 @@ def build_repo_indexes(records: Iterable[Mapping], root: Path, *, keep: int = KE
     summary = IndexBuildSummary()
     for repo, files in sorted(repo_files(records).items()):
         try:
-            summary.repos.append(_build_one(repo, files, root, previous.get(repo)))
+            summary.repos.append(_build_one(repo, files, root, previous.get(repo), file_cache, compact_cache))
         except ValueError as e:
             if "no code to index" not in str(e):
                 raise

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 GRAMMARS: dict[str, tuple[str, str]] = {
     "python": ("tree_sitter_python", "language"), "javascript": ("tree_sitter_javascript", "language"),
@@ -103,15 +108,56 @@ def file_symbols(tree: Any) -> set[str]:
     return set(file_definitions(tree))
 
 
-def repo_definitions(files: Iterable[Mapping]) -> dict[str, dict[str, int]]:
-    """Name -> {path: line} over ``files`` (dicts with path, language, content); unparsable files skipped."""
+def repo_definitions(files: Iterable[Mapping], *, cache_root: Path | None = None, partition: str = "_",
+                     compact: bool = False) -> dict[str, dict[str, int]]:
+    """Name -> {path: line} over ``files`` (dicts with path, language, content); unparsable files skipped.
+
+    ``cache_root``: each file's definitions are kept there (core/data/blob_cache.py, stage ``definitions``,
+    keyed by language + content, under a hash of this module and the grammars' versions), so an unchanged
+    file is not parsed again: the code_index asset, the training context sampler and the benchmark's index
+    read the same files (parsing and walking them was ~40 % of each index build). ``partition``: the repo;
+    ``compact``: ``files`` are all of the repo's files the cache needs to keep."""
+    files = list(files)
+    if cache_root is None:
+        per_file = [file_definitions_of(f) for f in files]
+    else:
+        from codellm_assets.core.data.blob_cache import StageCache, cached_map, content_key
+
+        cache = StageCache(cache_root, "definitions", _definitions_stage_hash(), partition, DEFINITIONS_SCHEMA)
+        keys = [content_key(str(f.get("language") or ""), str(f["content"])) for f in files]
+        values, _ = cached_map(cache, keys, files, _definitions_batch, compact=compact)
+        per_file = [json.loads(v["defs"]) for v in values]
     table: dict[str, dict[str, int]] = defaultdict(dict)
-    for f in files:
-        tree = parse(f["content"], f.get("language"))
-        if tree is not None:
-            for name, line in file_definitions(tree).items():
-                table[name][f["path"]] = line
+    for f, found in zip(files, per_file, strict=True):
+        for name, line in found.items():
+            table[name][f["path"]] = line
     return dict(table)
+
+
+def file_definitions_of(f: Mapping) -> dict[str, int]:
+    """:func:`file_definitions` of one file record ({} when its language has no grammar or it does not parse)."""
+    tree = parse(f["content"], f.get("language"))
+    return file_definitions(tree) if tree is not None else {}
+
+
+def _definitions_batch(files: list[Mapping]) -> list[dict[str, str]]:
+    return [{"defs": json.dumps(file_definitions_of(f))} for f in files]
+
+
+DEFINITIONS_SCHEMA = pa.schema([("defs", pa.string())])     # name -> line, as JSON
+
+
+@functools.cache
+def _definitions_stage_hash() -> str:
+    from codellm_assets.core.data.blob_cache import code_version, stage_hash
+
+    versions = {}
+    for dist in ["tree-sitter", *(m.replace("_", "-") for m, _ in GRAMMARS.values())]:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return stage_hash(versions, code_version(__file__))
 
 
 def repo_symbols(files: Iterable[Mapping]) -> dict[str, set[str]]:

@@ -93,7 +93,7 @@ class RepoContextSampler:
         records = [r for r in train if isinstance(r.get("content"), str) and (wanted is None or r["repo"] in wanted)]
         if cache_dir is not None:
             root = Path(cache_dir) / INDEX_CACHE
-            summary = build_repo_indexes(records, root)
+            summary = build_repo_indexes(records, root, file_cache=Path(cache_dir))   # the train split only
             indexes = OneIndexAtATime({r.repo: root / r.dir for r in summary.repos})
             digests = {r.repo: r.content_hash for r in summary.repos}
         else:

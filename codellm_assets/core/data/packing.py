@@ -115,7 +115,8 @@ class TokenEncoder:
             Path(__file__).with_name("tokenization.py"), Path(__file__).with_name("encoding.py")))
 
     def batches(self, records: Iterable[Mapping[str, Any]], *, fim: bool) -> Iterator[list[Sequence[int]]]:
-        """Token ids of ``records`` (in order), a batch of about BATCH_CHARS characters at a time."""
+        """Token ids of ``records`` (in order), a batch of about BATCH_CHARS characters at a time (int32
+        arrays with a cache; without one, what ``encode`` returns)."""
         batch: list[Mapping[str, Any]] = []
         chars = 0
         for r in records:
@@ -135,7 +136,7 @@ class TokenEncoder:
         extra = self.key_extra if fim and self.key_extra else (lambda r: "")
         keys = [content_key(t) + (":fim" if fim else "") + extra(r) for t, r in zip(texts, batch)]
         digest = self._digest()
-        found: dict[str, Sequence[int]] = {}   # cached: int32 numpy slices; computed: lists
+        found: dict[str, np.ndarray] = {}   # int32 arrays: slices of the cached column, or just encoded
         by_partition: dict[str, list[int]] = {}
         for i, r in enumerate(batch):
             by_partition.setdefault(str(r.get("repo") or "_"), []).append(i)
@@ -148,7 +149,7 @@ class TokenEncoder:
             if unique:
                 ids = self.encode([batch[i] for i in unique], fim)
                 cache.add([{"key": keys[i], "ids": x} for i, x in zip(unique, ids)])
-                found.update({keys[i]: x for i, x in zip(unique, ids)})
+                found.update({keys[i]: np.asarray(x, dtype=np.int32) for i, x in zip(unique, ids)})
             n_miss, miss_chars = len(misses), sum(len(texts[i]) for i in misses)
             self.stats.computed += n_miss
             self.stats.reused += len(idx) - n_miss

@@ -118,8 +118,9 @@ def load_tasks(path: str | Path) -> list[FimTask]:
 
 # ---- repository context ------------------------------------------------------------------------------
 
-def build_indexes(files: Iterable[Mapping]) -> dict[str, Any]:
-    """One CodeIndex per repo over ``files`` (corpus records: repo, commit, path, content)."""
+def build_indexes(files: Iterable[Mapping], *, file_cache: Path | None = None) -> dict[str, Any]:
+    """One CodeIndex per repo over ``files`` (corpus records: repo, commit, path, content); ``file_cache``:
+    the blob cache root holding each file's definitions (CodeIndex.build)."""
     from codellm_assets.core.data.code_index import CodeIndex
 
     by_repo: dict[str, list[Mapping]] = defaultdict(list)
@@ -128,7 +129,7 @@ def build_indexes(files: Iterable[Mapping]) -> dict[str, Any]:
     out = {}
     for repo, rs in sorted(by_repo.items()):
         try:
-            out[repo] = CodeIndex.build(rs, repo=repo, commit=str(rs[0].get("commit", "")))
+            out[repo] = CodeIndex.build(rs, repo=repo, commit=str(rs[0].get("commit", "")), cache_root=file_cache)
         except ValueError:   # nothing to chunk (empty files only): that repo's tasks get no context
             continue
     return out
