@@ -16,8 +16,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from codellm_assets.core.data.code_index import CodeIndex, render_context
+from codellm_assets.core.data.code_index import CodeIndex
 from codellm_assets.core.data.company_sample import ensure_company_repo
+from codellm_assets.core.data.context_render import render_context
 from codellm_assets.core.data.git_scan import scan_branch
 from codellm_assets.core.data.holdout import dates_for, split_holdout
 from codellm_assets.core.data.samples import ensure_sample_repo

@@ -128,7 +128,8 @@ def _many_records(n: int = 30) -> list[dict]:
 def test_search_ranks_as_bm25s_does_and_breaks_ties_by_chunk_order():
     index = CodeIndex.build(_many_records(), repo="acme", commit="c")
     query = "totals = reconcile_ledger(client, entries)\n    return sum(totals)"
-    ids, scores = index.retriever.retrieve([code_tokens(query)], k=len(index.chunks), show_progress=False)
+    assert len(index.shards) == 1
+    ids, scores = index.retrievers[0].retrieve([code_tokens(query)], k=len(index.chunks), show_progress=False)
     expected = sorted(((float(s), int(i)) for i, s in zip(ids[0], scores[0]) if s > 0
                        and index.chunks[int(i)].path != "svc/s03.py"), key=lambda t: (-t[0], t[1]))
     for k in (1, 5, 12, 1000):
@@ -140,7 +141,7 @@ def test_search_ranks_as_bm25s_does_and_breaks_ties_by_chunk_order():
 
 
 def test_line_counter_renders_what_exact_counting_renders(tmp_path):
-    from codellm_assets.core.data.code_index import LineCounter, render_context
+    from codellm_assets.core.data.context_render import LineCounter, render_context
     from codellm_assets.core.data.encoding import token_counter
     from codellm_assets.core.data.tokenization import train_bpe_tokenizer
 

@@ -8,7 +8,8 @@ import gc
 
 import pytest
 
-from codellm_assets.core.data.code_index import CodeIndex, rendered_chunks
+from codellm_assets.core.data.code_index import CodeIndex
+from codellm_assets.core.data.context_render import rendered_chunks
 from codellm_assets.core.data.encoding import encode_documents, token_counter, token_encoder
 from codellm_assets.core.data.fim import fim_token_ids
 from codellm_assets.core.data.fim_context import RepoContextSampler
@@ -100,6 +101,28 @@ def test_the_cache_re_encodes_a_repos_context_documents_when_its_train_files_cha
     changed, computed = encoded(_records(extra="\n\ndef audit(vault):\n    return vault.region\n"))
     assert computed == len(_records()) - 1          # acme's 13 documents again (the index changed); solo reused
     assert changed[-1] == first[-1]
+
+
+def test_in_a_sharded_index_a_one_file_edit_re_encodes_only_its_shards_context_documents(tokenizer, tmp_path):
+    def encoded(recs: list[dict]) -> tuple[RepoContextSampler, int]:
+        sampler = RepoContextSampler.build(recs, rate=1.0, budget=100, seed=0, shard_chunks=4)
+        enc = token_encoder(tokenizer, tmp_path / "tokenizer", tmp_path / "cache", fim_rate=1.0, seed=0,
+                             fim_tokens=(FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX), fim_window=256, fim_spm_rate=1.0,
+                             context=sampler)
+        for _ in enc.batches(recs, fim=True):
+            pass
+        return sampler, enc.stats.computed
+
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    recs = _records()
+    sampler, computed = encoded(recs)
+    index = sampler.indexes["acme"]
+    assert computed == len(recs) and len(index.shards) >= 3
+    edited = [{**r, "content": r["content"] + "\n\ndef tally(xs):\n    return len(xs)\n"}
+              if r["path"] == "svc/s5.py" else r for r in recs]
+    _, computed = encoded(edited)
+    same_shard = [r for r in recs if r["repo"] == "acme" and index.shard_of(r["path"]) == index.shard_of("svc/s5.py")]
+    assert computed == len(same_shard) < len(recs) - 1       # that shard's documents, the edited one among them
 
 
 def test_settings_need_fim_and_a_budget_that_leaves_room_for_code():

@@ -11,39 +11,40 @@ Tokens are code-aware: an identifier is kept whole and split at ``snake_case`` /
 boundaries, lower-cased, so ``LedgerClient`` in a query meets ``ledger_client`` and ``LedgerClient`` in the
 corpus. Scoring is ``bm25s`` (sparse matrices, save/load to a directory).
 
-:func:`CodeIndex.context` lays the hits out like CrossCodeEval's retrieved-context prompts: a header, then
-per snippet a separator, ``the below code fragment can be found in:``, the file path, a separator and
-the snippet, every line commented out in the cursor file's language, under a character (or token) budget.
+A big repo's chunks are split into shards of neighbouring paths (at most ``SHARD_CHUNKS`` each, cut where
+the paths say, not the sizes: :func:`shard_starts`), each its own BM25; a search near a path scores that
+path's shard, so retrieval costs the same per query in a monorepo as in a small repo. Small repos (the
+embedded default's) are one shard.
+
+:func:`CodeIndex.context` lays the hits out like CrossCodeEval's retrieved-context prompts
+(core/data/context_render.py) under a character (or token) budget.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from itertools import accumulate
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bm25s
 import numpy as np
 
 from codellm_assets.core.data.code_symbols import repo_definitions
+from codellm_assets.core.data.context_render import render_context
 from codellm_assets.core.fsutil import replace_dir
 
 WINDOW_LINES, STRIDE_LINES = 20, 10
 QUERY_PREFIX_LINES, QUERY_SUFFIX_LINES = 10, 3
 MAX_DEFINITIONS, HEAD_LINES = 3, 40
-MIN_SNIPPET_LINES = 3       # a snippet cut to fit the budget keeps at least this many lines
+SHARD_CHUNKS = 16384        # most chunks one BM25 shard holds (about 160,000 lines of code)
 META_FILE = "chunks.json"
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
-# Languages whose line comment is not ``//``.
-_HASH_COMMENT = {"python", "shell", "ruby", "perl", "r", "yaml", "toml", "makefile", "starlark", "elixir"}
-_SEP = "-" * 50
-_FOUND_IN = "the below code fragment can be found in:"
 
 
 class CodeIndexError(ValueError):
@@ -59,8 +60,8 @@ class Chunk:
     text: str
 
 
-_WORD_TOKENS: dict[str, tuple[str, ...]] = {}
-_WORD_CACHE_MAX = 500_000      # distinct identifiers remembered (a repo has far fewer; a bound, not a tuning)
+WORD_TOKENS: dict[str, tuple[str, ...]] = {}
+WORD_CACHE_MAX = 500_000      # distinct identifiers remembered (a repo has far fewer; a bound, not a tuning)
 
 
 def _word_tokens(word: str) -> tuple[str, ...]:
@@ -75,11 +76,11 @@ def code_tokens(text: str) -> list[str]:
     Each distinct word is split once (identifiers repeat: indexing a repo splits millions of words, a few
     thousand distinct ones)."""
     out: list[str] = []
-    cache = _WORD_TOKENS
-    for word in _WORD.findall(text):
+    cache = WORD_TOKENS
+    for word in WORD.findall(text):
         tokens = cache.get(word)
         if tokens is None:
-            if len(cache) >= _WORD_CACHE_MAX:
+            if len(cache) >= WORD_CACHE_MAX:
                 cache.clear()
             tokens = cache[word] = _word_tokens(word)
         out.extend(tokens)
@@ -106,17 +107,60 @@ def chunk_tokens(content: str, chunks: Sequence[Chunk]) -> list[list[str]]:
     return [[t for line in by_line[c.start_line - 1:c.end_line] for t in line] for c in chunks]
 
 
-def comment_prefix(language: str | None) -> str:
-    return "#" if (language or "") in _HASH_COMMENT else "//"
+def _marks_cut(path: str) -> bool:
+    """One path in eight ends a shard once the shard is half full: where shards are cut depends on the paths,
+    not on file sizes, so an edit moves no boundary but (rarely) one next to it (content-defined chunking)."""
+    return hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=1).digest()[0] < 32
+
+
+def shard_starts(sizes: Sequence[tuple[str, int]], max_chunks: int) -> list[int]:
+    """Where shards start, as indices into ``sizes`` ((path, chunks) per file, in path order): a shard holds
+    whole files, at most ``max_chunks`` chunks (a bigger file alone), and ends after a path that
+    :func:`_marks_cut` once it holds ``max_chunks // 2``."""
+    starts, held = [0], 0
+    for i, (path, n) in enumerate(sizes):
+        if held and held + n > max_chunks:
+            starts.append(i)
+            held = 0
+        held += n
+        if held >= max_chunks // 2 and _marks_cut(path) and i + 1 < len(sizes):
+            starts.append(i + 1)
+            held = 0
+    return starts
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Chunks ``start`` to ``end`` (exclusive) of an index, whole files from ``first_path`` on, with their own
+    BM25; ``digest``: of their files' paths and contents, what a search in the shard depends on."""
+
+    start: int
+    end: int
+    first_path: str
+    digest: str
+
+
+def _file_digest(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class CodeIndex:
-    """BM25 over the chunks of one repository at one commit (``repo``, ``commit`` say which)."""
+    """BM25 over the chunks of one repository at one commit (``repo``, ``commit`` say which), in shards of
+    at most ``SHARD_CHUNKS`` chunks (path order: a shard is a stretch of neighbouring directories). A search
+    near a path scores that path's shard only, so its cost does not grow with the repo (a monorepo's index
+    is searched thousands of times per training build); the definitions table is the whole repo's."""
 
-    def __init__(self, chunks: list[Chunk], retriever: bm25s.BM25, *, repo: str, commit: str,
-                 definitions: dict[str, dict[str, int]] | None = None):
-        self.chunks, self.retriever, self.repo, self.commit = chunks, retriever, repo, commit
+    def __init__(self, chunks: list[Chunk], retrievers: Sequence[bm25s.BM25], shards: Sequence[Shard], *,
+                 repo: str, commit: str, definitions: dict[str, dict[str, int]] | None = None,
+                 file_digests: Mapping[str, str] | None = None):
+        if len(retrievers) != len(shards) or not shards:
+            raise ValueError(f"an index of repo '{repo}' needs one retriever per shard "
+                             f"({len(retrievers)} retrievers, {len(shards)} shards)")
+        self.chunks, self.repo, self.commit = chunks, repo, commit
+        self.retrievers, self.shards = list(retrievers), list(shards)
         self.definitions = definitions or {}          # name -> {path: line}
+        self.file_digests = dict(file_digests or {})  # path -> digest of its content
+        self._first_paths = [s.first_path for s in self.shards]
         self._by_path: dict[str, list[Chunk]] = {}
         self._ids_by_path: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
@@ -125,24 +169,33 @@ class CodeIndex:
 
     @classmethod
     def build(cls, files: Iterable[Mapping], *, repo: str, commit: str, window: int = WINDOW_LINES,
-              stride: int = STRIDE_LINES, cache_root: Path | None = None,
+              stride: int = STRIDE_LINES, shard_chunks: int = SHARD_CHUNKS, cache_root: Path | None = None,
               compact_cache: bool = False) -> CodeIndex:
         """``files``: dicts with ``path`` and ``content`` (corpus records); other repos' files are skipped.
         ``cache_root``: where each file's definitions are cached (code_symbols.repo_definitions)."""
         files = [f for f in sorted(files, key=lambda r: r["path"]) if f.get("repo", repo) == repo]
-        chunks: list[Chunk] = []
-        tokens: list[list[str]] = []
-        for f in files:
-            file_chunks = chunk_file(repo, f["path"], f["content"], window=window, stride=stride)
-            chunks += file_chunks
-            tokens += chunk_tokens(f["content"], file_chunks)
-        if not chunks:
+        per_file = [chunk_file(repo, f["path"], f["content"], window=window, stride=stride) for f in files]
+        kept = [(f, cs) for f, cs in zip(files, per_file) if cs]
+        if not kept:
             raise ValueError(f"no code to index for repo '{repo}' at {commit}: pass its corpus records "
                              f"(dicts with repo, path, content)")
-        retriever = bm25s.BM25()
-        retriever.index([t or ["<empty>"] for t in tokens], show_progress=False)
-        return cls(chunks, retriever, repo=repo, commit=commit, definitions=repo_definitions(
-            files, cache_root=cache_root, partition=repo, compact=compact_cache))
+        digests = {f["path"]: _file_digest(f["content"]) for f, _ in kept}
+        chunks: list[Chunk] = []
+        retrievers, shards = [], []
+        starts = shard_starts([(f["path"], len(cs)) for f, cs in kept], shard_chunks)
+        for a, b in zip(starts, [*starts[1:], len(kept)]):
+            tokens = [t for f, cs in kept[a:b] for t in chunk_tokens(f["content"], cs)]
+            retriever = bm25s.BM25()
+            retriever.index([t or ["<empty>"] for t in tokens], show_progress=False)
+            h = hashlib.sha256()
+            for f, _ in kept[a:b]:
+                h.update(f"{f['path']}\0{digests[f['path']]}\n".encode("utf-8", "surrogatepass"))
+            shards.append(Shard(len(chunks), len(chunks) + len(tokens), kept[a][0]["path"], h.hexdigest()[:20]))
+            retrievers.append(retriever)
+            chunks += [c for _, cs in kept[a:b] for c in cs]
+        return cls(chunks, retrievers, shards, repo=repo, commit=commit, file_digests=digests,
+                   definitions=repo_definitions(files, cache_root=cache_root, partition=repo,
+                                                compact=compact_cache))
 
     # ---- persistence ------------------------------------------------------------------------------------
 
@@ -151,11 +204,12 @@ class CodeIndex:
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-        self.retriever.save(str(tmp), show_progress=False)
+        for i, retriever in enumerate(self.retrievers):
+            retriever.save(str(tmp / _shard_dir(i)), show_progress=False)
         chunks = [{"repo": c.repo, "path": c.path, "start_line": c.start_line, "end_line": c.end_line,
                    "text": c.text} for c in self.chunks]      # asdict() per chunk: seconds for a big repo
-        meta = {"repo": self.repo, "commit": self.commit, "chunks": chunks,
-                "definitions": self.definitions}
+        meta = {"repo": self.repo, "commit": self.commit, "chunks": chunks, "definitions": self.definitions,
+                "shards": [asdict(s) for s in self.shards], "file_digests": self.file_digests}
         (tmp / META_FILE).write_text(json.dumps(meta))
         replace_dir(tmp, directory)
 
@@ -166,39 +220,75 @@ class CodeIndex:
             raise CodeIndexError(f"{directory} holds no code index ({META_FILE} missing): build it with "
                               f"CodeIndex.build(...).save({directory})")
         meta = json.loads((directory / META_FILE).read_text())
-        retriever = bm25s.BM25.load(str(directory), show_progress=False)
-        return cls([Chunk(**c) for c in meta["chunks"]], retriever, repo=meta["repo"], commit=meta["commit"],
-                   definitions=meta.get("definitions", {}))
+        chunks = [Chunk(**c) for c in meta["chunks"]]
+        if "shards" in meta:
+            shards = [Shard(**s) for s in meta["shards"]]
+            retrievers = [bm25s.BM25.load(str(directory / _shard_dir(i)), show_progress=False)
+                          for i in range(len(shards))]
+        else:       # an index written before shards: one BM25 at the top of the directory
+            shards = [Shard(0, len(chunks), chunks[0].path if chunks else "", "")]
+            retrievers = [bm25s.BM25.load(str(directory), show_progress=False)]
+        return cls(chunks, retrievers, shards, repo=meta["repo"], commit=meta["commit"],
+                   definitions=meta.get("definitions", {}), file_digests=meta.get("file_digests"))
 
     # ---- queries ----------------------------------------------------------------------------------------
 
-    def search(self, query: str, *, k: int = 5, exclude_paths: Iterable[str] = ()) -> list[tuple[Chunk, float]]:
+    def shard_of(self, path: str) -> int:
+        """The shard a search near ``path`` scores: the one holding it, or, for a path the index lacks (a new
+        or held-out file), the one it would sort into."""
+        return max(bisect_right(self._first_paths, path) - 1, 0)
+
+    def search(self, query: str, *, k: int = 5, exclude_paths: Iterable[str] = (),
+               near: str | None = None) -> list[tuple[Chunk, float]]:
         """The ``k`` best chunks for ``query`` (score > 0), none from ``exclude_paths`` (the cursor's file);
-        ties by chunk order, so the same query always gets the same snippets.
+        ties by chunk order, so the same query always gets the same snippets. ``near`` (the cursor's path):
+        only its shard is scored; without it, every shard, the best of each merged by score.
 
         Scored with bm25s, selected here: only the top ``k`` are partitioned out (bm25s' ``retrieve`` would
         have to sort every chunk to leave the excluded file's out, per query, thousands of times a build)."""
-        token_ids = self.retriever.get_tokens_ids(code_tokens(query))
-        if not token_ids or k <= 0:
+        if k <= 0:
             return []
-        scores = self.retriever.get_scores_from_ids(token_ids)
-        for p in exclude_paths:
-            scores[self._ids_by_path.get(p, [])] = 0.0
-        hits = np.flatnonzero(scores > 0)
-        if len(hits) > k:
-            kth = np.partition(scores[hits], len(hits) - k)[len(hits) - k]     # the k-th best score
-            above, tied = hits[scores[hits] > kth], hits[scores[hits] == kth]
-            hits = np.concatenate([above, tied[:k - len(above)]])
-        best = hits[np.lexsort((hits, -scores[hits]))]
-        return [(self.chunks[int(i)], float(scores[i])) for i in best]
+        words = code_tokens(query)
+        picked = range(len(self.shards)) if near is None else [self.shard_of(near)]
+        ids, scores = [], []
+        for i in picked:
+            shard, retriever = self.shards[i], self.retrievers[i]
+            token_ids = retriever.get_tokens_ids(words)
+            if not token_ids:
+                continue
+            s = retriever.get_scores_from_ids(token_ids)
+            for p in exclude_paths:
+                s[[j - shard.start for j in self._ids_by_path.get(p, []) if shard.start <= j < shard.end]] = 0.0
+            hits = _top_k(s, k)
+            ids.append(hits + shard.start)
+            scores.append(s[hits])
+        if not ids:
+            return []
+        ids_all, scores_all = np.concatenate(ids), np.concatenate(scores)
+        order = np.lexsort((ids_all, -scores_all))[:k]
+        return [(self.chunks[int(ids_all[j])], float(scores_all[j])) for j in order]
+
+    def context_key(self, path: str, content: str) -> str:
+        """What :meth:`context` for cursors in ``content`` (the file at ``path``) depends on: its shard's files
+        and the definitions (entry and defining file) of the names ``content`` uses - so an edit elsewhere in
+        the repo changes the key of only the documents whose context it can change."""
+        h = hashlib.sha256(self.shards[self.shard_of(path)].digest.encode())
+        for word in sorted(self.definitions.keys() & set(WORD.findall(content))):
+            for def_path, line in sorted(self.definitions[word].items()):
+                h.update(f"{word}\0{def_path}\0{line}\0{self.file_digests.get(def_path, '')}\n"
+                         .encode("utf-8", "surrogatepass"))
+        return h.hexdigest()[:20]
 
     def definition_chunks(self, query: str, *, path: str | None = None, head: str = "",
-                          limit: int = MAX_DEFINITIONS) -> list[Chunk]:
+                          limit: int = MAX_DEFINITIONS, names: Container[str] | None = None) -> list[Chunk]:
         """Chunks holding the definitions of names in ``query`` that another file defines and ``path`` does
         not, the name nearest the end of ``query`` (the cursor) first, then the names of ``head`` (the top
-        of the file: its imports) in order; one chunk per defining file."""
+        of the file: its imports) in order; one chunk per defining file. ``names``: only these are looked up
+        (the words of the whole file: a cut's edge never makes up a name the file does not use)."""
         out: list[Chunk] = []
-        for word in [*reversed(_WORD.findall(query)), *_WORD.findall(head)]:
+        for word in [*reversed(WORD.findall(query)), *WORD.findall(head)]:
+            if names is not None and word not in names:
+                continue
             where = self.definitions.get(word, {})
             if path in where:
                 continue
@@ -211,126 +301,30 @@ class CodeIndex:
         return out[:limit]
 
     def context(self, prefix: str, suffix: str = "", *, path: str | None = None, language: str | None = None,
-                budget: int = 2000, count: Callable[[str], int] = len, k: int = 5) -> str:
+                budget: int = 2000, count: Callable[[str], int] = len, k: int = 5,
+                names: Container[str] | None = None) -> str:
         """The retrieved-context block for a cursor between ``prefix`` and ``suffix`` in ``path``: the
-        definitions of the names used near the cursor, then the best BM25 snippets, while the block stays
-        within ``budget`` (``count`` measures it: characters by default, a tokenizer's length for tokens).
-        Empty when nothing fits or nothing matches."""
+        definitions of the names used near the cursor, then the best BM25 snippets of ``path``'s shard (of
+        every shard without a path), while the block stays within ``budget`` (``count`` measures it:
+        characters by default, a tokenizer's length for tokens). Empty when nothing fits or nothing matches.
+        ``names``: see :meth:`definition_chunks`."""
         query = "\n".join(prefix.splitlines()[-QUERY_PREFIX_LINES:] + suffix.splitlines()[:QUERY_SUFFIX_LINES])
         head = "\n".join(prefix.splitlines()[:-QUERY_PREFIX_LINES][:HEAD_LINES])
-        chunks = self.definition_chunks(query, path=path, head=head)
-        chunks += [c for c, _ in self.search(query, k=k, exclude_paths=[path] if path else []) if c not in chunks]
+        chunks = self.definition_chunks(query, path=path, head=head, names=names)
+        hits = self.search(query, k=k, exclude_paths=[path] if path else [], near=path)
+        chunks += [c for c, _ in hits if c not in chunks]
         return render_context(chunks, language=language, budget=budget, count=count)
 
 
-class LineCounter:
-    """A ``count`` for :func:`render_context` that reads each distinct line once: a block's count is taken as
-    the sum of its lines' counts, cached across blocks (the same snippets are rendered for many cursors).
-
-    Every rendered line starts with a comment marker and ends with a newline, trailing whitespace stripped.
-    A byte-level BPE whose pre-tokenizer is GPT-2's regex splits before such a line, so its sum is exact
-    (``sums_exact``: a tokenizer's property, core/data/encoding.py checks it); otherwise render_context
-    checks each block once with ``count`` and, where the sum fell short, measures that block the exact way.
-    ``count_many``: counts of many texts at once (a tokenizer's batch encode); default one ``count`` each."""
-
-    MAX_LINES = 500_000
-
-    def __init__(self, count: Callable[[str], int], count_many: Callable[[list[str]], list[int]] | None = None,
-                 *, sums_exact: bool = False) -> None:
-        self.count = count
-        self.count_many = count_many or (lambda texts: [count(t) for t in texts])
-        self.sums_exact = sums_exact
-        self._known: dict[str, int] = {}
-        self.exact_fallbacks = 0      # blocks whose line sum was short (a tokenizer merging across lines)
-
-    def __call__(self, text: str) -> int:
-        return self.count(text)
-
-    def lines(self, lines: Sequence[str]) -> list[int]:
-        known = self._known
-        missing = [t for t in dict.fromkeys(lines) if t not in known]
-        if missing:
-            if len(known) + len(missing) > self.MAX_LINES:     # a bound, not an LRU: start over
-                known.clear()
-                missing = list(dict.fromkeys(lines))
-            known.update(zip(missing, self.count_many(missing), strict=True))
-        return [known[t] for t in lines]
+def _shard_dir(i: int) -> str:
+    return f"shard-{i:03d}"
 
 
-def render_context(chunks: list[Chunk], *, language: str | None, budget: int,
-                   count: Callable[[str], int] = len) -> str:
-    """CrossCodeEval's layout, commented out in ``language``, within ``budget``: whole snippets while they
-    fit, then the first lines of the next one (at least MIN_SNIPPET_LINES: a definition chunk starts with
-    the signature, the part a completion needs; a small window still gets it). ``count``: characters by
-    default; a :class:`LineCounter` sums cached line counts (one exact check per block)."""
-    c = comment_prefix(language)
-    if isinstance(count, LineCounter):
-        block = _render_by_lines(chunks, c, budget, count)
-        if not block or count.sums_exact or count(block) <= budget:
-            return block
-        count.exact_fallbacks += 1
-    block, end = _frame(c)
-    used = 0
-    for chunk in chunks:
-        head, lines = _snippet(chunk, c)
-        keep = _lines_that_fit(block + head, lines, end, budget, count)
-        if keep < min(MIN_SNIPPET_LINES, len(lines)):
-            continue
-        block += head + "".join(lines[:keep])
-        used += 1
-    return block + end if used else ""
-
-
-def _frame(c: str) -> tuple[str, str]:
-    """A block's first and last line, commented out with ``c``."""
-    return f"{c} Here are some relevant code fragments from other files of the repo:\n", f"{c} {_SEP}\n"
-
-
-def _snippet(chunk: Chunk, c: str) -> tuple[str, list[str]]:
-    """A chunk's header (separator, where it is found) and its lines, commented out with ``c``."""
-    return (f"{c} {_SEP}\n{c} {_FOUND_IN}\n{c} {chunk.path}\n{c} {_SEP}\n",
-            [f"{c} {line}".rstrip() + "\n" for line in chunk.text.splitlines()])
-
-
-def _render_by_lines(chunks: list[Chunk], c: str, budget: int, counter: LineCounter) -> str:
-    """render_context's choice with a block's count taken as the sum of its lines' (LineCounter); a snippet
-    whose head and first lines do not fit is skipped with only those counted."""
-    top, end = _frame(c)
-    used = sum(counter.lines([top, end]))
-    parts = [top]
-    for chunk in chunks:
-        head, lines = _snippet(chunk, c)
-        floor = min(MIN_SNIPPET_LINES, len(lines))
-        costs = counter.lines([head, *lines[:floor]])
-        if used + sum(costs) > budget:
-            continue
-        costs += counter.lines(lines[floor:])
-        sums = list(accumulate(costs[1:]))
-        keep = bisect_right(sums, budget - used - costs[0])     # lines whose running total still fits
-        parts += [head, *lines[:keep]]
-        used += costs[0] + (sums[keep - 1] if keep else 0)
-    return "".join(parts) + end if len(parts) > 1 else ""
-
-
-def _lines_that_fit(start: str, lines: list[str], end: str, budget: int, count: Callable[[str], int]) -> int:
-    """How many of ``lines`` fit after ``start`` (a binary search: ``count`` may be a tokenizer); 0 when fewer
-    than MIN_SNIPPET_LINES fit. The two ends are tried first: a whole small window, or a full block, is then
-    one or two tokenizations instead of a search (a re-encoded repo renders thousands of blocks)."""
-    if count(start + "".join(lines) + end) <= budget:
-        return len(lines)
-    floor = min(MIN_SNIPPET_LINES, len(lines))
-    if count(start + "".join(lines[:floor]) + end) > budget:
-        return 0
-    lo, hi = floor, len(lines) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if count(start + "".join(lines[:mid]) + end) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def rendered_chunks(block: str) -> int:
-    """How many snippets a block from :func:`render_context` holds (for logs and metrics)."""
-    return sum(1 for line in block.splitlines() if line.endswith(f" {_FOUND_IN}"))
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best positive ``scores``, ties kept in index order (the lowest ids)."""
+    hits = np.flatnonzero(scores > 0)
+    if len(hits) > k:
+        kth = np.partition(scores[hits], len(hits) - k)[len(hits) - k]     # the k-th best score
+        above, tied = hits[scores[hits] > kth], hits[scores[hits] == kth]
+        hits = np.concatenate([above, tied[:k - len(above)]])
+    return hits

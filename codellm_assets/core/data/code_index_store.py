@@ -31,13 +31,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from codellm_assets.core.data.code_index import META_FILE, STRIDE_LINES, WINDOW_LINES, CodeIndex, CodeIndexError
+from codellm_assets.core.data.code_index import (
+    META_FILE,
+    SHARD_CHUNKS,
+    STRIDE_LINES,
+    WINDOW_LINES,
+    CodeIndex,
+    CodeIndexError,
+)
 from codellm_assets.core.fsutil import atomic_write
 
 POINTER_FILE = "current.json"
 POINTER_FORMAT = 1
 KEEP_DIRS = 2
-# Part of every content hash: a change to the chunking (or to this format) rebuilds every index.
+# Part of every content hash: a change to the chunking, the shards (or to this format) rebuilds every index.
 INDEX_LAYOUT = f"window={WINDOW_LINES},stride={STRIDE_LINES},format={POINTER_FORMAT}"
 
 
@@ -75,9 +82,9 @@ class IndexBuildSummary:
         return sum(r.chunks for r in self.repos)
 
 
-def content_hash(files: Iterable[Mapping]) -> str:
+def content_hash(files: Iterable[Mapping], shard_chunks: int = SHARD_CHUNKS) -> str:
     """A hash of one repo's indexed files (paths and contents) and of the index layout."""
-    h = hashlib.sha256(INDEX_LAYOUT.encode())
+    h = hashlib.sha256(f"{INDEX_LAYOUT},shards={shard_chunks}".encode())
     for f in sorted(files, key=lambda r: r["path"]):
         h.update(f["path"].encode() + b"\0" + hashlib.sha256(f["content"].encode()).digest())
     return h.hexdigest()[:20]
@@ -125,9 +132,10 @@ def load_current(root: Path, repos: Iterable[str] | None = None) -> dict[str, Co
 
 
 def _build_one(repo: str, files: list[Mapping], root: Path, previous: Mapping | None,
-               file_cache: Path | None = None, compact_cache: bool = False) -> RepoIndexBuild:
+               file_cache: Path | None = None, compact_cache: bool = False,
+               shard_chunks: int = SHARD_CHUNKS) -> RepoIndexBuild:
     t0 = time.perf_counter()
-    digest = content_hash(files)
+    digest = content_hash(files, shard_chunks)
     rel = f"{repo}/{digest}"
     target = root / rel
     n_bytes = sum(len(f["content"].encode()) for f in files)
@@ -139,7 +147,8 @@ def _build_one(repo: str, files: list[Mapping], root: Path, previous: Mapping | 
         os.utime(target)                        # "newest" for pruning means last used, not first built
         return RepoIndexBuild(repo, commit, digest, rel, len(files), chunks, n_bytes,
                               round(time.perf_counter() - t0, 3), rebuilt=False)
-    index = CodeIndex.build(files, repo=repo, commit=commit, cache_root=file_cache, compact_cache=compact_cache)
+    index = CodeIndex.build(files, repo=repo, commit=commit, cache_root=file_cache, compact_cache=compact_cache,
+                            shard_chunks=shard_chunks)
     index.save(target)
     return RepoIndexBuild(repo, commit, digest, rel, len(files), len(index.chunks), n_bytes,
                           round(time.perf_counter() - t0, 3), rebuilt=True)
@@ -165,7 +174,8 @@ def _prune(root: Path, current: Mapping[str, str], keep: int) -> list[str]:
 
 
 def build_repo_indexes(records: Iterable[Mapping], root: Path, *, keep: int = KEEP_DIRS,
-                       file_cache: Path | None = None, compact_cache: bool = False) -> IndexBuildSummary:
+                       file_cache: Path | None = None, compact_cache: bool = False,
+                       shard_chunks: int = SHARD_CHUNKS) -> IndexBuildSummary:
     """Index every repo of ``records`` (corpus rows: repo, branch, commit, path, content) under ``root``,
     reusing the index of a repo whose files did not change, then point ``current.json`` at the new set and
     prune old directories. A repo with no indexable code (only blank files) is left out, with no error.
@@ -179,7 +189,8 @@ def build_repo_indexes(records: Iterable[Mapping], root: Path, *, keep: int = KE
     summary = IndexBuildSummary()
     for repo, files in sorted(repo_files(records).items()):
         try:
-            summary.repos.append(_build_one(repo, files, root, previous.get(repo), file_cache, compact_cache))
+            summary.repos.append(_build_one(repo, files, root, previous.get(repo), file_cache, compact_cache,
+                                            shard_chunks))
         except ValueError as e:
             if "no code to index" not in str(e):
                 raise

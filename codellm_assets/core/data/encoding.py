@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from codellm_assets.core.data.code_index import LineCounter
+from codellm_assets.core.data.context_render import LineCounter
 from codellm_assets.core.data.fim import FIM_FORMAT, fim_choices, fim_token_ids, fim_windows, is_spm
 from codellm_assets.core.data.fim_context import RepoContextSampler
 from codellm_assets.core.data.packing import TokenEncoder

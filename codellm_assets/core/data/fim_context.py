@@ -9,9 +9,11 @@ path would retrieve for that cursor: from an index over the *train split* of the
 own file excluded (its code is the prefix and suffix already), within ``budget`` tokens. The piece it cuts
 is made ``budget`` tokens shorter so the whole example still fits one training window.
 
-The token cache keys such a document by its content, the context settings and a digest of its repo's train
-files (:meth:`RepoContextSampler.key`): a change anywhere in the repo's train split re-encodes that repo's
-context documents, and nothing else. With a ``cache_dir`` the per-repo indexes themselves are kept there,
+The token cache keys such a document by its content, the context settings and what its context can depend
+on (:meth:`RepoContextSampler.key`, CodeIndex.context_key): the train files of its index shard (BM25 scores
+one shard of neighbouring paths) and the definitions of the names it uses. A one-file change re-encodes the
+context documents of that file's shard and those that use a name whose definition moved, not its repo's.
+With a ``cache_dir`` the per-repo indexes themselves are kept there,
 content-addressed like the ``code_index`` asset's (core/data/code_index_store.py, its own root: these hold the
 train split only, never held-out files): a repo whose train files did not change loads its index instead of
 re-chunking and re-indexing it (on the 100 MB benchmark corpus that was 53 of the 67 s of a re-run), and
@@ -28,13 +30,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from codellm_assets.core.data.code_index import CodeIndex
+from codellm_assets.core.data.code_index import SHARD_CHUNKS, WORD, CodeIndex
 from codellm_assets.core.data.code_index_store import build_repo_indexes, content_hash, repo_files
 
 # Bumped when the same document, index and settings would get another context (part of the cache key).
 # 2: one file per path in a repo's index (the first branch's, as the code_index asset does).
 # 3: ties among BM25 hits by chunk order (CodeIndex.search selects its top k itself).
-CONTEXT_FORMAT = 3
+# 4: BM25 over the document's index shard; definitions of the document's own words only.
+CONTEXT_FORMAT = 4
 INDEX_CACHE = "context_index"       # under the cache dir
 
 
@@ -83,7 +86,8 @@ class RepoContextSampler:
 
     @classmethod
     def build(cls, train: Iterable[Mapping[str, Any]], *, rate: float, budget: int, seed: int = 0,
-              repos: Iterable[str] | None = None, cache_dir: Path | None = None) -> RepoContextSampler | None:
+              repos: Iterable[str] | None = None, cache_dir: Path | None = None,
+              shard_chunks: int = SHARD_CHUNKS) -> RepoContextSampler | None:
         """An index per repo over ``train`` (records: repo, path, content; ``repos``: only these), or None when
         ``rate`` or ``budget`` is 0 or no repo has code to index. ``cache_dir``: where indexes are kept and
         reused across builds (None: built in memory every time)."""
@@ -93,17 +97,19 @@ class RepoContextSampler:
         records = [r for r in train if isinstance(r.get("content"), str) and (wanted is None or r["repo"] in wanted)]
         if cache_dir is not None:
             root = Path(cache_dir) / INDEX_CACHE
-            summary = build_repo_indexes(records, root, file_cache=Path(cache_dir))   # the train split only
+            summary = build_repo_indexes(records, root, file_cache=Path(cache_dir),    # the train split only
+                                         shard_chunks=shard_chunks)
             indexes = OneIndexAtATime({r.repo: root / r.dir for r in summary.repos})
             digests = {r.repo: r.content_hash for r in summary.repos}
         else:
             indexes, digests = {}, {}
             for repo, files in sorted(repo_files(records).items()):
                 try:
-                    indexes[repo] = CodeIndex.build(files, repo=repo, commit=str(files[0].get("commit", "")))
+                    indexes[repo] = CodeIndex.build(files, repo=repo, commit=str(files[0].get("commit", "")),
+                                                    shard_chunks=shard_chunks)
                 except ValueError:      # nothing to chunk: this repo's documents train without context
                     continue
-                digests[repo] = content_hash(files)
+                digests[repo] = content_hash(files, shard_chunks)
         return cls(indexes, digests, rate, budget, seed) if indexes else None
 
     def reseeded(self, seed: int) -> RepoContextSampler:
@@ -117,10 +123,13 @@ class RepoContextSampler:
         return random.Random(f"{self.seed}:ctx:{_digest(str(record['content']))}").random() < self.rate
 
     def key(self, record: Mapping[str, Any]) -> str:
-        """What ``record``'s cached token ids depend on besides its content ('' for a document without)."""
+        """What ``record``'s cached token ids depend on besides its content ('' for a document without): the
+        files of its index shard and the definitions it can use (CodeIndex.context_key)."""
         if not self.wants(record):
             return ""
-        return f":ctx{CONTEXT_FORMAT}:{self.seed}:{self.budget}:{self.repo_digests[str(record['repo'])]}"
+        index = self.indexes[str(record["repo"])]
+        scope = index.context_key(str(record.get("path") or ""), str(record["content"]))
+        return f":ctx{CONTEXT_FORMAT}:{self.seed}:{self.budget}:{scope}"
 
     def for_record(self, record: Mapping[str, Any],
                    count: Callable[[str], int]) -> Callable[[str, str], str] | None:
@@ -130,10 +139,11 @@ class RepoContextSampler:
             return None
         index, path = self.indexes[str(record["repo"])], str(record.get("path") or "")
         language = record.get("language")
+        names = set(WORD.findall(str(record["content"])))       # what key() covers
 
         def block(prefix: str, suffix: str) -> str:
             return index.context(prefix, suffix, path=path or None, language=language, budget=self.budget,
-                                 count=count)
+                                 count=count, names=names)
         return block
 
     def info(self, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

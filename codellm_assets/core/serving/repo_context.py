@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from codellm_assets.core.data.code_index import CodeIndex, CodeIndexError, rendered_chunks
+from codellm_assets.core.data.code_index import CodeIndex, CodeIndexError
 from codellm_assets.core.data.code_index_store import POINTER_FILE, read_pointer
+from codellm_assets.core.data.context_render import rendered_chunks
 from codellm_assets.core.data.languages import language_from_path
 
 log = logging.getLogger(__name__)
