@@ -8,7 +8,7 @@ import json
 
 import bm25s
 
-from codellm_assets.core.data.code_index import CodeIndex, code_tokens, shard_starts
+from codellm_assets.core.data.code_index import MAX_DEFINING_FILES, CodeIndex, code_tokens, shard_starts
 
 LEDGER = ("class LedgerClient:\n    def post_entry(self, account, amount):\n"
           "        return self.book.write(account, amount)\n\n\ndef reconcile_ledger(client, entries):\n"
@@ -110,3 +110,28 @@ def test_the_context_key_changes_for_the_edited_shard_and_for_users_of_a_moved_d
     changed = {r["path"] for r in moved if after.context_key(r["path"], r["content"]) != keys[r["path"]]}
     assert {f"svc/s{i:02d}.py" for i in range(40)} <= changed        # every user of the name
     assert "tools/lonely.py" not in changed                             # another shard, no such name
+
+
+def test_a_name_more_files_define_than_the_cap_is_ambiguous_no_definition_and_no_key_part():
+    def index_of(changed: dict[str, str] | None = None, copies: int = MAX_DEFINING_FILES + 1) -> CodeIndex:
+        files = {f"pkg/m{i}.py": f"def run(x):\n    return x + {i}\n" for i in range(copies)}
+        files["pkg/solo.py"] = "def settle(x):\n    return x\n"
+        files["aaa/filler.py"] = "def filler(x):\n    return x\n"
+        files.update(changed or {})
+        return CodeIndex.build([{"repo": "acme", "path": p, "language": "python", "content": c}
+                                for p, c in files.items()],
+                               repo="acme", commit="c", shard_chunks=1)        # a shard per file
+
+    index = index_of()
+    assert len(index.definitions["run"]) == MAX_DEFINING_FILES + 1
+    assert index.definition_chunks("y = run(", path="app.py") == []
+    assert [c.path for c in index.definition_chunks("y = settle(", path="app.py")] == ["pkg/solo.py"]
+    assert len(index_of(copies=MAX_DEFINING_FILES).definition_chunks("y = run(", path="app.py")) == 3
+    # the key covers what the lookup can use: an edit to one of the ambiguous definitions is not part of it
+    doc = "from pkg import run, settle\n\nrun(settle(1))\n"
+    moved_run = index_of({"pkg/m0.py": "\n\ndef run(x):\n    return x\n"})
+    moved_settle = index_of({"pkg/solo.py": "\n\ndef settle(x):\n    return x\n"})
+    assert moved_run.definitions["run"] != index.definitions["run"]
+    assert index.shards[index.shard_of("aaa/app.py")].first_path == "aaa/filler.py"     # neither edit's shard
+    base = index.context_key("aaa/app.py", doc)
+    assert base == moved_run.context_key("aaa/app.py", doc) != moved_settle.context_key("aaa/app.py", doc)

@@ -42,6 +42,9 @@ WINDOW_LINES, STRIDE_LINES = 20, 10
 QUERY_PREFIX_LINES, QUERY_SUFFIX_LINES = 10, 3
 MAX_DEFINITIONS, HEAD_LINES = 3, 40
 SHARD_CHUNKS = 16384        # most chunks one BM25 shard holds (about 160,000 lines of code)
+# A name more files define than this is ambiguous (``__init__``, ``run``, ``get``): no one of its
+# definitions is *the* one, and looking them all up per cursor costs what the repo has of them.
+MAX_DEFINING_FILES = 4
 META_FILE = "chunks.json"
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
@@ -273,8 +276,10 @@ class CodeIndex:
         and the definitions (entry and defining file) of the names ``content`` uses - so an edit elsewhere in
         the repo changes the key of only the documents whose context it can change."""
         h = hashlib.sha256(self.shards[self.shard_of(path)].digest.encode())
-        for word in sorted(self.definitions.keys() & set(WORD.findall(content))):
-            for def_path, line in sorted(self.definitions[word].items()):
+        definitions = self.definitions
+        used = (w for w in set(WORD.findall(content)) if 0 < len(definitions.get(w, ())) <= MAX_DEFINING_FILES)
+        for word in sorted(used):
+            for def_path, line in sorted(definitions[word].items()):
                 h.update(f"{word}\0{def_path}\0{line}\0{self.file_digests.get(def_path, '')}\n"
                          .encode("utf-8", "surrogatepass"))
         return h.hexdigest()[:20]
@@ -283,14 +288,15 @@ class CodeIndex:
                           limit: int = MAX_DEFINITIONS, names: Container[str] | None = None) -> list[Chunk]:
         """Chunks holding the definitions of names in ``query`` that another file defines and ``path`` does
         not, the name nearest the end of ``query`` (the cursor) first, then the names of ``head`` (the top
-        of the file: its imports) in order; one chunk per defining file. ``names``: only these are looked up
+        of the file: its imports) in order; one chunk per defining file; a name that more than
+        MAX_DEFINING_FILES files define is ambiguous and skipped. ``names``: only these are looked up
         (the words of the whole file: a cut's edge never makes up a name the file does not use)."""
         out: list[Chunk] = []
         for word in [*reversed(WORD.findall(query)), *WORD.findall(head)]:
             if names is not None and word not in names:
                 continue
             where = self.definitions.get(word, {})
-            if path in where:
+            if path in where or len(where) > MAX_DEFINING_FILES:
                 continue
             for def_path, line in sorted(where.items()):
                 starts = [c for c in self._by_path.get(def_path, []) if c.start_line <= line <= c.end_line]

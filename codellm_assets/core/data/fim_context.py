@@ -37,7 +37,8 @@ from codellm_assets.core.data.code_index_store import build_repo_indexes, conten
 # 2: one file per path in a repo's index (the first branch's, as the code_index asset does).
 # 3: ties among BM25 hits by chunk order (CodeIndex.search selects its top k itself).
 # 4: BM25 over the document's index shard; definitions of the document's own words only.
-CONTEXT_FORMAT = 4
+# 5: no definitions of a name more than MAX_DEFINING_FILES files define.
+CONTEXT_FORMAT = 5
 INDEX_CACHE = "context_index"       # under the cache dir
 
 
