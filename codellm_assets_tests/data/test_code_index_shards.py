@@ -8,7 +8,13 @@ import json
 
 import bm25s
 
-from codellm_assets.core.data.code_index import MAX_DEFINING_FILES, CodeIndex, code_tokens, shard_starts
+from codellm_assets.core.data.code_index import (
+    MAX_DEFINING_FILES,
+    CodeIndex,
+    IndexScope,
+    code_tokens,
+    shard_starts,
+)
 
 LEDGER = ("class LedgerClient:\n    def post_entry(self, account, amount):\n"
           "        return self.book.write(account, amount)\n\n\ndef reconcile_ledger(client, entries):\n"
@@ -83,12 +89,13 @@ def test_an_index_saved_before_shards_loads_as_one_shard(tmp_path):
     old = tmp_path / "old"
     index.save(old)
     meta = json.loads((old / "chunks.json").read_text())
-    for key in ("shards", "file_digests"):
-        meta.pop(key)
+    meta["definitions"] = json.loads((old / "keys.json").read_text())["definitions"]   # where they were
     (old / "chunks.json").write_text(json.dumps(meta))
+    (old / "keys.json").unlink()
     bm25s.BM25.load(str(old / "shard-000")).save(str(old))        # the BM25 at the top, as it was written
     loaded = CodeIndex.load(old)
     assert len(loaded.shards) == 1 and loaded.search(QUERY, k=7) == index.search(QUERY, k=7)
+    assert loaded.definitions == index.definitions and IndexScope.load(old).definitions == index.definitions
 
 
 def test_the_context_key_changes_for_the_edited_shard_and_for_users_of_a_moved_definition():

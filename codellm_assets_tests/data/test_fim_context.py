@@ -178,6 +178,8 @@ def test_a_cached_sampler_holds_one_repos_index_at_a_time(tmp_path):
     assert sorted(sampler.indexes) == ["acme", "beta", "solo"] and "nope" not in sampler.indexes
     assert sampler.indexes.loads == 0                      # building them loads none back
     by_repo = sorted(records, key=lambda r: (r["repo"], r["path"]))   # the train split's order
+    keys = [sampler.key(r) for r in by_repo]
+    assert sampler.indexes.loads == 0 and all(keys)        # cache keys read each repo's scope, no index
     blocks = [sampler.for_record(r, len) for r in by_repo]
     assert sampler.indexes.loads == 3                      # each repo's index read once, in turn
     def alive() -> int:

@@ -30,6 +30,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import bm25s
 import numpy as np
@@ -46,6 +47,7 @@ SHARD_CHUNKS = 16384        # most chunks one BM25 shard holds (about 160,000 li
 # definitions is *the* one, and looking them all up per cursor costs what the repo has of them.
 MAX_DEFINING_FILES = 4
 META_FILE = "chunks.json"
+KEYS_FILE = "keys.json"          # the IndexScope
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 
@@ -147,6 +149,54 @@ def _file_digest(content: str) -> str:
     return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+class IndexScope:
+    """What a search and a definition lookup in an index depend on, without its chunks or BM25: the shards,
+    each file's digest and the definitions table. Saved beside the index (``KEYS_FILE``), small to read: the
+    token cache keys every context document by it before any index is needed to render one."""
+
+    def __init__(self, shards: Sequence[Shard], file_digests: Mapping[str, str] | None = None,
+                 definitions: Mapping[str, Mapping[str, int]] | None = None):
+        self.shards = list(shards)
+        self.file_digests = dict(file_digests or {})        # path -> digest of its content
+        self.definitions = dict(definitions or {})          # name -> {path: line}
+        self._first_paths = [s.first_path for s in self.shards]
+        self._word_parts: dict[str, str] = {}               # name -> its part of a context key
+
+    def shard_of(self, path: str) -> int:
+        """The shard a search near ``path`` scores: the one holding it, or, for a path the index lacks (a new
+        or held-out file), the one it would sort into."""
+        return max(bisect_right(self._first_paths, path) - 1, 0)
+
+    def context_key(self, path: str, content: str) -> str:
+        """What CodeIndex.context for cursors in ``content`` (the file at ``path``) depends on: its shard's
+        files and the definitions (entry and defining file) of the names ``content`` uses that are not
+        ambiguous - so an edit elsewhere in the repo changes the key of only the documents whose context it
+        can change."""
+        h = hashlib.sha256(self.shards[self.shard_of(path)].digest.encode())
+        definitions, parts = self.definitions, self._word_parts
+        for word in sorted(w for w in set(WORD.findall(content)) if w in definitions):
+            part = parts.get(word)
+            if part is None:        # once per name: the same names recur in thousands of documents
+                where = definitions[word]
+                part = parts[word] = "" if len(where) > MAX_DEFINING_FILES else "".join(
+                    f"{word}\0{p}\0{line}\0{self.file_digests.get(p, '')}\n" for p, line in sorted(where.items()))
+            h.update(part.encode("utf-8", "surrogatepass"))
+        return h.hexdigest()[:20]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shards": [asdict(s) for s in self.shards], "file_digests": self.file_digests,
+                "definitions": self.definitions}
+
+    @classmethod
+    def load(cls, directory: Path) -> IndexScope:
+        """From an index directory (an index saved before ``KEYS_FILE``: from its chunks file, whole)."""
+        directory = Path(directory)
+        if (directory / KEYS_FILE).is_file():
+            keys = json.loads((directory / KEYS_FILE).read_text())
+            return cls([Shard(**x) for x in keys["shards"]], keys["file_digests"], keys["definitions"])
+        return CodeIndex.load(directory).scope
+
+
 class CodeIndex:
     """BM25 over the chunks of one repository at one commit (``repo``, ``commit`` say which), in shards of
     at most ``SHARD_CHUNKS`` chunks (path order: a shard is a stretch of neighbouring directories). A search
@@ -160,10 +210,11 @@ class CodeIndex:
             raise ValueError(f"an index of repo '{repo}' needs one retriever per shard "
                              f"({len(retrievers)} retrievers, {len(shards)} shards)")
         self.chunks, self.repo, self.commit = chunks, repo, commit
-        self.retrievers, self.shards = list(retrievers), list(shards)
-        self.definitions = definitions or {}          # name -> {path: line}
-        self.file_digests = dict(file_digests or {})  # path -> digest of its content
-        self._first_paths = [s.first_path for s in self.shards]
+        self.retrievers = list(retrievers)
+        self.scope = IndexScope(shards, file_digests, definitions)
+        self.shards, self.definitions, self.file_digests = self.scope.shards, self.scope.definitions, \
+            self.scope.file_digests
+        self.shard_of, self.context_key = self.scope.shard_of, self.scope.context_key
         self._by_path: dict[str, list[Chunk]] = {}
         self._ids_by_path: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
@@ -211,9 +262,8 @@ class CodeIndex:
             retriever.save(str(tmp / _shard_dir(i)), show_progress=False)
         chunks = [{"repo": c.repo, "path": c.path, "start_line": c.start_line, "end_line": c.end_line,
                    "text": c.text} for c in self.chunks]      # asdict() per chunk: seconds for a big repo
-        meta = {"repo": self.repo, "commit": self.commit, "chunks": chunks, "definitions": self.definitions,
-                "shards": [asdict(s) for s in self.shards], "file_digests": self.file_digests}
-        (tmp / META_FILE).write_text(json.dumps(meta))
+        (tmp / META_FILE).write_text(json.dumps({"repo": self.repo, "commit": self.commit, "chunks": chunks}))
+        (tmp / KEYS_FILE).write_text(json.dumps(self.scope.to_json()))
         replace_dir(tmp, directory)
 
     @classmethod
@@ -224,22 +274,19 @@ class CodeIndex:
                               f"CodeIndex.build(...).save({directory})")
         meta = json.loads((directory / META_FILE).read_text())
         chunks = [Chunk(**c) for c in meta["chunks"]]
-        if "shards" in meta:
-            shards = [Shard(**s) for s in meta["shards"]]
+        if (directory / KEYS_FILE).is_file():
+            keys = json.loads((directory / KEYS_FILE).read_text())
+            shards = [Shard(**s) for s in keys["shards"]]
             retrievers = [bm25s.BM25.load(str(directory / _shard_dir(i)), show_progress=False)
                           for i in range(len(shards))]
-        else:       # an index written before shards: one BM25 at the top of the directory
+        else:       # an index written before shards: one BM25 at the top, the definitions in the chunks file
+            keys = {"definitions": meta.get("definitions", {}), "file_digests": {}}
             shards = [Shard(0, len(chunks), chunks[0].path if chunks else "", "")]
             retrievers = [bm25s.BM25.load(str(directory), show_progress=False)]
         return cls(chunks, retrievers, shards, repo=meta["repo"], commit=meta["commit"],
-                   definitions=meta.get("definitions", {}), file_digests=meta.get("file_digests"))
+                   definitions=keys["definitions"], file_digests=keys["file_digests"])
 
     # ---- queries ----------------------------------------------------------------------------------------
-
-    def shard_of(self, path: str) -> int:
-        """The shard a search near ``path`` scores: the one holding it, or, for a path the index lacks (a new
-        or held-out file), the one it would sort into."""
-        return max(bisect_right(self._first_paths, path) - 1, 0)
 
     def search(self, query: str, *, k: int = 5, exclude_paths: Iterable[str] = (),
                near: str | None = None) -> list[tuple[Chunk, float]]:
@@ -270,19 +317,6 @@ class CodeIndex:
         ids_all, scores_all = np.concatenate(ids), np.concatenate(scores)
         order = np.lexsort((ids_all, -scores_all))[:k]
         return [(self.chunks[int(ids_all[j])], float(scores_all[j])) for j in order]
-
-    def context_key(self, path: str, content: str) -> str:
-        """What :meth:`context` for cursors in ``content`` (the file at ``path``) depends on: its shard's files
-        and the definitions (entry and defining file) of the names ``content`` uses - so an edit elsewhere in
-        the repo changes the key of only the documents whose context it can change."""
-        h = hashlib.sha256(self.shards[self.shard_of(path)].digest.encode())
-        definitions = self.definitions
-        used = (w for w in set(WORD.findall(content)) if 0 < len(definitions.get(w, ())) <= MAX_DEFINING_FILES)
-        for word in sorted(used):
-            for def_path, line in sorted(definitions[word].items()):
-                h.update(f"{word}\0{def_path}\0{line}\0{self.file_digests.get(def_path, '')}\n"
-                         .encode("utf-8", "surrogatepass"))
-        return h.hexdigest()[:20]
 
     def definition_chunks(self, query: str, *, path: str | None = None, head: str = "",
                           limit: int = MAX_DEFINITIONS, names: Container[str] | None = None) -> list[Chunk]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from codellm_assets.core.data.code_index import SHARD_CHUNKS, WORD, CodeIndex
+from codellm_assets.core.data.code_index import SHARD_CHUNKS, WORD, CodeIndex, IndexScope
 from codellm_assets.core.data.code_index_store import build_repo_indexes, content_hash, repo_files
 
 # Bumped when the same document, index and settings would get another context (part of the cache key).
@@ -56,6 +56,16 @@ class OneIndexAtATime(Mapping[str, CodeIndex]):
         self.loads = 0
         self._repo: str | None = None
         self._index: CodeIndex | None = None
+        self._scope: tuple[str, IndexScope] | None = None
+
+    def scope(self, repo: str) -> IndexScope:
+        """``repo``'s IndexScope (what the cache keys need), without loading its chunks and BM25 unless they
+        are the index in memory already."""
+        if repo == self._repo and self._index is not None:
+            return self._index.scope
+        if self._scope is None or self._scope[0] != repo:
+            self._scope = (repo, IndexScope.load(self.dirs[repo]))
+        return self._scope[1]
 
     def __getitem__(self, repo: str) -> CodeIndex:
         if repo != self._repo:
@@ -128,9 +138,11 @@ class RepoContextSampler:
         files of its index shard and the definitions it can use (CodeIndex.context_key)."""
         if not self.wants(record):
             return ""
-        index = self.indexes[str(record["repo"])]
-        scope = index.context_key(str(record.get("path") or ""), str(record["content"]))
-        return f":ctx{CONTEXT_FORMAT}:{self.seed}:{self.budget}:{scope}"
+        repo = str(record["repo"])
+        scopes = getattr(self.indexes, "scope", None)       # OneIndexAtATime: no index loaded for a key
+        scope = scopes(repo) if scopes else self.indexes[repo].scope
+        key = scope.context_key(str(record.get("path") or ""), str(record["content"]))
+        return f":ctx{CONTEXT_FORMAT}:{self.seed}:{self.budget}:{key}"
 
     def for_record(self, record: Mapping[str, Any],
                    count: Callable[[str], int]) -> Callable[[str, str], str] | None:
