@@ -406,3 +406,28 @@ def test_line_cuts_are_the_benchmarks_spans():
             assert a in starts and m.endswith("\n") and m.count("\n") >= 2 and m.strip()
             kinds.add("whole")
     assert kinds == {"one", "whole"}
+
+
+def test_packed_shards_are_the_dataset_load_from_disk_reads_without_a_copy(tmp_path):
+    import datasets
+
+    from codellm_assets.core.data.packing import pack_to_arrow, write_dataset_dict
+
+    docs = [list(range(i, i + 37)) for i in range(0, 4000, 37)]
+    batches = [docs[i:i + 9] for i in range(0, len(docs), 9)]
+    root = tmp_path / "dataset"
+    train = pack_to_arrow(batches, root / "train", 16, 0, pad=False, max_shard_bytes=16 * 9 * 40)
+    empty = pack_to_arrow([], root / "validation", 16, 0, pad=True)
+    assert len(train.files) > 3 and [f.name for f in train.files][-1] == f"data-{len(train.files) - 1:05d}-of-" \
+        f"{len(train.files):05d}.arrow" and empty.sequences == 0 and len(empty.files) == 1
+    write_dataset_dict(root, {"train": train, "validation": empty})
+    dsd = datasets.load_from_disk(str(root))
+    flat = [t for d in docs for t in (*d, 0)]
+    assert dsd["train"].num_rows == train.sequences == len(flat) // 16 and dsd["validation"].num_rows == 0
+    assert [t for row in dsd["train"]["input_ids"] for t in row] == flat[:train.sequences * 16]
+    assert dsd["train"].features == datasets.Dataset.from_file(str(train.files[0])).features
+    assert not list(root.rglob(".part-*"))
+    (root / "train" / "state.json").write_text((root / "train" / "state.json").read_text()
+                                               .replace(train.files[0].name, "missing.arrow"))
+    with pytest.raises(FileNotFoundError):
+        datasets.load_from_disk(str(root))

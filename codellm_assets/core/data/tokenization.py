@@ -50,7 +50,7 @@ from codellm_assets.core.data.fim import fim_format as fim_format
 from codellm_assets.core.data.fim import fim_split as fim_split
 from codellm_assets.core.data.fim import line_chunks as line_chunks
 from codellm_assets.core.data.fim_context import RepoContextSampler
-from codellm_assets.core.data.packing import TokenEncoder, pack_to_arrow
+from codellm_assets.core.data.packing import TokenEncoder, pack_to_arrow, write_dataset_dict
 from codellm_assets.core.data.tokenizer_files import EOS_TOKEN as EOS_TOKEN
 from codellm_assets.core.data.tokenizer_files import FIM_MIDDLE as FIM_MIDDLE
 from codellm_assets.core.data.tokenizer_files import FIM_PAD as FIM_PAD
@@ -200,7 +200,6 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
     """
     import time
 
-    import datasets
     import polars as pl
 
     started = time.monotonic()
@@ -240,30 +239,19 @@ def build_training_dataset(records: Iterable[Record], out_dir: Path, *, tokenize
         sampler = RepoContextSampler.build(splits["train"], rate=context_rate, budget=context_tokens, seed=seed,
                                            repos=context_repos, cache_dir=cache_dir) if fim_rate > 0 else None
         encoder = token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed, context=sampler, **fim_args)
-        (tmp / "arrow").mkdir()
         passes = weighted_passes(splits["train"], repo_weights or {})
         encoders = [encoder] + [token_encoder(tokenizer, tmp / "tokenizer", cache_dir, seed=seed + k,
                                                context=sampler and sampler.reseeded(seed + k), **fim_args)
                                 for k in range(1, len(passes))]
         train_stream = (batch for enc, rs in zip(encoders, passes) for batch in enc.batches(rs, fim=fim_rate > 0))
-        packed = {"train": pack_to_arrow(train_stream,
-                                         tmp / "arrow" / "train.arrow", seq_len, eos, pad=False),
+        packed = {"train": pack_to_arrow(train_stream, tmp / "dataset" / "train", seq_len, eos, pad=False),
                   "validation": pack_to_arrow(encoder.batches(splits["validation"], fim=False),
-                                              tmp / "arrow" / "validation.arrow", seq_len, eos, pad=True)}
+                                              tmp / "dataset" / "validation", seq_len, eos, pad=True)}
         if packed["train"].sequences == 0:
             raise DatasetBuildError(f"the train split has fewer than seq_len={seq_len} tokens; lower "
                                     "dataset.seq_len in codellm.yaml or add repos")
-        # memory-mapped Arrow shards, written to the DatasetDict layout (load_from_disk) a shard at a time
-        dsd = datasets.DatasetDict({k: datasets.Dataset.from_file(str(v.path)) for k, v in packed.items()})
-        quiet = not datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()  # one bar per split in the asset's log is noise
-        try:
-            dsd.save_to_disk(str(tmp / "dataset"), max_shard_size="256MB")
-        finally:
-            if not quiet:
-                datasets.enable_progress_bars()
-        del dsd
-        shutil.rmtree(tmp / "arrow")
+        # the shards are the dataset: written in the layout load_from_disk reads, never copied
+        write_dataset_dict(tmp / "dataset", packed)
         holdout_cols = ["repo", "branch", "commit", "path", "language", "blob_sha", "content"]
         pl.DataFrame([{c: (None if r.get(c) is None else str(r.get(c))) for c in holdout_cols}
                       for r in splits["holdout"]], schema={c: pl.String for c in holdout_cols}) \
