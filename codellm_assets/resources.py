@@ -46,7 +46,8 @@ def asset_storage_path(data_dir: Path, key: dg.AssetKey, partition: str | None, 
 
 
 class CodellmIOManager(dg.ConfigurableIOManager):
-    """Polars DataFrames as Parquet, dicts as JSON, one file per asset (and per partition).
+    """Polars DataFrames as Parquet, dicts as JSON, one file per asset (and per partition); an unpartitioned
+    input annotated ``pl.LazyFrame`` is loaded as ``pl.scan_parquet``.
 
     Loading a partitioned upstream into an unpartitioned asset ALWAYS yields a dict
     {partition_key: value}, whatever the number of partitions (Dagster's default IO manager
@@ -73,10 +74,10 @@ class CodellmIOManager(dg.ConfigurableIOManager):
             atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
         context.add_output_metadata({"storage_path": dg.MetadataValue.path(str(path))})
 
-    def _load_one(self, key: dg.AssetKey, partition: str | None) -> Any:
+    def _load_one(self, key: dg.AssetKey, partition: str | None, lazy: bool = False) -> Any:
         pq = self._path(key, partition, ".parquet")
         if pq.exists():
-            return pl.read_parquet(pq)
+            return pl.scan_parquet(pq) if lazy else pl.read_parquet(pq)
         js = self._path(key, partition, ".json")
         if js.exists():
             return json.loads(js.read_text())
@@ -86,7 +87,10 @@ class CodellmIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
         if not context.has_asset_partitions:
-            return self._load_one(key, None)
+            # an input annotated pl.LazyFrame gets a scan: the asset reads the columns it needs, when it needs
+            # them, and Dagster does not hold a whole DataFrame of the corpus for the length of the step
+            lazy = getattr(context.dagster_type, "typing_type", None) is pl.LazyFrame
+            return self._load_one(key, None, lazy=lazy)
         keys = list(context.asset_partition_keys)
         if context.has_partition_key and len(keys) == 1:  # partition-to-partition: one value
             return self._load_one(key, keys[0])

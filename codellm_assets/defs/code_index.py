@@ -20,14 +20,17 @@ from codellm_assets.resources import SettingsResource
                       "each repo's index; an unchanged repo keeps its index. The gateway reads it to add "
                       "repository context to completions.")
 def code_index(context: dg.AssetExecutionContext, settings: SettingsResource,
-               deduped_corpus: pl.DataFrame) -> dg.Output[dict]:
+               deduped_corpus: pl.LazyFrame) -> dg.Output[dict]:
     s = settings.get()
     root = s.code_index_dir
-    records = deduped_corpus.select("repo", "branch", "commit", "path", "language", "content").iter_rows(named=True)
+    records = deduped_corpus.lazy().select("repo", "branch", "commit", "path", "language", "content").collect() \
+        .iter_rows(named=True)
     # every file's definitions kept in the blob cache: the training sampler and the benchmark read them again
     summary = build_repo_indexes(records, root, file_cache=s.blob_cache_dir, compact_cache=True)
     rows = [{"repo": r.repo, "commit": r.commit[:12], "files": r.files, "chunks": r.chunks, "bytes": r.bytes,
-             "seconds": r.seconds, "rebuilt": r.rebuilt} for r in summary.repos]
+             "seconds": r.seconds, "rebuilt": r.rebuilt,
+             "shards rebuilt": f"{r.shards - r.reused_shards}/{r.shards}" if r.rebuilt else "-"}
+            for r in summary.repos]
     context.log.info(f"{len(rows)} repo indexes, {summary.chunks} chunks: {summary.rebuilt} rebuilt, "
                      f"{summary.reused} reused, in {summary.seconds}s; removed {summary.removed_dirs}")
     value = {"root": str(root), "repos": {r.repo: r.dir for r in summary.repos}}

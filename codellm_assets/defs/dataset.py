@@ -21,19 +21,23 @@ def dataset_dir(settings: Settings) -> Path:
     return settings.data_dir / "training_dataset"
 
 
-def _training_records(deduped_corpus: pl.DataFrame, feedback_dataset: pl.DataFrame | None) -> list[dict]:
-    records = list(deduped_corpus.iter_rows(named=True))
+def _training_records(deduped_corpus: pl.LazyFrame | pl.DataFrame, feedback_dataset: pl.DataFrame | None) -> list[dict]:
+    """Every row as a dict; the DataFrame read for them is dropped before the build (one copy of the text)."""
+    frame = deduped_corpus.collect() if isinstance(deduped_corpus, pl.LazyFrame) else deduped_corpus
+    records = list(frame.iter_rows(named=True))
+    del frame
     if feedback_dataset is not None and len(feedback_dataset):
         records.extend(feedback_dataset.iter_rows(named=True))
     return records
 
 
-def _file_dates(s: Settings, deduped_corpus: pl.DataFrame) -> dict | None:
+def _file_dates(s: Settings, deduped_corpus: pl.LazyFrame | pl.DataFrame) -> dict | None:
     """Last commit date per (repo, path) from the repos' git; None for the hash split (it needs none)."""
     if s.dataset.holdout_split != "time":
         return None
     try:
-        return holdout.corpus_dates(deduped_corpus.select("repo", "commit").unique().iter_rows(named=True),
+        return holdout.corpus_dates(deduped_corpus.lazy().select("repo", "commit").unique().collect()
+                                    .iter_rows(named=True),
                                     lambda repo: repo_git_dir(s, repo))
     except (RepoError, SettingsError) as e:
         raise dg.Failure(description=f"the time holdout split needs each repo's git history: {e}; fix the repo "
@@ -61,7 +65,7 @@ def _splitter(s: Settings, dates: dict | None):
                       "and train copies of them dropped; validation by content hash; feedback always trains. "
                       "Saved as an HF `datasets` dataset with a manifest of every source commit.")
 def training_dataset(context: dg.AssetExecutionContext, settings: SettingsResource,
-                     deduped_corpus: pl.DataFrame, feedback_dataset: pl.DataFrame) -> dg.Output[dict]:
+                     deduped_corpus: pl.LazyFrame, feedback_dataset: pl.DataFrame) -> dg.Output[dict]:
     s = settings.get()
     feedback = feedback_dataset
     records = _training_records(deduped_corpus, feedback)

@@ -142,3 +142,27 @@ def test_a_name_more_files_define_than_the_cap_is_ambiguous_no_definition_and_no
     assert index.shards[index.shard_of("aaa/app.py")].first_path == "aaa/filler.py"     # neither edit's shard
     base = index.context_key("aaa/app.py", doc)
     assert base == moved_run.context_key("aaa/app.py", doc) != moved_settle.context_key("aaa/app.py", doc)
+
+
+def test_a_rebuild_after_a_one_file_edit_reindexes_only_that_files_shard(tmp_path, monkeypatch):
+    from codellm_assets.core.data import code_index
+    from codellm_assets.core.data.code_index_store import build_repo_indexes, load_current
+
+    tokenized: list[str] = []
+    real = code_index.chunk_tokens
+    monkeypatch.setattr(code_index, "chunk_tokens", lambda content, chunks: tokenized.append(chunks[0].path)
+                        or real(content, chunks))
+    first = build_repo_indexes(_repo(), tmp_path, shard_chunks=16)
+    assert first.repos[0].rebuilt and first.repos[0].reused_shards == 0 and first.repos[0].shards > 3
+    assert len(tokenized) == len(_repo())
+    edited = _repo(**{"svc/s33.py": _service(33) + "\n\ndef audit_33(x):\n    return x\n"})
+    tokenized.clear()
+    second = build_repo_indexes(edited, tmp_path, shard_chunks=16).repos[0]
+    index = load_current(tmp_path)["acme"]
+    same_shard = [c.path for c in index.chunks if index.shard_of(c.path) == index.shard_of("svc/s33.py")]
+    assert second.rebuilt and second.reused_shards == second.shards - 1
+    assert sorted(tokenized) == sorted(set(same_shard))             # only the edited file's shard again
+    fresh = CodeIndex.build(edited, repo="acme", commit="x", shard_chunks=16)
+    assert index.shards == fresh.shards and index.chunks == fresh.chunks
+    for near in ("svc/s05.py", "svc/s33.py", "tools/lonely.py", None):
+        assert index.search(QUERY, k=6, near=near) == fresh.search(QUERY, k=6, near=near)

@@ -215,6 +215,7 @@ class CodeIndex:
         self.shards, self.definitions, self.file_digests = self.scope.shards, self.scope.definitions, \
             self.scope.file_digests
         self.shard_of, self.context_key = self.scope.shard_of, self.scope.context_key
+        self.reused_shards = 0       # of a build: shards whose BM25 came from an earlier index (build's reuse)
         self._by_path: dict[str, list[Chunk]] = {}
         self._ids_by_path: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
@@ -224,9 +225,11 @@ class CodeIndex:
     @classmethod
     def build(cls, files: Iterable[Mapping], *, repo: str, commit: str, window: int = WINDOW_LINES,
               stride: int = STRIDE_LINES, shard_chunks: int = SHARD_CHUNKS, cache_root: Path | None = None,
-              compact_cache: bool = False) -> CodeIndex:
+              compact_cache: bool = False, reuse: Path | None = None) -> CodeIndex:
         """``files``: dicts with ``path`` and ``content`` (corpus records); other repos' files are skipped.
-        ``cache_root``: where each file's definitions are cached (code_symbols.repo_definitions)."""
+        ``cache_root``: where each file's definitions are cached (code_symbols.repo_definitions). ``reuse``: an
+        earlier index directory of the repo; a shard whose files are unchanged (same digest) loads its BM25
+        from there instead of tokenizing and indexing them again (``reused_shards`` counts them)."""
         files = [f for f in sorted(files, key=lambda r: r["path"]) if f.get("repo", repo) == repo]
         per_file = [chunk_file(repo, f["path"], f["content"], window=window, stride=stride) for f in files]
         kept = [(f, cs) for f, cs in zip(files, per_file) if cs]
@@ -234,22 +237,31 @@ class CodeIndex:
             raise ValueError(f"no code to index for repo '{repo}' at {commit}: pass its corpus records "
                              f"(dicts with repo, path, content)")
         digests = {f["path"]: _file_digest(f["content"]) for f, _ in kept}
+        earlier = _reusable_shards(reuse)
         chunks: list[Chunk] = []
-        retrievers, shards = [], []
+        retrievers, shards, reused = [], [], 0
         starts = shard_starts([(f["path"], len(cs)) for f, cs in kept], shard_chunks)
         for a, b in zip(starts, [*starts[1:], len(kept)]):
-            tokens = [t for f, cs in kept[a:b] for t in chunk_tokens(f["content"], cs)]
-            retriever = bm25s.BM25()
-            retriever.index([t or ["<empty>"] for t in tokens], show_progress=False)
-            h = hashlib.sha256()
+            h = hashlib.sha256(f"window={window},stride={stride}\n".encode())     # what the BM25 indexed
             for f, _ in kept[a:b]:
                 h.update(f"{f['path']}\0{digests[f['path']]}\n".encode("utf-8", "surrogatepass"))
-            shards.append(Shard(len(chunks), len(chunks) + len(tokens), kept[a][0]["path"], h.hexdigest()[:20]))
+            digest = h.hexdigest()[:20]
+            if digest in earlier:
+                retriever = bm25s.BM25.load(str(earlier[digest]), show_progress=False)
+                reused += 1
+            else:
+                tokens = [t for f, cs in kept[a:b] for t in chunk_tokens(f["content"], cs)]
+                retriever = bm25s.BM25()
+                retriever.index([t or ["<empty>"] for t in tokens], show_progress=False)
+            n = sum(len(cs) for _, cs in kept[a:b])
+            shards.append(Shard(len(chunks), len(chunks) + n, kept[a][0]["path"], digest))
             retrievers.append(retriever)
             chunks += [c for _, cs in kept[a:b] for c in cs]
-        return cls(chunks, retrievers, shards, repo=repo, commit=commit, file_digests=digests,
-                   definitions=repo_definitions(files, cache_root=cache_root, partition=repo,
-                                                compact=compact_cache))
+        index = cls(chunks, retrievers, shards, repo=repo, commit=commit, file_digests=digests,
+                    definitions=repo_definitions(files, cache_root=cache_root, partition=repo,
+                                                 compact=compact_cache))
+        index.reused_shards = reused
+        return index
 
     # ---- persistence ------------------------------------------------------------------------------------
 
@@ -368,3 +380,15 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
         above, tied = hits[scores[hits] > kth], hits[scores[hits] == kth]
         hits = np.concatenate([above, tied[:k - len(above)]])
     return hits
+
+
+def _reusable_shards(directory: Path | None) -> dict[str, Path]:
+    """Shard digest -> its BM25 directory in an earlier index (none for a missing or pre-shard index)."""
+    if directory is None or not (Path(directory) / KEYS_FILE).is_file():
+        return {}
+    try:
+        shards = IndexScope.load(Path(directory)).shards
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}          # a broken earlier index is only not reused: this build makes every shard anew
+    return {s.digest: Path(directory) / _shard_dir(i) for i, s in enumerate(shards)
+            if (Path(directory) / _shard_dir(i)).is_dir()}

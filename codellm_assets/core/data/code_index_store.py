@@ -61,6 +61,8 @@ class RepoIndexBuild:
     bytes: int
     seconds: float
     rebuilt: bool
+    shards: int = 0               # BM25 shards of the index (0: not known, an index reused whole)
+    reused_shards: int = 0        # of a rebuilt index: shards whose files did not change, loaded not rebuilt
 
 
 @dataclass
@@ -147,11 +149,13 @@ def _build_one(repo: str, files: list[Mapping], root: Path, previous: Mapping | 
         os.utime(target)                        # "newest" for pruning means last used, not first built
         return RepoIndexBuild(repo, commit, digest, rel, len(files), chunks, n_bytes,
                               round(time.perf_counter() - t0, 3), rebuilt=False)
+    earlier = root / previous["dir"] if previous and previous.get("dir") else None    # its unchanged shards
     index = CodeIndex.build(files, repo=repo, commit=commit, cache_root=file_cache, compact_cache=compact_cache,
-                            shard_chunks=shard_chunks)
+                            shard_chunks=shard_chunks, reuse=earlier)
     index.save(target)
     return RepoIndexBuild(repo, commit, digest, rel, len(files), len(index.chunks), n_bytes,
-                          round(time.perf_counter() - t0, 3), rebuilt=True)
+                          round(time.perf_counter() - t0, 3), rebuilt=True, shards=len(index.shards),
+                          reused_shards=index.reused_shards)
 
 
 def _prune(root: Path, current: Mapping[str, str], keep: int) -> list[str]:
@@ -194,7 +198,8 @@ def build_repo_indexes(records: Iterable[Mapping], root: Path, *, keep: int = KE
         except ValueError as e:
             if "no code to index" not in str(e):
                 raise
-    entries = {r.repo: {k: v for k, v in asdict(r).items() if k not in ("repo", "seconds", "rebuilt")}
+    entries = {r.repo: {k: v for k, v in asdict(r).items()
+                        if k not in ("repo", "seconds", "rebuilt", "shards", "reused_shards")}
                for r in summary.repos}
     pointer = {"format": POINTER_FORMAT, "built_at": time.time(), "repos": entries}
     atomic_write(root / POINTER_FILE, lambda tmp: Path(tmp).write_text(json.dumps(pointer, indent=1,
