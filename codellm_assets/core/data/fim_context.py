@@ -13,11 +13,13 @@ The token cache keys such a document by its content, the context settings and wh
 on (:meth:`RepoContextSampler.key`, CodeIndex.context_key): the train files of its index shard (BM25 scores
 one shard of neighbouring paths) and the definitions of the names it uses. A one-file change re-encodes the
 context documents of that file's shard and those that use a name whose definition moved, not its repo's.
-With a ``cache_dir`` the per-repo indexes themselves are kept there,
-content-addressed like the ``code_index`` asset's (core/data/code_index_store.py, its own root: these hold the
-train split only, never held-out files): a repo whose train files did not change loads its index instead of
-re-chunking and re-indexing it (on the 100 MB benchmark corpus that was 53 of the 67 s of a re-run), and
-only one repo's index is in memory at a time (:class:`OneIndexAtATime`).
+
+With a ``cache_dir`` the per-repo indexes themselves are kept there, content-addressed like the ``code_index``
+asset's (core/data/code_index_store.py, its own root: these hold the train split only, never held-out files):
+a repo whose train files did not change loads its index instead of re-chunking and re-indexing it (on the
+100 MB benchmark corpus that was 53 of the 67 s of a re-run), a changed one rebuilds only its changed shards,
+the keys read each repo's small IndexScope, and only one repo's index is in memory at a time
+(:class:`OneIndexAtATime`).
 """
 
 from __future__ import annotations
