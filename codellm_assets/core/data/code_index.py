@@ -65,8 +65,8 @@ class Chunk:
     text: str
 
 
-WORD_TOKENS: dict[str, tuple[str, ...]] = {}
-WORD_CACHE_MAX = 500_000      # distinct identifiers remembered (a repo has far fewer; a bound, not a tuning)
+_WORD_TOKENS: dict[str, tuple[str, ...]] = {}
+_WORD_CACHE_MAX = 500_000      # distinct identifiers remembered (a repo has far fewer; a bound, not a tuning)
 
 
 def _word_tokens(word: str) -> tuple[str, ...]:
@@ -81,11 +81,11 @@ def code_tokens(text: str) -> list[str]:
     Each distinct word is split once (identifiers repeat: indexing a repo splits millions of words, a few
     thousand distinct ones)."""
     out: list[str] = []
-    cache = WORD_TOKENS
+    cache = _WORD_TOKENS
     for word in WORD.findall(text):
         tokens = cache.get(word)
         if tokens is None:
-            if len(cache) >= WORD_CACHE_MAX:
+            if len(cache) >= _WORD_CACHE_MAX:
                 cache.clear()
             tokens = cache[word] = _word_tokens(word)
         out.extend(tokens)
@@ -188,12 +188,15 @@ class IndexScope:
                 "definitions": self.definitions}
 
     @classmethod
+    def from_json(cls, keys: Mapping[str, Any]) -> IndexScope:
+        return cls([Shard(**x) for x in keys["shards"]], keys["file_digests"], keys["definitions"])
+
+    @classmethod
     def load(cls, directory: Path) -> IndexScope:
         """From an index directory (an index saved before ``KEYS_FILE``: from its chunks file, whole)."""
         directory = Path(directory)
         if (directory / KEYS_FILE).is_file():
-            keys = json.loads((directory / KEYS_FILE).read_text())
-            return cls([Shard(**x) for x in keys["shards"]], keys["file_digests"], keys["definitions"])
+            return cls.from_json(json.loads((directory / KEYS_FILE).read_text()))
         return CodeIndex.load(directory).scope
 
 
@@ -203,24 +206,33 @@ class CodeIndex:
     near a path scores that path's shard only, so its cost does not grow with the repo (a monorepo's index
     is searched thousands of times per training build); the definitions table is the whole repo's."""
 
-    def __init__(self, chunks: list[Chunk], retrievers: Sequence[bm25s.BM25], shards: Sequence[Shard], *,
-                 repo: str, commit: str, definitions: dict[str, dict[str, int]] | None = None,
-                 file_digests: Mapping[str, str] | None = None):
-        if len(retrievers) != len(shards) or not shards:
+    def __init__(self, chunks: list[Chunk], retrievers: Sequence[bm25s.BM25], scope: IndexScope, *,
+                 repo: str, commit: str):
+        if len(retrievers) != len(scope.shards) or not scope.shards:
             raise ValueError(f"an index of repo '{repo}' needs one retriever per shard "
-                             f"({len(retrievers)} retrievers, {len(shards)} shards)")
+                             f"({len(retrievers)} retrievers, {len(scope.shards)} shards)")
         self.chunks, self.repo, self.commit = chunks, repo, commit
-        self.retrievers = list(retrievers)
-        self.scope = IndexScope(shards, file_digests, definitions)
-        self.shards, self.definitions, self.file_digests = self.scope.shards, self.scope.definitions, \
-            self.scope.file_digests
-        self.shard_of, self.context_key = self.scope.shard_of, self.scope.context_key
+        self.retrievers, self.scope = list(retrievers), scope
         self.reused_shards = 0       # of a build: shards whose BM25 came from an earlier index (build's reuse)
         self._by_path: dict[str, list[Chunk]] = {}
         self._ids_by_path: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
             self._by_path.setdefault(c.path, []).append(c)
             self._ids_by_path.setdefault(c.path, []).append(i)
+
+    @property
+    def shards(self) -> list[Shard]:
+        return self.scope.shards
+
+    @property
+    def definitions(self) -> dict[str, dict[str, int]]:
+        return self.scope.definitions
+
+    def shard_of(self, path: str) -> int:
+        return self.scope.shard_of(path)
+
+    def context_key(self, path: str, content: str) -> str:
+        return self.scope.context_key(path, content)
 
     @classmethod
     def build(cls, files: Iterable[Mapping], *, repo: str, commit: str, window: int = WINDOW_LINES,
@@ -257,9 +269,8 @@ class CodeIndex:
             shards.append(Shard(len(chunks), len(chunks) + n, kept[a][0]["path"], digest))
             retrievers.append(retriever)
             chunks += [c for _, cs in kept[a:b] for c in cs]
-        index = cls(chunks, retrievers, shards, repo=repo, commit=commit, file_digests=digests,
-                    definitions=repo_definitions(files, cache_root=cache_root, partition=repo,
-                                                 compact=compact_cache))
+        definitions = repo_definitions(files, cache_root=cache_root, partition=repo, compact=compact_cache)
+        index = cls(chunks, retrievers, IndexScope(shards, digests, definitions), repo=repo, commit=commit)
         index.reused_shards = reused
         return index
 
@@ -287,16 +298,14 @@ class CodeIndex:
         meta = json.loads((directory / META_FILE).read_text())
         chunks = [Chunk(**c) for c in meta["chunks"]]
         if (directory / KEYS_FILE).is_file():
-            keys = json.loads((directory / KEYS_FILE).read_text())
-            shards = [Shard(**s) for s in keys["shards"]]
+            scope = IndexScope.from_json(json.loads((directory / KEYS_FILE).read_text()))
             retrievers = [bm25s.BM25.load(str(directory / _shard_dir(i)), show_progress=False)
-                          for i in range(len(shards))]
+                          for i in range(len(scope.shards))]
         else:       # an index written before shards: one BM25 at the top, the definitions in the chunks file
-            keys = {"definitions": meta.get("definitions", {}), "file_digests": {}}
-            shards = [Shard(0, len(chunks), chunks[0].path if chunks else "", "")]
+            scope = IndexScope([Shard(0, len(chunks), chunks[0].path if chunks else "", "")],
+                               definitions=meta.get("definitions", {}))
             retrievers = [bm25s.BM25.load(str(directory), show_progress=False)]
-        return cls(chunks, retrievers, shards, repo=meta["repo"], commit=meta["commit"],
-                   definitions=keys["definitions"], file_digests=keys["file_digests"])
+        return cls(chunks, retrievers, scope, repo=meta["repo"], commit=meta["commit"])
 
     # ---- queries ----------------------------------------------------------------------------------------
 

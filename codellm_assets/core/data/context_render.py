@@ -28,7 +28,6 @@ def comment_prefix(language: str | None) -> str:
     return "#" if (language or "") in _HASH_COMMENT else "//"
 
 
-
 class LineCounter:
     """A ``count`` for :func:`render_context` that reads each distinct line once: a block's count is taken as
     the sum of its lines' counts, cached across blocks (the same snippets are rendered for many cursors).

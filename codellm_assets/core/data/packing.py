@@ -66,7 +66,7 @@ class _ShardWriter:
     def write(self, ids: np.ndarray, mask: np.ndarray | None = None) -> None:
         mask = np.ones_like(ids, dtype=np.int8) if mask is None else mask
         start = 0
-        while start < len(ids) or (not self.parts and self._writer is None):
+        while start < len(ids):
             if self._writer is None or self._rows >= self.rows_per_shard:
                 self._next()
             take = min(len(ids) - start, self.rows_per_shard - self._rows)
@@ -85,7 +85,7 @@ class _ShardWriter:
 
     def close(self) -> list[Path]:
         if self._writer is None:          # an empty split is still a valid (empty) shard
-            self.write(np.zeros((0, self.seq_len), np.int32))
+            self._next()
         self._writer.close()
         self._writer = None
         n = len(self.parts)
@@ -151,10 +151,10 @@ def write_dataset_dict(root: Path, splits: Mapping[str, PackedSplit]) -> None:
     (root / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
     loaded = datasets.load_from_disk(str(root))
     rows = {name: loaded[name].num_rows for name in splits}
-    if rows != {name: p.sequences for name, p in splits.items()}:
-        raise ValueError(f"the dataset written under {root} loads with {rows} sequences, not "
-                         f"{ {name: p.sequences for name, p in splits.items()} }: the installed `datasets` "
-                         "reads its layout differently; pin the version pyproject.toml names")
+    packed = {name: p.sequences for name, p in splits.items()}
+    if rows != packed:
+        raise ValueError(f"the dataset written under {root} loads with {rows} sequences, not {packed}: the "
+                         "installed `datasets` reads its layout differently; pin the version pyproject.toml names")
 
 
 # ---- token ids, cached per file -------------------------------------------------------------------
